@@ -1,0 +1,158 @@
+"""The threaded source: a decoder runs on its own thread and hands frames to the pipeline through a
+bounded buffer whose policy depends on whether the source is live.
+
+A concrete source implements two methods:
+- ``_open()`` opens the input in the caller's thread and returns its ``SourceInfo``; a bad path, URL or
+  codec fails here, before any output is created.
+- ``_pictures()`` runs on the decode thread and yields ``Picture`` values until the stream ends; it owns
+  reconnection for network sources and raises ``SourceError`` when it gives up.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from engine.errors import SourceError
+from engine.sources.buffer import BlockingFrameBuffer, LatestFrameBuffer
+from engine.types import Frame
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    uri: str  # what the user passed, for messages
+    live: bool  # newest-frame-wins buffering when True, every frame when False
+    width: int
+    height: int
+    fps: float | None  # the stream's average rate, None where it does not say
+    frame_count: int | None  # frames the container declares; None for live streams or when unknown
+    codec: str
+
+
+@dataclass(slots=True)
+class SourceStats:
+    decoded: int = 0  # pictures the decoder produced
+    delivered: int = 0  # frames handed to the consumer
+    dropped: int = 0  # frames a live buffer discarded to stay current
+    reconnects: int = 0  # successful reconnections after a lost stream
+    gap_s: float = 0.0  # seconds spent without frames while reconnecting
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Picture:
+    """What a decoder yields; the base class turns it into a ``Frame``."""
+
+    image: np.ndarray  # [H, W, 3] uint8 RGB, C-contiguous
+    pts: float | None
+    decode_ms: float
+
+
+class Source(ABC):
+    """A video source: open, then iterate frames; close (or leave the ``with`` block) to stop."""
+
+    def __init__(self, uri: str, *, live: bool, buffer_size: int = 2) -> None:
+        self.uri = uri
+        self.live = live
+        self.stats = SourceStats()
+        self._info: SourceInfo | None = None
+        self._buffer = (LatestFrameBuffer if live else BlockingFrameBuffer)(buffer_size)
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    @abstractmethod
+    def _open(self) -> SourceInfo:
+        """Open the input in the caller's thread; raise ``SourceError`` naming the input and the fix."""
+
+    @abstractmethod
+    def _pictures(self) -> Iterator[Picture]:
+        """Decode until the stream ends (runs on the decode thread); stop early when ``stopping``."""
+
+    def _release(self) -> None:
+        """Free the decoder's resources; called on the decode thread when it ends."""
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def info(self) -> SourceInfo:
+        if self._info is None:
+            self._info = self._open()
+        return self._info
+
+    def start(self) -> Source:
+        """Open (if not yet) and start decoding on a background thread."""
+        if self._thread is None:
+            _ = self.info
+            self._thread = threading.Thread(target=self._run, name=f"decode:{self.uri}", daemon=True)
+            self._thread.start()
+        return self
+
+    def read(self, timeout: float | None = None) -> Frame | None:
+        """The next frame, None at the end of the stream. Raises the decoder's ``SourceError`` after the
+        frames decoded before it, or ``SourceError`` when nothing arrives within ``timeout`` seconds."""
+        self.start()
+        try:
+            frame = self._buffer.get(timeout)
+        except TimeoutError:
+            raise SourceError(
+                f"{self.uri}: no frame for {timeout:.0f} s; check that the source is still sending"
+            ) from None
+        if frame is not None:
+            self.stats.delivered += 1
+            self.stats.dropped = self._buffer.dropped
+        return frame
+
+    def __iter__(self) -> Iterator[Frame]:
+        while (frame := self.read()) is not None:
+            yield frame
+
+    def close(self) -> None:
+        self._stop.set()
+        self._buffer.close()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            # The decoder sees the stop flag at its next picture; network reads are bounded by the
+            # source's own I/O timeout, so this join is bounded too.
+            self._thread.join(timeout=10.0)
+
+    def __enter__(self) -> Source:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        error: BaseException | None = None
+        try:
+            for picture in self._pictures():
+                if self._stop.is_set():
+                    break
+                frame = Frame(
+                    image=torch.from_numpy(picture.image),
+                    index=self.stats.decoded,
+                    pts=picture.pts,
+                    capture_time=time.time(),
+                    decode_ms=picture.decode_ms,
+                )
+                self.stats.decoded += 1
+                if not self._buffer.put(frame):
+                    break
+        except SourceError as exc:
+            error = exc
+        except Exception as exc:  # an unexpected decoder failure still ends the stream cleanly
+            error = SourceError(f"{self.uri}: decoding failed: {exc}")
+            error.__cause__ = exc
+        finally:
+            try:
+                self._release()
+            finally:
+                self._buffer.finish(error)

@@ -1,0 +1,190 @@
+"""The typed values that travel along the data path: Frame → Detections → Tracks → FrameResult.
+
+Every field is documented here once; the JSONL contract in ``engine.sinks.jsonl`` is built from
+``FrameResult`` and nothing else. Tensors keep the device they were made on: a result produced on a GPU
+holds GPU tensors until a sink needs bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
+
+import torch
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded picture and where it came from in the stream."""
+
+    image: torch.Tensor  # [H, W, 3] uint8 RGB; CPU from the source, moved to the compute device by Pipeline
+    index: int  # 0-based position in the stream; frames a live buffer dropped still take an index
+    pts: float | None  # presentation time in seconds, from the stream; None where the container has none
+    capture_time: float  # wall-clock seconds (time.time()) when the decoder handed the frame out
+    decode_ms: float = 0.0  # decoder time spent on this frame (demux + decode + colour conversion)
+    stream: int = 0  # which stream of a multi-stream pipeline this frame belongs to
+
+    def __post_init__(self) -> None:
+        img = self.image
+        if img.dim() != 3 or img.shape[2] != 3 or img.dtype != torch.uint8:
+            raise ValueError(f"Frame.image must be [H, W, 3] uint8, got {tuple(img.shape)} {img.dtype}")
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+
+@dataclass(frozen=True, slots=True)
+class Detections:
+    """The detector's instances for one frame, best score first."""
+
+    boxes: torch.Tensor  # [N, 4] float32 x1, y1, x2, y2 in frame pixels
+    scores: torch.Tensor  # [N] float32 confidence in [0, 1]
+    class_ids: torch.Tensor  # [N] int64
+    masks: torch.Tensor  # [N, H, W] bool at frame resolution
+    names: tuple[str, ...] = ()  # class id -> label, from the model that produced these
+
+    def __post_init__(self) -> None:
+        n = self.boxes.shape[0]
+        if self.boxes.shape != (n, 4) or self.scores.shape != (n,) or self.class_ids.shape != (n,):
+            raise ValueError(
+                f"Detections fields disagree: boxes {tuple(self.boxes.shape)}, scores "
+                f"{tuple(self.scores.shape)}, class_ids {tuple(self.class_ids.shape)}"
+            )
+        if self.masks.dim() != 3 or self.masks.shape[0] != n:
+            raise ValueError(f"Detections.masks must be [{n}, H, W], got {tuple(self.masks.shape)}")
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    @staticmethod
+    def empty(height: int, width: int, *, device: torch.device | str = "cpu",
+              names: tuple[str, ...] = ()) -> Detections:
+        return Detections(
+            boxes=torch.zeros((0, 4), dtype=torch.float32, device=device),
+            scores=torch.zeros((0,), dtype=torch.float32, device=device),
+            class_ids=torch.zeros((0,), dtype=torch.int64, device=device),
+            masks=torch.zeros((0, height, width), dtype=torch.bool, device=device),
+            names=names,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Tracks:
+    """The tracker's propagated objects for one frame, in slot order."""
+
+    obj_ids: list[int]  # tracked object ids
+    masks: torch.Tensor  # [N, H, W] bool at frame resolution (logits > 0)
+    logits: torch.Tensor  # [N, h, w] float32 low-res mask logits (the model's image size / 4)
+    scores: torch.Tensor  # [N] float32 object-score logits; > 0 means the model sees the object
+
+    def __len__(self) -> int:
+        return len(self.obj_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One final instance of a frame, as a user reads it."""
+
+    id: int  # track id, stable over time (a per-frame index when no tracker runs)
+    class_id: int
+    label: str
+    score: float
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
+    mask: torch.Tensor  # [H, W] bool
+
+
+@dataclass(frozen=True, slots=True)
+class Instances:
+    """A frame's final instances as batched tensors; iterate for ``Instance`` values.
+
+    Masks do not overlap once fusion has run: every pixel belongs to at most one instance.
+    """
+
+    ids: torch.Tensor  # [N] int64
+    class_ids: torch.Tensor  # [N] int64
+    scores: torch.Tensor  # [N] float32
+    boxes: torch.Tensor  # [N, 4] float32 x1, y1, x2, y2
+    masks: torch.Tensor  # [N, H, W] bool
+    labels: tuple[str, ...]  # [N] class label of each instance
+
+    def __post_init__(self) -> None:
+        n = self.ids.shape[0]
+        shapes = {
+            "class_ids": (self.class_ids.shape, (n,)),
+            "scores": (self.scores.shape, (n,)),
+            "boxes": (self.boxes.shape, (n, 4)),
+        }
+        for name, (got, want) in shapes.items():
+            if tuple(got) != want:
+                raise ValueError(f"Instances.{name} must be {want}, got {tuple(got)}")
+        if self.masks.dim() != 3 or self.masks.shape[0] != n or len(self.labels) != n:
+            raise ValueError(
+                f"Instances: {n} ids but masks {tuple(self.masks.shape)} and {len(self.labels)} labels"
+            )
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def __iter__(self) -> Iterator[Instance]:
+        ids, cls, scores, boxes = (t.tolist() for t in (self.ids, self.class_ids, self.scores, self.boxes))
+        for i in range(len(ids)):
+            yield Instance(id=ids[i], class_id=cls[i], label=self.labels[i], score=scores[i],
+                           box=tuple(boxes[i]), mask=self.masks[i])
+
+    @staticmethod
+    def empty(height: int, width: int, *, device: torch.device | str = "cpu") -> Instances:
+        return Instances(
+            ids=torch.zeros((0,), dtype=torch.int64, device=device),
+            class_ids=torch.zeros((0,), dtype=torch.int64, device=device),
+            scores=torch.zeros((0,), dtype=torch.float32, device=device),
+            boxes=torch.zeros((0, 4), dtype=torch.float32, device=device),
+            masks=torch.zeros((0, height, width), dtype=torch.bool, device=device),
+            labels=(),
+        )
+
+    @staticmethod
+    def from_detections(dets: Detections) -> Instances:
+        """Detections as instances with per-frame ids 0..N-1 (the detector-only pipeline)."""
+        ids = torch.arange(len(dets), dtype=torch.int64, device=dets.boxes.device)
+        cls = dets.class_ids.tolist()
+        labels = tuple(dets.names[c] if 0 <= c < len(dets.names) else str(c) for c in cls)
+        return Instances(ids=ids, class_ids=dets.class_ids, scores=dets.scores, boxes=dets.boxes,
+                         masks=dets.masks, labels=labels)
+
+
+@dataclass(frozen=True, slots=True)
+class StageTimes:
+    """Milliseconds each stage spent on one frame. ``total`` runs from the frame leaving the source
+    buffer to its result being handed out; ``decode`` happened before that, on the decode thread."""
+
+    decode: float = 0.0
+    detect: float = 0.0
+    track: float = 0.0
+    fuse: float = 0.0
+    render: float = 0.0
+    total: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {f.name: round(getattr(self, f.name), 3) for f in fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class FrameResult:
+    """What the pipeline hands out for every frame: the public, stable output."""
+
+    frame: Frame
+    instances: Instances
+    times: StageTimes
+    age_ms: float  # wall-clock ms from capture to this result being handed out
+    overlay: torch.Tensor | None = None  # [H, W, 3] uint8 rendered picture, when a sink or the caller asked
+    stats: dict[str, float] = field(default_factory=dict)  # source counters at this frame (drops, reconnects)
+
+    @property
+    def index(self) -> int:
+        return self.frame.index
+

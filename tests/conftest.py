@@ -1,0 +1,52 @@
+"""Shared fixtures: the real media clips, device markers, and no leaking random state."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+MEDIA = Path(__file__).parent / "media"
+CLIPS = sorted(MEDIA.glob("*.mp4"))
+
+# Ultralytics writes settings under $HOME and looks up hosts on import; keep both inside the test run.
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / "streamseg-yolo"))
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; none is present")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device; none is present on this machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _fixed_random_state():
+    """Every test starts from the same seeds and leaves the global generators as it found them."""
+    py, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    yield
+    random.setstate(py)
+    np.random.set_state(np_state)
+    torch.set_rng_state(torch_state)
+
+
+@pytest.fixture(scope="session")
+def media_dir() -> Path:
+    return MEDIA
+
+
+@pytest.fixture(scope="session")
+def bedroom_clip() -> Path:
+    return MEDIA / "bedroom.mp4"
