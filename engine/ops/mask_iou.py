@@ -51,9 +51,9 @@ def mask_iou_reference(masks_a: torch.Tensor,  # [N, H, W] bool
     """Pure-torch IoU: intersections as float32 matmuls of 0/1 values (exact, see _REFERENCE_CHUNK),
     accumulated in int64."""
     n, m = masks_a.shape[0], masks_b.shape[0]
-    a = masks_a.reshape(n, -1)
-    b = masks_b.reshape(m, -1)
-    pixels = a.shape[1]
+    pixels = masks_a.shape[1] * masks_a.shape[2]
+    a = masks_a.reshape(n, pixels)
+    b = masks_b.reshape(m, pixels)
     inter = torch.zeros((n, m), dtype=torch.int64, device=a.device)
     for start in range(0, pixels, _REFERENCE_CHUNK):
         stop = min(start + _REFERENCE_CHUNK, pixels)

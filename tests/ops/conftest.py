@@ -36,13 +36,15 @@ def _build() -> Path:
     if cmake is None:
         pytest.fail("nvcc is present but cmake is not: install cmake (>= 3.24) to build the kernels")
     steps = [
-        [cmake, "-S", str(ROOT), "-B", str(BUILD_DIR), "-DSTREAMSEG_KERNELS=ON", "-DCMAKE_BUILD_TYPE=Release"],
+        [cmake, "-S", str(ROOT), "-B", str(BUILD_DIR), "-DSTREAMSEG_KERNELS=ON",
+         "-DCMAKE_BUILD_TYPE=Release"],
         [cmake, "--build", str(BUILD_DIR), "-j", str(os.cpu_count() or 2)],
     ]
     for step in steps:
         done = subprocess.run(step, capture_output=True, text=True)
         if done.returncode != 0:
-            pytest.fail(f"kernel build failed: {' '.join(step)}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+            pytest.fail(f"kernel build failed: {' '.join(step)}\n"
+                        f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
     return BUILD_DIR / _library.LIBRARY_NAME
 
 

@@ -42,7 +42,8 @@ def _needed(path: Path) -> list[str]:
     return [line.split("[")[1].rstrip("]") for line in out.stdout.splitlines() if "(NEEDED)" in line]
 
 
-@pytest.mark.slow  # a fresh CUDA build takes ~20-40 s on 2 cores; incremental runs ~1 s
+# The first test to use `kernel_library` builds it where nvcc is present (conftest.py): ~20-40 s on 2
+# cores from scratch, ~1 s when build/tests-kernels is up to date.
 def test_library_exports_every_entry_point_and_nothing_else(kernel_library):
     symbols = _dynamic_symbols(kernel_library)
     assert set(_library.SYMBOLS) <= symbols
