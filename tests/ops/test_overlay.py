@@ -24,7 +24,8 @@ def exact_blend(image: torch.Tensor, id_map: torch.Tensor, colors: torch.Tensor,
     return out.astype(np.uint8)
 
 
-def random_case(height: int, width: int, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def random_case(height: int, width: int, k: int,
+                seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A frame, an id map with background (-1), valid ids and ids past the colour table, and K colours."""
     generator = torch.Generator().manual_seed(seed)
     image = torch.randint(0, 256, (height, width, 3), dtype=torch.uint8, generator=generator)

@@ -24,7 +24,8 @@ def random_masks(n: int, height: int, width: int, seed: int) -> torch.Tensor:
         coarse = torch.rand((1, 1, (height + 7) // 8, (width + 7) // 8), generator=generator) < 0.4
         masks[i] = coarse.repeat_interleave(8, 2).repeat_interleave(8, 3)[0, 0, :height, :width]
     for i in range(2, n, 3):
-        masks[i] = torch.rand((height, width), generator=generator) < float(torch.rand(1, generator=generator))
+        density = float(torch.rand(1, generator=generator))
+        masks[i] = torch.rand((height, width), generator=generator) < density
     if n >= 5:
         masks[3] = False
         masks[4] = True
