@@ -8,6 +8,8 @@ reference below agree bit for bit.
 
 from __future__ import annotations
 
+import ctypes
+
 import torch
 
 from engine.ops import _library
@@ -75,7 +77,7 @@ def _check(name: str, masks: torch.Tensor) -> None:
         raise ValueError(f"mask_iou: {name} masks of {masks.shape[1]}x{masks.shape[2]} exceed 2**31 pixels")
 
 
-def _pack(library, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _pack(library: ctypes.CDLL, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """[N, H, W] bool -> ([N, ceil(H*W / 32)] 32-bit words, bit k of word w = pixel 32 w + k; [N] areas)."""
     n = masks.shape[0]
     pixels = masks.shape[1] * masks.shape[2]
@@ -88,7 +90,7 @@ def _pack(library, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return packed, areas
 
 
-def _mask_iou_kernel(library, masks_a: torch.Tensor, masks_b: torch.Tensor) -> torch.Tensor:
+def _mask_iou_kernel(library: ctypes.CDLL, masks_a: torch.Tensor, masks_b: torch.Tensor) -> torch.Tensor:
     same = masks_b is masks_a
     masks_a = masks_a.contiguous()
     packed_a, areas_a = _pack(library, masks_a)

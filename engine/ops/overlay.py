@@ -52,8 +52,11 @@ def overlay(image: torch.Tensor,  # [H, W, 3] uint8
     return out
 
 
-def overlay_reference(image: torch.Tensor, id_map: torch.Tensor, colors: torch.Tensor,
-                      alpha: float) -> torch.Tensor:
+def overlay_reference(image: torch.Tensor,  # [H, W, 3] uint8
+                      id_map: torch.Tensor,  # [H, W] int32 or int64
+                      colors: torch.Tensor,  # [K, 3] uint8, any device
+                      alpha: float) -> torch.Tensor:  # [H, W, 3] uint8
+    """The fixed-point blend in torch, on the image's device."""
     a = int(round(alpha * 256))
     out = image.clone()
     covered = (id_map >= 0) & (id_map < colors.shape[0])

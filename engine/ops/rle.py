@@ -8,6 +8,8 @@ the COCO string; the result is identical to pycocotools', character for characte
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 import torch
 from pycocotools import mask as mask_util
@@ -38,6 +40,7 @@ def rle_encode(masks: torch.Tensor) -> list[dict]:  # masks: [N, H, W] bool
 
 
 def rle_encode_reference(masks: torch.Tensor) -> list[dict]:  # masks: [N, H, W] bool
+    """pycocotools' own encoder, on a host copy of the masks."""
     if masks.shape[0] == 0:
         return []
     # pycocotools wants [H, W, N] uint8 in column-major order: COCO runs go down columns.
@@ -47,7 +50,7 @@ def rle_encode_reference(masks: torch.Tensor) -> list[dict]:  # masks: [N, H, W]
             for r in encoded]
 
 
-def _rle_encode_kernel(library, masks: torch.Tensor) -> list[dict]:
+def _rle_encode_kernel(library: ctypes.CDLL, masks: torch.Tensor) -> list[dict]:  # masks: [N, H, W] bool
     masks = masks.contiguous()
     n, height, width = masks.shape
     segments = int(library.streamseg_rle_segment_count(height, width))
