@@ -121,4 +121,4 @@ def _camera(text: str, parts, *, live: bool, **kwargs) -> CameraSource:
         except ValueError:
             raise SourceError(f"{text}: bad camera option '{key}={value}'; use size=WxH, fps=N, "
                               f"pixel_format=NAME (e.g. mjpeg)") from None
-    return CameraSource(parts.path, live=live, **kwargs, **options)  # type: ignore[arg-type]
+    return CameraSource(parts.path, live=live, uri=text, **kwargs, **options)  # type: ignore[arg-type]

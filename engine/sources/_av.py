@@ -110,10 +110,9 @@ def open_video(url: str, *, live: bool, format: str | None = None, options: dict
             kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
             raise SourceError(f"{url}: has no video stream (streams: {kinds}); pass a video")
         stream = container.streams.video[0]
-        if stream.codec_context is None:
-            tag = getattr(stream, "codec_tag", "") or "unknown"
+        if stream.codec_context is None:  # FFmpeg has no decoder for it
             raise SourceError(
-                f"{url}: video codec '{tag}' cannot be decoded by this PyAV build (FFmpeg "
+                f"{url}: its video codec cannot be decoded by this PyAV build (FFmpeg "
                 f"{av.ffmpeg_version_info}); re-encode it, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4"
             )
         # Frame threading decodes several pictures at once and holds each back by that many frames:
@@ -134,8 +133,8 @@ def reason(exc: BaseException, *, timeout_s: float | None = None) -> str:
     if isinstance(exc, (av.error.ExitError, av.error.TimeoutError, TimeoutError)):
         # PyAV's timeout interrupts a blocked read with ExitError ("Immediate exit requested").
         return f"no answer within {timeout_s:g} s" if timeout_s else "timed out"
-    if isinstance(exc, av.error.HTTPError):
-        return f"the server answered {exc.strerror.removeprefix('Server returned ')}"
+    if isinstance(exc, av.error.FFmpegError) and (exc.strerror or "").startswith("Server returned "):
+        return f"the server answered {exc.strerror.removeprefix('Server returned ')}"  # HTTP 4xx/5xx
     if isinstance(exc, av.error.InvalidDataError):
         return "invalid data (not a video format PyAV can read)"
     if isinstance(exc, av.error.DecoderNotFoundError):

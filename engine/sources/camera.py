@@ -23,9 +23,10 @@ class CameraSource(LiveStreamSource):
     def __init__(self, device: str | Path, *, live: bool = True, buffer_size: int = 2,
                  realtime: bool = False, reconnect_attempts: int = 5, io_timeout_s: float = 5.0,
                  size: tuple[int, int] | None = None, fps: float | None = None,
-                 pixel_format: str | None = None) -> None:
-        super().__init__(str(device), live=live, buffer_size=buffer_size, realtime=realtime,
+                 pixel_format: str | None = None, uri: str | None = None) -> None:
+        super().__init__(uri or str(device), live=live, buffer_size=buffer_size, realtime=realtime,
                          reconnect_attempts=reconnect_attempts, io_timeout_s=io_timeout_s)
+        self.device = str(device)
         if size is not None and (len(size) != 2 or min(size) <= 0):
             raise SourceError(f"{device}: camera size must be (width, height) > 0, got {size}")
         if fps is not None and fps <= 0:
@@ -46,7 +47,7 @@ class CameraSource(LiveStreamSource):
         return opts
 
     def _open(self) -> SourceInfo:
-        device = Path(self.uri)
+        device = Path(self.device)
         if not device.exists():
             raise SourceError(f"{self.uri}: no such camera device; list cameras with `ls /dev/video*` "
                               f"and check that it is plugged in")
@@ -55,7 +56,7 @@ class CameraSource(LiveStreamSource):
         return super()._open()
 
     def _connect(self) -> VideoDecoder:
-        return open_video(self.uri, live=True, format="v4l2", options=self.options(),
+        return open_video(self.device, live=True, format="v4l2", options=self.options(),
                           timeout_s=self.io_timeout_s)
 
     def _why(self, exc: BaseException) -> str:

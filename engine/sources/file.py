@@ -12,6 +12,7 @@ What each kind of bad file does (tests/sources/test_errors.py):
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,9 +49,12 @@ class FileSource(Source):
         if isinstance(exc, av.error.InvalidDataError):
             with path.open("rb") as f:
                 head = f.read(12)
+                text = f.read(4096)
             if head[4:8] == b"ftyp":  # an ISO-BMFF (mp4/mov) file whose index never arrived
                 return (f"{self.uri}: truncated or damaged mp4, its index (moov atom) is missing; "
                         f"re-copy or re-record the file")
+            if _looks_like_text(head + text):
+                return f"{self.uri}: is a text file, not a video; pass a video file"
             return f"{self.uri}: not a video file PyAV can read; pass a video (mp4, mkv, ts, ...)"
         return f"{self.uri}: cannot open: {reason(exc)}; check the file"
 
@@ -76,8 +80,8 @@ class FileSource(Source):
         declared = decoder.declared_frames
         if declared is not None and decoder.packets < declared and not self.stopping:
             raise SourceError(
-                f"{self.uri}: truncated: the file ends after {decoder.packets} of the {declared} frames "
-                f"its header declares (the {delivered} decoded were delivered); re-copy or re-record it"
+                f"{self.uri}: truncated: it holds {decoder.packets} of the {declared} frames its header "
+                f"declares (the {delivered} decodable were delivered); re-copy or re-record the file"
             )
 
     def _read_failure(self, exc: Exception) -> str:
@@ -87,6 +91,16 @@ class FileSource(Source):
         if self._decoder is not None:
             self._decoder.close()
             self._decoder = None
+
+
+def _looks_like_text(data: bytes) -> bool:
+    if not data or b"\0" in data:
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(data) - 3  # only a character cut at the end of the sample
+    return True
 
 
 class HttpSource(FileSource):
@@ -103,25 +117,23 @@ class HttpSource(FileSource):
         self.io_timeout_s = io_timeout_s
 
     def _open(self) -> SourceInfo:
-        import av
-
         try:
             self._decoder = open_video(self.uri, live=self.live, timeout_s=self.io_timeout_s)
         except SourceError:
             raise
-        except av.error.OSError as exc:
-            if exc.errno == 5:  # EIO: FFmpeg's http reader could not seek, for lack of range support
-                raise SourceError(
-                    f"{self.uri}: input/output error; if it is an mp4 with its index at the end, serve "
-                    f"it with byte-range support or move the index to the front "
-                    f"(ffmpeg -i IN -c copy -movflags +faststart OUT.mp4)"
-                ) from exc
-            raise SourceError(f"{self.uri}: cannot open: {self._why(exc)}") from exc
         except Exception as exc:
             raise SourceError(f"{self.uri}: cannot open: {self._why(exc)}") from exc
         return self._info_from(self._decoder)
 
     def _why(self, exc: Exception) -> str:
+        import av
+
+        if isinstance(exc, av.error.OSError) and exc.errno == errno.EIO:
+            # FFmpeg's http reader failed to seek: the server ignored a byte range. An mp4 with its
+            # index at the end is read to the end to find it, then cannot go back to the start.
+            return ("input/output error; if it is an mp4 with its index at the end, serve it with "
+                    "byte-range support or move the index to the front "
+                    "(ffmpeg -i IN -c copy -movflags +faststart OUT.mp4)")
         return f"{reason(exc, timeout_s=self.io_timeout_s)}; check the URL and that the server is up"
 
     def _read_failure(self, exc: Exception) -> str:

@@ -50,13 +50,24 @@ class LiveStreamSource(Source):
     def _why(self, exc: BaseException) -> str:
         return reason(exc, timeout_s=self.io_timeout_s)
 
-    def _open(self) -> SourceInfo:
+    def _attempt(self) -> VideoDecoder:
+        """One connection; PyAV's errors come back as ``_ConnectFailed`` with their reason."""
+        started = time.monotonic()
         try:
-            self._decoder = self._connect()
+            return self._connect()
         except SourceError:
             raise
         except Exception as exc:
-            raise SourceError(f"{self.uri}: cannot connect: {self._why(exc)}; {self._fix()}") from exc
+            # Some demuxers (RTSP) report an interrupted wait as invalid data: name the real cause.
+            waited = time.monotonic() - started >= 0.95 * self.io_timeout_s
+            why = f"no answer within {self.io_timeout_s:g} s" if waited else self._why(exc)
+            raise _ConnectFailed(why) from exc
+
+    def _open(self) -> SourceInfo:
+        try:
+            self._decoder = self._attempt()
+        except _ConnectFailed as exc:
+            raise SourceError(f"{self.uri}: cannot connect: {exc}; {self._fix()}") from exc.__cause__
         d = self._decoder
         return SourceInfo(uri=self.uri, live=self.live, width=d.width, height=d.height, fps=d.fps,
                           frame_count=None, codec=d.codec)
@@ -113,9 +124,9 @@ class LiveStreamSource(Source):
             if self._stop.wait(delay):
                 return None
             try:
-                return self._connect()
-            except Exception as exc:
-                why = self._why(exc)
+                return self._attempt()
+            except (_ConnectFailed, SourceError) as exc:
+                why = str(exc).split(": ", 1)[-1] if isinstance(exc, SourceError) else str(exc)
             delay = min(2.0 * delay, self.max_backoff_s)
         elapsed = time.monotonic() - lost_at
         self.stats.gap_s += elapsed
@@ -130,3 +141,7 @@ class LiveStreamSource(Source):
         if self._decoder is not None:
             self._decoder.close()
             self._decoder = None
+
+
+class _ConnectFailed(Exception):
+    """A connection attempt failed; the message is the reason, without the URL."""

@@ -40,5 +40,12 @@ class RtspSource(LiveStreamSource):
         # PyAV's own timeout also bounds the parts the socket timeout does not (stream probing).
         return open_video(self.uri, live=True, options=self.options(), timeout_s=self.io_timeout_s)
 
+    def _why(self, exc: BaseException) -> str:
+        import av
+
+        if isinstance(exc, av.error.InvalidDataError):
+            return "the answer is not an RTSP stream PyAV can play"
+        return super()._why(exc)
+
     def _fix(self) -> str:
         return "check the address and that the server is up"

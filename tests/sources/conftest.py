@@ -196,7 +196,7 @@ class HttpServer:
         self._thread.join(timeout=10)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def http_server(media_dir: Path) -> Iterator[HttpServer]:
     """tests/media over HTTP with byte-range support, as real web servers do."""
     server = HttpServer(media_dir, ranges=True)
@@ -204,7 +204,7 @@ def http_server(media_dir: Path) -> Iterator[HttpServer]:
     server.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def plain_http_server(media_dir: Path) -> Iterator[HttpServer]:
     """tests/media over Python's stock handler, which ignores byte ranges."""
     server = HttpServer(media_dir, ranges=False)
@@ -212,7 +212,7 @@ def plain_http_server(media_dir: Path) -> Iterator[HttpServer]:
     server.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def black_hole() -> Iterator[str]:
     """``127.0.0.1:PORT`` of a server that accepts connections and never answers: a hung host."""
     listener = socket.create_server(("127.0.0.1", 0))
@@ -239,7 +239,7 @@ def black_hole() -> Iterator[str]:
     listener.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def free_port() -> int:
     """A port on 127.0.0.1 with nothing listening (connections are refused)."""
     with socket.socket() as s:
