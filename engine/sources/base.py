@@ -73,6 +73,7 @@ class Source(ABC):
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._clock: tuple[float, float] | None = None  # (monotonic, pts) of the first paced picture
+        self._join_timeout_s = 10.0  # longest a decoder may stay blocked in one read after close()
 
     @abstractmethod
     def _open(self) -> SourceInfo:
@@ -131,7 +132,7 @@ class Source(ABC):
         elif self._thread is not threading.current_thread():
             # The decoder sees the stop flag at its next picture; network reads are bounded by the
             # source's own I/O timeout, so this join is bounded too.
-            self._thread.join(timeout=10.0)
+            self._thread.join(timeout=self._join_timeout_s)
 
     def __enter__(self) -> Source:
         return self.start()

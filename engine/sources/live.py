@@ -16,7 +16,7 @@ import time
 from abc import abstractmethod
 from collections.abc import Iterator
 
-from engine.errors import SourceError
+from engine.errors import ConfigError, SourceError
 from engine.sources._av import VideoDecoder, reason
 from engine.sources.base import Picture, Source, SourceInfo
 
@@ -29,15 +29,27 @@ class LiveStreamSource(Source):
                  max_backoff_s: float = 8.0) -> None:
         super().__init__(uri, live=live, buffer_size=buffer_size, realtime=realtime)
         if reconnect_attempts < 0 or io_timeout_s <= 0 or backoff_s < 0:
-            raise SourceError(
+            raise ConfigError(
                 f"{uri}: reconnect_attempts must be >= 0, io_timeout_s > 0 and backoff_s >= 0, got "
-                f"{reconnect_attempts}, {io_timeout_s}, {backoff_s}; fix the source options"
+                f"{reconnect_attempts}, {io_timeout_s}, {backoff_s}"
             )
         self.reconnect_attempts = reconnect_attempts
         self.io_timeout_s = io_timeout_s
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self._decoder: VideoDecoder | None = None
+        # PyAV's interrupt and the socket timeout each bound one blocked call by io_timeout_s.
+        self._join_timeout_s = max(self._join_timeout_s, 2.0 * io_timeout_s + 1.0)
+
+    @property
+    def give_up_after_s(self) -> float:
+        """The longest a lost stream can go without frames before ``SourceError``: every backoff wait
+        plus every attempt's I/O timeout. A consumer's stall timeout should exceed it."""
+        waits, delay = 0.0, self.backoff_s
+        for _ in range(self.reconnect_attempts):
+            waits += delay
+            delay = min(2.0 * delay, self.max_backoff_s)
+        return waits + (self.reconnect_attempts + 1) * self.io_timeout_s
 
     @abstractmethod
     def _connect(self) -> VideoDecoder:

@@ -1,107 +1,22 @@
-"""Real servers on 127.0.0.1 for the source tests: GStreamer's RTSP server (a subprocess under Debian's
-python), an HTTP server with byte ranges, and a TCP "black hole" that accepts and never answers.
-Every wait here is bounded."""
+"""Real servers on 127.0.0.1 for the source tests: GStreamer's RTSP server (``tests/rtsp_server.py``, a
+subprocess under Debian's python), an HTTP server with byte ranges, and a TCP "black hole" that accepts
+and never answers. Every wait here is bounded."""
 
 from __future__ import annotations
 
 import functools
 import http.server
-import os
-import selectors
 import socket
-import subprocess
+import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, where python3-gi lives; not the project's virtualenv
-SERVER_SCRIPT = Path(__file__).parent / "rtsp_server.py"
-GSTREAMER_PACKAGES = ("gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base "
-                      "gstreamer1.0-plugins-good gstreamer1.0-plugins-bad")
-_START_TIMEOUT_S = 15.0  # GStreamer's first start scans its plugins; later starts take ~0.2 s
-
-
-@functools.cache
-def _gstreamer_missing() -> str | None:
-    """Why the RTSP server cannot run here, or None when it can."""
-    probe = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
-             "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
-             "missing = [e for e in ('qtdemux', 'tsdemux', 'h264parse', 'rtph264pay') "
-             "if Gst.ElementFactory.find(e) is None]; print(' '.join(missing))")
-    if not os.access(SYSTEM_PYTHON, os.X_OK):
-        return f"{SYSTEM_PYTHON} is missing"
-    try:
-        done = subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, text=True, timeout=60)
-    except subprocess.TimeoutExpired:
-        return "probing GStreamer took over 60 s"
-    if done.returncode != 0:
-        return done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "the gi probe failed"
-    return f"GStreamer elements missing: {done.stdout.strip()}" if done.stdout.strip() else None
-
-
-class RtspServer:
-    """GStreamer's RTSP server streaming one clip at rtsp://127.0.0.1:PORT/clip, as a camera would.
-
-    ``stop()`` kills it the way a crash or a power cut would (the socket closes under the client);
-    ``start()`` brings it back on the same port.
-    """
-
-    def __init__(self, clip: Path) -> None:
-        self.clip = clip
-        self.port = 0  # 0 until the first start picks a free one
-        self._proc: subprocess.Popen[str] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"rtsp://127.0.0.1:{self.port}/clip"
-
-    def start(self) -> RtspServer:
-        missing = _gstreamer_missing()
-        if missing:
-            pytest.fail(f"the RTSP tests need GStreamer's RTSP server ({missing}); install it with "
-                        f"`sudo apt-get install -y {GSTREAMER_PACKAGES}`", pytrace=False)
-        assert self._proc is None, "already running"
-        cmd = [SYSTEM_PYTHON, str(SERVER_SCRIPT), "--clip", str(self.clip), "--port", str(self.port)]
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while True:  # the old process's port can take a moment to free after a kill
-            self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            line = _read_line(self._proc, deadline)
-            if line.startswith("READY "):
-                self.port = int(line.split()[1])
-                return self
-            self.stop()
-            if time.monotonic() > deadline or "cannot listen" not in line:
-                raise RuntimeError(f"RTSP server did not start: {line or 'no answer'}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        proc.kill()
-        proc.communicate(timeout=10)
-
-    def __enter__(self) -> RtspServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def _read_line(proc: subprocess.Popen[str], deadline: float) -> str:
-    """The server's first stdout line, or its stderr's last line if it exits first."""
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        if sel.select(timeout=max(0.0, deadline - time.monotonic())):
-            line = proc.stdout.readline().strip()
-            if line:
-                return line
-    proc.kill()
-    _, err = proc.communicate(timeout=10)
-    return (err.strip().splitlines() or [""])[-1]
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # whatever pytest's import mode
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from rtsp_server import RtspServer  # noqa: E402 - tests/rtsp_server.py, shared with other test areas
 
 
 @pytest.fixture

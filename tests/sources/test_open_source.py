@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import ConfigError
-from engine.sources import (CameraSource, FileSource, HttpSource, RtspSource, SyntheticSource,
-                            open_source)
+from engine.sources import CameraSource, FileSource, HttpSource, RtspSource, SyntheticSource, open_source
 
 
 @pytest.mark.parametrize(("uri", "kwargs", "kind", "live"), [
@@ -39,6 +38,8 @@ def test_network_options_reach_the_demuxer() -> None:
     src = open_source("rtsp://127.0.0.1/clip", io_timeout_s=2.5, reconnect_attempts=7)
     assert src.options() == {"rtsp_transport": "tcp", "timeout": "2500000", "allowed_media_types": "video"}
     assert (src.reconnect_attempts, src.io_timeout_s) == (7, 2.5)
+    # Backoff 0.5, 1, 2, 4, 8, 8, 8 s plus a timeout for the read that noticed the loss and each attempt.
+    assert src.give_up_after_s == pytest.approx(31.5 + 8 * 2.5)
     assert open_source("http://127.0.0.1/x.mp4", io_timeout_s=3.0).io_timeout_s == 3.0
 
 
