@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.common import environment, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("pyav", "pyav_rgb", "source")
@@ -128,23 +127,8 @@ def bench_clip(path: Path, *, repeats: int = 3, max_frames: int | None = None,
 
 def machine() -> dict[str, object]:
     import av
-    import torch
 
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": f"CPU: {cpu}, {os.cpu_count()} cores",
-        "python": platform.python_version(),
-        "av": av.__version__,
-        "ffmpeg": av.ffmpeg_version_info,
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-    }
+    return {**environment(), "av": av.__version__, "ffmpeg": av.ffmpeg_version_info}
 
 
 def run(clips: Sequence[Path], *, repeats: int = 3, max_frames: int | None = None, synthetic: bool = False,
@@ -166,9 +150,7 @@ def run(clips: Sequence[Path], *, repeats: int = 3, max_frames: int | None = Non
     }
     report = {**machine(), "repeats": repeats, "max_frames": max_frames,
               "results": [asdict(r) for r in results], "overhead": overhead}
-    out = out or ROOT / "benchmarks" / "out" / f"decode-{datetime.now():%Y%m%d-%H%M%S}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    out = write_json("decode", report, out=out)
     _print_table(results, overhead)
     print(f"\n{report['device']}; av {report['av']} (FFmpeg {report['ffmpeg']}); written to {out}")
     return report

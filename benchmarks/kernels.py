@@ -12,10 +12,6 @@ benchmarks/out/kernels-<date>.json with the device, versions and date.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -25,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from benchmarks.common import environment, write_json
 from engine import ops
 from engine.ops.fuse_masks import fuse_masks_reference
 from engine.ops.mask_iou import mask_iou_reference
@@ -128,31 +125,6 @@ def run(*, masks: tuple[int, ...] = (1, 10, 100), height: int = 1080, width: int
     return timings
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def environment() -> dict:
-    cuda = torch.cuda.is_available()
-    return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name() if cuda else _cpu_model(),
-        "compute_capability": ".".join(map(str, torch.cuda.get_device_capability())) if cuda else None,
-        "cpu": _cpu_model(),
-        "cpu_cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_cuda": torch.version.cuda,
-        "ops_backend": ops.backend(),
-        "python": platform.python_version(),
-    }
-
-
 def report(timings: list[Timing]) -> str:
     """A table: one row per op and mask count, with the reference/kernel ratio where both ran."""
     rows = [f"{'op':<18}{'masks':>6}{'path':>11}{'p50 ms':>10}{'p95 ms':>10}{'ratio':>8}"]
@@ -171,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, nargs=2, default=[1080, 1920], metavar=("H", "W"))
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--ops", nargs="+", default=list(OPS), choices=OPS)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/out/kernels-*.json)")
     args = parser.parse_args(argv)
 
     if not torch.cuda.is_available():
@@ -183,11 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     env = environment()
     print(f"{env['device']}, torch {env['torch']}, {env['ops_backend']}, {env['date']}")
     print(report(timings))
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = args.out / f"kernels-{stamp}.json"
-    path.write_text(json.dumps({"environment": env, "size": args.size,
-                                "timings": [asdict(t) for t in timings]}, indent=2))
+    path = write_json("kernels", {"environment": env, "size": args.size,
+                                  "timings": [asdict(t) for t in timings]}, out=args.out)
     print(f"wrote {path}")
     return 0
 

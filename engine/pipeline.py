@@ -54,7 +54,8 @@ class Pipeline:
         detect_every: run the detector on every k-th frame (the tracker runs on every frame).
         render: render overlays even when no sink asks for them (``FrameResult.overlay``).
         max_frames: stop after this many frames.
-        stall_timeout_s: a source that delivers nothing for this long ends the run with an error.
+        stall_timeout_s: a source that delivers nothing for this long ends the run with an error (for a
+            live source, at least its reconnect budget, ``give_up_after_s``).
     """
 
     def __init__(self, source: Source, *, detector: DetectStage | None = None,
@@ -80,7 +81,9 @@ class Pipeline:
         self.detect_every = detect_every
         self.render = render or any(s.wants_overlay for s in self.sinks)
         self.max_frames = max_frames
-        self.stall_timeout_s = stall_timeout_s
+        # A live source reconnecting is silent on purpose, for at most its own reconnect budget, and
+        # then raises its own, better error: the stall timeout must not fire first.
+        self.stall_timeout_s = max(stall_timeout_s, getattr(source, "give_up_after_s", 0.0) + 5.0)
         self.latency = LatencyTable(STAGES)
         self.frames = 0
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-from torchvision.ops import masks_to_boxes
 
 from engine.errors import ConfigError
+from engine.ops import mask_boxes
 from engine.types import Detections, Frame, Instances, Tracks
 
 
@@ -61,10 +61,7 @@ class PromptedTracks:
 def tracks_to_instances(tracks: Tracks, *, label: str = "object", class_id: int = 0) -> Instances:
     """Tracks as instances: boxes from the masks, score = sigmoid(object score), one class."""
     masks = tracks.masks
-    boxes = torch.zeros((len(tracks), 4), dtype=torch.float32, device=masks.device)
-    present = masks.flatten(1).any(dim=1)
-    if bool(present.any()):
-        boxes[present] = masks_to_boxes(masks[present]).float()
+    boxes = mask_boxes(masks)
     n = len(tracks)
     return Instances(
         ids=torch.tensor(tracks.obj_ids, dtype=torch.int64, device=masks.device),

@@ -4,11 +4,13 @@ pure-torch (or pycocotools) reference, ``<op>_reference`` beside it, otherwise. 
 one this process uses; ``STREAMSEG_OPS=reference`` forces the references."""
 
 from engine.ops._library import backend
+from engine.ops.boxes import mask_boxes
+from engine.ops.fuse_logits import fuse_logits
 from engine.ops.fuse_masks import fuse_masks
 from engine.ops.mask_iou import mask_iou
 from engine.ops.overlay import masks_to_id_map, overlay
 from engine.ops.resize_threshold import resize_threshold
 from engine.ops.rle import rle_encode
 
-__all__ = ["backend", "fuse_masks", "mask_iou", "masks_to_id_map", "overlay", "resize_threshold",
+__all__ = ["backend", "fuse_logits", "fuse_masks", "mask_boxes", "mask_iou", "masks_to_id_map", "overlay", "resize_threshold",
            "rle_encode"]

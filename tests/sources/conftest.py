@@ -7,16 +7,13 @@ from __future__ import annotations
 import functools
 import http.server
 import socket
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-if str(Path(__file__).resolve().parents[1]) not in sys.path:  # whatever pytest's import mode
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from rtsp_server import RtspServer  # noqa: E402 - tests/rtsp_server.py, shared with other test areas
+from tests.rtsp_server import RtspServer
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from rtsp_server import APT_PACKAGES, RtspServer
+from tests.rtsp_server import APT_PACKAGES, RtspServer
 
 from engine.errors import SourceError
 from engine.sources import RtspSource, SyntheticScene, open_source, to_video

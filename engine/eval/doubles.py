@@ -1,0 +1,148 @@
+"""Stage doubles that read a synthetic scene's ground truth, with controlled faults: they isolate the
+fusion policy from the networks, for its tests and for tuning it (benchmarks/fusion_policy.py).
+
+- ``NoisyTruthDetector``: the visible objects as detections, with misses, false positives and mask
+  jitter, each at a given rate, from a seeded generator.
+- ``DriftingTracker``: follows each prompted object's true mask, displaced by a drift that grows by
+  ``drift_px`` every frame it has followed the object since the last prompt; an object out of sight
+  resets it (a tracker that finds its object again from memory segments it afresh); object score
+  positive while the object is visible. A prompt that hits no object makes a phantom that is never visible.
+Both speak the same interfaces as the real detector and ``StreamingTracker``.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from engine.sources.synthetic import SyntheticScene
+from engine.types import Detections, Tracks
+
+_VISIBLE, _HIDDEN = 8.0, -8.0  # logits of a confident tracker
+
+
+def _box_of(mask: np.ndarray) -> np.ndarray:  # [H, W] bool -> [4] x1, y1, x2, y2
+    ys, xs = np.nonzero(mask)
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _shift(mask: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    out = np.zeros_like(mask)
+    h, w = mask.shape
+    xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+    ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
+    out[yd, xd] = mask[ys, xs]
+    return out
+
+
+class NoisyTruthDetector:
+    def __init__(self, scene: SyntheticScene, *, miss: float = 0.0, false_positive: float = 0.0,
+                 jitter_px: int = 0, min_area: int = 30, seed: int = 0) -> None:
+        self.scene, self.miss, self.false_positive, self.jitter_px = scene, miss, false_positive, jitter_px
+        self.min_area = min_area
+        self.names = scene.class_names
+        self.rng = np.random.default_rng(seed)
+        self.false_positives = 0
+
+    def detect(self, i: int) -> Detections:
+        gt = self.scene.ground_truth(i)
+        masks, classes, scores = [], [], []
+        for mask, cls in zip(gt.masks, gt.class_ids.tolist()):
+            if mask.sum() < self.min_area or self.rng.random() < self.miss:
+                continue
+            masks.append(self._jitter(mask))
+            classes.append(cls)
+            scores.append(self.rng.uniform(0.6, 0.95))
+        if self.rng.random() < self.false_positive:
+            masks.append(self._phantom())
+            classes.append(int(self.rng.integers(len(self.names))))
+            scores.append(self.rng.uniform(0.5, 0.7))
+            self.false_positives += 1
+        h, w = self.scene.height, self.scene.width
+        if not masks:
+            return Detections.empty(h, w, names=self.names)
+        stacked = torch.from_numpy(np.stack(masks))
+        keep = stacked.flatten(1).any(1)
+        stacked = stacked[keep]
+        return Detections(boxes=torch.from_numpy(np.stack([_box_of(m) for m in stacked.numpy()])),
+                          scores=torch.tensor(scores, dtype=torch.float32)[keep],
+                          class_ids=torch.tensor(classes, dtype=torch.int64)[keep], masks=stacked,
+                          names=self.names)
+
+    def _jitter(self, mask: np.ndarray) -> np.ndarray:
+        if self.jitter_px == 0:
+            return mask
+        dx, dy = (int(v) for v in self.rng.integers(-self.jitter_px, self.jitter_px + 1, size=2))
+        grow = int(self.rng.integers(-1, 2))
+        m = _shift(mask, dx, dy).astype(np.uint8)
+        kernel = np.ones((3, 3), np.uint8)
+        if grow > 0:
+            m = cv2.dilate(m, kernel)
+        elif grow < 0 and m.sum() > 4 * self.min_area:
+            m = cv2.erode(m, kernel)
+        return m.astype(bool)
+
+    def _phantom(self) -> np.ndarray:
+        h, w = self.scene.height, self.scene.width
+        mask = np.zeros((h, w), dtype=np.uint8)
+        cx, cy = int(self.rng.integers(20, w - 20)), int(self.rng.integers(20, h - 20))
+        cv2.circle(mask, (cx, cy), int(self.rng.integers(6, 14)), 1, -1)
+        return mask.astype(bool)
+
+
+class DriftingTracker:
+    def __init__(self, scene: SyntheticScene, *, drift_px: float = 0.0) -> None:
+        self.scene, self.drift_px = scene, drift_px
+        self.frame = -1
+        self.objects: dict[int, int | None] = {}  # obj id -> the true object it follows (None: phantom)
+        self.followed: dict[int, int] = {}  # obj id -> visible frames since its last prompt
+        self.prompts = 0
+
+    @property
+    def object_ids(self) -> list[int]:
+        return list(self.objects)
+
+    def step(self, image=None) -> Tracks:
+        self.frame += 1
+        visible = set(self.scene.ground_truth(self.frame).ids.tolist())
+        for obj_id, true_id in self.objects.items():
+            self.followed[obj_id] = self.followed[obj_id] + 1 if true_id in visible else 0
+        return self._tracks(list(self.objects))
+
+    def add_object(self, obj_id: int, *, box) -> Tracks:
+        gt = self.scene.ground_truth(self.frame)
+        box = np.asarray(box, dtype=np.float32)
+        best, best_iou = None, 0.3
+        for true_id, mask in zip(gt.ids.tolist(), gt.masks):
+            if mask.any() and (overlap := _box_iou(box, _box_of(mask))) >= best_iou:
+                best, best_iou = true_id, overlap
+        self.objects[obj_id] = best
+        self.followed[obj_id] = 0
+        self.prompts += 1
+        return self._tracks([obj_id])
+
+    def remove_object(self, obj_id: int) -> None:
+        del self.objects[obj_id], self.followed[obj_id]
+
+    def _tracks(self, ids: list[int]) -> Tracks:
+        h, w = self.scene.height, self.scene.width
+        gt = self.scene.ground_truth(self.frame)
+        truth = dict(zip(gt.ids.tolist(), gt.masks))
+        masks, scores = [], []
+        for obj_id in ids:
+            mask = truth.get(self.objects[obj_id], np.zeros((h, w), dtype=bool))
+            drift = int(round(self.drift_px * self.followed[obj_id]))
+            masks.append(_shift(mask, drift, 0) if drift else mask)
+            scores.append(_VISIBLE if mask.any() else _HIDDEN)
+        m = torch.from_numpy(np.stack(masks)) if masks else torch.zeros((0, h, w), dtype=torch.bool)
+        logits = torch.where(m, _VISIBLE, _HIDDEN).float()  # frame-resolution "low-res" logits
+        return Tracks(obj_ids=list(ids), masks=m, logits=logits, scores=torch.tensor(scores))

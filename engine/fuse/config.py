@@ -1,0 +1,58 @@
+"""The fusion policy's knobs, with the reason for each default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class FuserConfig:
+    # Association: a detection and a track are the same object when their masks overlap this much
+    # (optimal assignment on mask IoU, pairs below the threshold stay unmatched).
+    match_iou: float = 0.3
+    # A matched track whose mask agrees with its detection less than this has drifted: it is
+    # re-prompted from the detection's box, on this frame. Tuned by benchmarks/fusion_policy.py
+    # (2026-11-24, 6 objects, drift 0.5-1.5 px/frame, jitter 2 px): 0.6 lets masks decay to J&F
+    # 0.87-0.89; 0.7 holds 0.925-0.94 at 0.7-1.3 re-prompts a frame; 0.8 gains 0.03 for 60% more.
+    reprompt_iou: float = 0.7
+    # An unmatched detection spawns a track only at this confidence (above the detector's own
+    # threshold), so one flickering low-score detection does not start an identity.
+    spawn_conf: float = 0.5
+    # ... and only where its mask overlaps no tracked object this much (a duplicate of one).
+    spawn_max_overlap: float = 0.5
+    # ... and only once it has been seen on this many consecutive detection frames (boxes overlapping
+    # by reacquire_box_iou). A sliver of an object entering the frame, or one flicker, starts no id;
+    # a new object's first frame is the price.
+    spawn_after: int = 2
+    # A track is retired after this many consecutive frames with a low object score and no matched
+    # detection. At 30 fps an id survives 2 s out of sight: SAM 2 keeps a lost object's memory and
+    # finds it again when it comes back, and keeping it costs one slot in the batched step. (Objects
+    # that swing out of the synthetic scenes stay away 0.7-1.5 s: tests/fuse/test_on_ground_truth.py.)
+    retire_after: int = 60
+    # A track the detector has not confirmed for this many detection frames is retired even while the
+    # tracker still reports it: SAM 2 can lock onto background after its object left. None: never.
+    retire_unmatched_after: int | None = 90
+    # A lost track (low object score) is re-acquired by a detection whose box overlaps the track's
+    # last visible box at least this much (mask IoU cannot match: the track's mask is empty).
+    reacquire_box_iou: float = 0.3
+    # Two tracks whose masks overlap this much follow one object (a lost track re-acquired onto the
+    # wrong object, which the tracker then also finds again): the one with fewer matched detections
+    # is retired.
+    duplicate_iou: float = 0.8
+    # Class and score smoothing over matched detections: weight of the newest observation.
+    smoothing: float = 0.3
+
+    def __post_init__(self) -> None:
+        for name in ("match_iou", "reprompt_iou", "spawn_conf", "spawn_max_overlap", "reacquire_box_iou",
+                     "duplicate_iou", "smoothing"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"fusion {name} must be in [0, 1], got {value}")
+        if self.spawn_after < 1:
+            raise ConfigError(f"fusion spawn_after must be >= 1 detection frame, got {self.spawn_after}")
+        if self.retire_after < 1:
+            raise ConfigError(f"fusion retire_after must be >= 1 frame, got {self.retire_after}")
+        if self.retire_unmatched_after is not None and self.retire_unmatched_after < 1:
+            raise ConfigError(f"fusion retire_unmatched_after must be >= 1 or None, got {self.retire_unmatched_after}")
