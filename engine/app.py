@@ -54,6 +54,14 @@ class RunOptions:
             raise ConfigError(f"--buffer must be >= 1, got {self.buffer}")
         if not 0.0 <= self.conf <= 1.0 or not 0.0 <= self.iou <= 1.0:
             raise ConfigError(f"--conf and --iou must be in [0, 1], got {self.conf} and {self.iou}")
+        from engine.fuse.simple import check_prompt_box
+
+        for obj_id, box in self.prompts:
+            check_prompt_box(obj_id, box)
+        if self.prompts and self.tracker == "none":
+            raise ConfigError("--prompt needs a tracker; drop --tracker none")
+        if self.prompts and self.detector != "none":
+            raise ConfigError("--prompt is for --detector none; with a detector, tracks come from detections")
 
 
 @dataclass(slots=True)
@@ -125,8 +133,6 @@ def _detector(opts: RunOptions, device, built: BuiltPipeline):
 
 def _tracker(opts: RunOptions, device, built: BuiltPipeline):
     if opts.tracker == "none":
-        if opts.prompts:
-            raise ConfigError("--prompt needs a tracker; drop --tracker none")
         return None
     from engine.track import load_tracker
     from engine.track import registry as _  # noqa: F401  (registers the official checkpoints)
@@ -152,10 +158,7 @@ def _fuser(opts: RunOptions, detector, tracker):
         return PromptedTracks(tracker, {0: dict(opts.prompts)})
     from engine.fuse import Fuser, FuserConfig
 
-    fuser = Fuser(tracker, FuserConfig(), names=detector.names)
-    if opts.prompts:
-        raise ConfigError("--prompt is for --detector none; with a detector, tracks come from detections")
-    return fuser
+    return Fuser(tracker, FuserConfig(), names=detector.names)
 
 
 def _sinks(opts: RunOptions, *, fps: float | None, live: bool, built: BuiltPipeline) -> list:

@@ -45,9 +45,7 @@ class PromptedTracks:
         self.label = label
         for boxes in self.prompts.values():
             for obj_id, box in boxes.items():
-                if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
-                    raise ConfigError(f"prompt box for object {obj_id} must be x1,y1,x2,y2 with x2>x1, y2>y1; "
-                                      f"got {box}")
+                check_prompt_box(obj_id, box)
 
     def __call__(self, frame: Frame, detections: Detections | None, tracks: Tracks | None) -> Instances:
         for obj_id, box in self.prompts.get(frame.index, {}).items():
@@ -56,6 +54,13 @@ class PromptedTracks:
         if tracks is None or len(tracks) == 0:
             return Instances.empty(frame.height, frame.width, device=frame.image.device)
         return tracks_to_instances(tracks, label=self.label)
+
+
+def check_prompt_box(obj_id: int, box) -> None:
+    """A box prompt must be x1, y1, x2, y2 with x2 > x1 and y2 > y1."""
+    if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
+        raise ConfigError(f"prompt box for object {obj_id} must be x1,y1,x2,y2 with x2>x1, y2>y1; got "
+                          f"{list(box)}")
 
 
 def tracks_to_instances(tracks: Tracks, *, label: str = "object", class_id: int = 0) -> Instances:

@@ -1,0 +1,118 @@
+"""The ``streamseg`` command as a user runs it: exit codes, one-line errors, outputs, summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def streamseg(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "STREAMSEG_CACHE": "/nonexistent-streamseg-cache"}
+    return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=ROOT)
+
+
+def _user_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """A user's mistake: exit 1, one line on stderr starting 'streamseg: error:', no traceback."""
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("streamseg: error:")]
+    assert len(errors) == 1, proc.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+def _frames(path: Path) -> tuple[int, tuple[int, int]]:
+    with av.open(str(path)) as c:
+        frames = list(c.decode(video=0))
+    return len(frames), (frames[0].width, frames[0].height)
+
+
+def test_info_names_versions_device_and_mask_ops():
+    proc = streamseg("info")
+    assert proc.returncode == 0, proc.stderr
+    keys = [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
+    for key in ("streamseg", "torch", "av", "sam2", "ultralytics", "device", "mask"):
+        assert key in keys, proc.stdout
+
+
+def test_run_writes_video_and_jsonl_and_prints_the_latency_table(tmp_path, bedroom_clip):
+    out, jsonl = tmp_path / "o.mp4", tmp_path / "r.jsonl"
+    proc = streamseg("run", str(bedroom_clip), "--detector", "none", "--tracker", "none", "--out", str(out),
+                     "--jsonl", str(jsonl), "--max-frames", "12", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "12 frames in" in proc.stdout
+    table = proc.stdout.split("12 frames in", 1)[1]
+    for stage in ("decode", "detect", "track", "fuse", "render", "total", "age"):
+        assert f"\n{stage} " in table, proc.stdout
+    assert _frames(out) == (12, (960, 540))
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [rec["frame"] for rec in lines] == list(range(12))
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["run", "{tmp}/missing.mp4"], ["missing.mp4"]),
+    (["run", "ftp://127.0.0.1/x.mp4"], ["ftp://127.0.0.1/x.mp4"]),
+    (["run", "{clip}", "--detector", "none", "--tracker", "none", "--out", "{tmp}/no/dir/o.mp4"], ["o.mp4"]),
+    (["run", "{clip}", "--detector", "none", "--tracker", "none", "--jsonl", "{tmp}"], ["directory"]),
+    (["run", "{clip}", "--max-frames", "0"], ["--max-frames"]),
+    (["run", "{clip}", "--detector", "none", "--prompt", "1:5,5,2,2"], ["prompt"]),
+    (["run", "{clip}", "--device", "cuda:0", "--detector", "none", "--tracker", "none"], ["cuda"]),
+    (["fetch", "no-such-model"], ["no-such-model"]),
+    (["eval", "{tmp}/missing.jsonl", "--truth", "synthetic:seed=1"], ["missing.jsonl"]),
+])
+def test_user_mistakes_end_in_one_clear_line(tmp_path, bedroom_clip, args, needles):
+    if "cuda" in needles and shutil.which("nvidia-smi"):
+        pytest.skip("a CUDA device may be present here")
+    args = [a.format(tmp=tmp_path, clip=bedroom_clip) for a in args]
+    _user_error(streamseg(*args), *needles)
+    assert not (tmp_path / "no").exists()
+
+
+def test_a_truncated_file_keeps_the_results_written_before_the_cut(tmp_path, bedroom_clip):
+    """The input ends early: exit 1 with the reason, and the video and JSONL written until then are
+    complete (finalised mp4, whole lines)."""
+    whole = tmp_path / "faststart.mp4"
+    _remux_faststart(bedroom_clip, whole)  # index at the front: the half before the cut decodes
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    out, jsonl = tmp_path / "o.mp4", tmp_path / "r.jsonl"
+    proc = streamseg("run", str(cut), "--detector", "none", "--tracker", "none", "--out", str(out),
+                     "--jsonl", str(jsonl), "--quiet")
+    _user_error(proc, "cut.mp4", "truncated")
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(lines) > 10
+    assert _frames(out)[0] == len(lines)
+
+
+def _remux_faststart(src: Path, dst: Path) -> None:
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "+faststart"}) as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+
+
+def test_eval_scores_a_run_against_its_synthetic_truth(tmp_path):
+    """A run over a synthetic scene with no networks finds nothing: everything is missed, the scores
+    say so, and the report is well formed."""
+    jsonl = tmp_path / "r.jsonl"
+    spec = "synthetic:seed=4,frames=20,size=160x120,objects=3"
+    run = streamseg("run", spec, "--detector", "none", "--tracker", "none", "--jsonl", str(jsonl), "--quiet")
+    assert run.returncode == 0, run.stderr
+    proc = streamseg("eval", str(jsonl), "--truth", spec, "--json", str(tmp_path / "report.json"))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["frames"] == 20 and report["gt_objects"] == 3 and report["hota"] == 0.0
