@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -39,6 +40,13 @@ class YoloSegDetector:
     @property
     def device(self) -> torch.device:
         return self.backend.device
+
+    def with_thresholds(self, *, conf: float | None = None, iou: float | None = None,
+                        max_det: int | None = None) -> YoloSegDetector:
+        """The same network with other post-processing thresholds (no reload; shares the backend)."""
+        changes = {k: v for k, v in (("conf", conf), ("iou", iou), ("max_det", max_det)) if v is not None}
+        return YoloSegDetector(self.backend, self.info, replace(self.config, **changes),
+                               random_weights=self.random_weights, workdir=self._workdir)
 
     def __call__(self, images: Sequence[torch.Tensor]) -> list[Detections]:
         """Detect instances in a batch of frames.

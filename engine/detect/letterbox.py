@@ -10,8 +10,8 @@ stride, ``auto=True``) when every image in the batch has the same shape and the 
 ``BasePredictor.pre_transform``. Batch 1 is the "same shape" case. ``batch_geometry`` makes the same choice, so
 a 1280x720 stream runs at 640x384 rather than 640x640 (40% fewer pixels) and matches Ultralytics exactly.
 
-The resize runs on the compute device in integer arithmetic and reproduces OpenCV's uint8 ``INTER_LINEAR``
-(what Ultralytics uses) bit for bit: half-pixel centres, no antialiasing, 11-bit fixed-point weights, a
+The resize is OpenCV's uint8 ``INTER_LINEAR`` (what Ultralytics uses) bit for bit: ``cv2.resize`` itself on
+the CPU, and on a GPU ``resize_linear``, which reproduces it in integer tensor arithmetic on the device: half-pixel centres, no antialiasing, 11-bit fixed-point weights, a
 horizontal pass in full precision, then a vertical pass on values shifted right by 4 with 16-bit
 high-half multiplies and a final rounding shift by 2. A float bilinear resize differs from it by one level
 on ~10% of pixels, and a randomly initialised network turns that into score differences of ~2e-3 and
@@ -83,7 +83,13 @@ def letterbox_batch(images: list[torch.Tensor],  # each [H, W, 3] uint8 RGB
     for i, (image, box) in enumerate(zip(images, boxes)):
         pixels = image.to(device, non_blocking=True)
         if (box.content_h, box.content_w) != (box.frame_h, box.frame_w):
-            pixels = resize_linear(pixels, box.content_h, box.content_w)
+            if pixels.device.type == "cpu":  # OpenCV itself: the reference, and faster than tensor ops here
+                import cv2
+
+                pixels = torch.from_numpy(cv2.resize(pixels.numpy(), (box.content_w, box.content_h),
+                                                     interpolation=cv2.INTER_LINEAR))
+            else:
+                pixels = resize_linear(pixels, box.content_h, box.content_w)
         batch[i, :, box.top:box.top + box.content_h, box.left:box.left + box.content_w] = pixels.permute(2, 0, 1)
     # Divide (not multiply by 1/255) so the values are bit-identical to Ultralytics' ``float().div_(255)``.
     return batch.div_(255).to(dtype)

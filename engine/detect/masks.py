@@ -25,9 +25,9 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-TAPS = 3  # prototype cells that can reach one frame pixel along an axis, through both bilinear stages
-# Instances evaluated together: sorted by box size and padded to the largest box of their group. Larger groups
-# mean fewer kernel launches (GPU) and Python steps (CPU) but more padding. Tuned with benchmarks/detector.py.
+MAX_TAPS = 3  # prototype cells that can reach one frame pixel along an axis, through both bilinear stages
+# CUDA evaluates instances in groups, sorted by box size and padded to the group's largest box: fewer, larger
+# kernels. The CPU evaluates them one by one, exactly inside each box, with contiguous row/column selections.
 GROUP = 16
 
 
@@ -35,8 +35,13 @@ GROUP = 16
 class AxisTaps:
     """For each frame pixel along one axis: the first of the prototype cells it reads, and their weights."""
 
-    start: torch.Tensor  # [n] int64 first prototype index (the taps read start, start+1, start+2)
-    weight: torch.Tensor  # [n, 3] float32
+    start: torch.Tensor  # [n] int64 first prototype index (the taps read start, start+1, ...)
+    weight: torch.Tensor  # [n, T] float32, T = 2 (no intermediate upsample) or 3
+    first: tuple[int, ...]  # start, on the host, for cutting per-box windows without a device sync
+
+    @property
+    def taps(self) -> int:
+        return int(self.weight.shape[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,14 +91,16 @@ def _axis_taps(n_out: int, n_proto: int, f: int, crop_start: int, crop_len: int,
     resize = _bilinear_matrix(n_out, crop_len, np.float32(crop_len) / np.float32(n_out))  # interpolate(size)
     matrix = resize @ upsample[crop_start:crop_start + crop_len]  # [n_out, n_proto]
     nonzero = matrix != 0
-    start = np.minimum(nonzero.argmax(axis=1), n_proto - TAPS)
-    offsets = start[:, None] + np.arange(TAPS)
-    weight = np.take_along_axis(matrix, offsets, axis=1)
+    first = nonzero.argmax(axis=1)
+    span = n_proto - nonzero[:, ::-1].argmax(axis=1) - first  # cells each pixel reads
+    taps = 2 if span.max() <= 2 else MAX_TAPS
     # Each pixel mixes two neighbours of two neighbours: at most three consecutive cells. Checked, not assumed.
-    if not np.allclose(weight.sum(axis=1), matrix.sum(axis=1)):
-        raise RuntimeError(f"mask upsampling needs more than {TAPS} taps for {n_out} px from {n_proto} cells")
+    if span.max() > MAX_TAPS:
+        raise RuntimeError(f"mask upsampling needs {span.max()} taps for {n_out} px from {n_proto} cells")
+    start = np.minimum(first, n_proto - taps)
+    weight = np.take_along_axis(matrix, start[:, None] + np.arange(taps), axis=1)
     return AxisTaps(start=torch.from_numpy(start).to(device),
-                    weight=torch.from_numpy(weight.astype(np.float32)).to(device))
+                    weight=torch.from_numpy(weight.astype(np.float32)).to(device), first=tuple(start.tolist()))
 
 
 def box_masks(coefficients: torch.Tensor,  # [N, nm] float32
@@ -112,12 +119,12 @@ def box_masks(coefficients: torch.Tensor,  # [N, nm] float32
         boxes: [N, 4] boxes in frame pixels.
         geometry: ``mask_geometry(frame_h, frame_w, ph, pw)``.
     Returns:
-        (masks [K, H, W] bool, keep [N] bool): K = keep.sum() instances, in input order.
+        masks [K, H, W] bool and keep [N] bool: the K = keep.sum() instances with a non-empty mask, in order.
     """
     n, device = coefficients.shape[0], coefficients.device
+    masks = torch.zeros((n, frame_h, frame_w), dtype=torch.bool, device=device)
     if n == 0:
-        return torch.zeros((0, frame_h, frame_w), dtype=torch.bool, device=device), \
-            torch.zeros((0,), dtype=torch.bool, device=device)
+        return masks, torch.zeros((0,), dtype=torch.bool, device=device)
     nm, ph, pw = protos.shape
     logits = (coefficients @ protos.float().view(nm, -1)).view(n, ph, pw)
     # First and one-past-last pixel inside each box: pixel c is inside when x1 <= c < x2.
@@ -125,52 +132,81 @@ def box_masks(coefficients: torch.Tensor,  # [N, nm] float32
     spans[:, 0::2].clamp_(0, frame_w)
     spans[:, 1::2].clamp_(0, frame_h)
     x0, y0, x1, y1 = spans.T.tolist()
-    heights = [max(b - a, 0) for a, b in zip(y0, y1)]
-    widths = [max(b - a, 0) for a, b in zip(x0, x1)]
-    order = sorted(range(n), key=lambda i: (heights[i], widths[i]), reverse=True)
-    pieces: list[torch.Tensor | None] = [None] * n
-    nonempty = torch.zeros((n,), dtype=torch.bool, device=device)
-    for g in range(0, n, GROUP):
-        members = [i for i in order[g:g + GROUP] if heights[i] and widths[i]]
-        if members:
-            nonempty[members] = _evaluate_group(members, logits, geometry, y0, x0, heights, widths, pieces)
-    keep_list = nonempty.tolist()
-    kept = [i for i in range(n) if keep_list[i]]
-    masks = torch.zeros((len(kept), frame_h, frame_w), dtype=torch.bool, device=device)
-    for k, i in enumerate(kept):
-        masks[k, y0[i]:y0[i] + heights[i], x0[i]:x0[i] + widths[i]] = pieces[i]
+    boxes_px = [(y0[i], x0[i], max(y1[i] - y0[i], 0), max(x1[i] - x0[i], 0)) for i in range(n)]
+    if device.type == "cuda":
+        nonempty = _paste_grouped(logits, boxes_px, geometry, masks)
+    else:
+        nonempty = _paste_each(logits, boxes_px, geometry, masks)
+    if not bool(nonempty.all()):
+        masks = masks[nonempty]
     return masks, nonempty
 
 
-def _evaluate_group(members: list[int], logits: torch.Tensor, geometry: MaskGeometry, y0: list[int],
-                    x0: list[int], heights: list[int], widths: list[int],
-                    pieces: list[torch.Tensor | None]) -> torch.Tensor:  # -> [g] bool
-    """Evaluate the masks of a few instances inside their boxes, padded to the group's largest box; fills
-    ``pieces`` with each one's box-sized mask and returns whether each has any pixel set."""
-    device = logits.device
-    g, hb, wb = len(members), max(heights[i] for i in members), max(widths[i] for i in members)
-    pw = logits.shape[2]
-    index = torch.tensor(members, device=device)
-    row_ids = torch.tensor([y0[i] for i in members], device=device)[:, None] + torch.arange(hb, device=device)
-    col_ids = torch.tensor([x0[i] for i in members], device=device)[:, None] + torch.arange(wb, device=device)
-    row_ids.clamp_(max=geometry.rows.start.shape[0] - 1)  # padding rows/columns repeat the last pixel; unused
-    col_ids.clamp_(max=geometry.cols.start.shape[0] - 1)
-    cells = logits[index]  # [g, ph, pw]
-    row_start, row_weight = geometry.rows.start[row_ids], geometry.rows.weight[row_ids]  # [g, hb], [g, hb, 3]
-    rows = torch.zeros((g, hb, pw), dtype=torch.float32, device=device)
-    for t in range(TAPS):
-        picked = cells.gather(1, (row_start + t)[:, :, None].expand(g, hb, pw))
-        rows.addcmul_(picked, row_weight[:, :, t, None])
-    col_start, col_weight = geometry.cols.start[col_ids], geometry.cols.weight[col_ids]  # [g, wb], [g, wb, 3]
-    values = torch.zeros((g, hb, wb), dtype=torch.float32, device=device)
-    for t in range(TAPS):
-        picked = rows.gather(2, (col_start + t)[:, None, :].expand(g, hb, wb))
-        values.addcmul_(picked, col_weight[:, None, :, t])
-    inside = values > 0
-    inside &= torch.arange(hb, device=device)[None, :, None] < torch.tensor(
-        [heights[i] for i in members], device=device)[:, None, None]
-    inside &= torch.arange(wb, device=device)[None, None, :] < torch.tensor(
-        [widths[i] for i in members], device=device)[:, None, None]
-    for k, i in enumerate(members):
-        pieces[i] = inside[k, :heights[i], :widths[i]]
-    return inside.flatten(1).any(1)
+def _paste_each(logits: torch.Tensor,  # [N, ph, pw]
+                boxes_px: list[tuple[int, int, int, int]],  # (top, left, height, width) per instance
+                geometry: MaskGeometry, masks: torch.Tensor) -> torch.Tensor:  # -> [N] bool
+    """One instance at a time, exactly inside its box: interpolate the box's window of prototype cells
+    along columns (few rows), then along rows; both are contiguous selections plus multiply-adds."""
+    rows, cols = geometry.rows, geometry.cols
+    filled = []
+    for i, (top, left, height, width) in enumerate(boxes_px):
+        if height == 0 or width == 0:
+            filled.append(masks.new_zeros(()))
+            continue
+        r0, r1 = rows.first[top], rows.first[top + height - 1] + rows.taps
+        c0, c1 = cols.first[left], cols.first[left + width - 1] + cols.taps
+        window = logits[i, r0:r1, c0:c1]
+        col_start = cols.start[left:left + width] - c0
+        col_weight = cols.weight[left:left + width]
+        across = window.index_select(1, col_start) * col_weight[:, 0]
+        for t in range(1, cols.taps):
+            across.addcmul_(window.index_select(1, col_start + t), col_weight[:, t])
+        row_start = rows.start[top:top + height] - r0
+        row_weight = rows.weight[top:top + height]
+        values = across.index_select(0, row_start) * row_weight[:, :1]
+        for t in range(1, rows.taps):
+            values.addcmul_(across.index_select(0, row_start + t), row_weight[:, t:t + 1])
+        region = masks[i, top:top + height, left:left + width]
+        torch.gt(values, 0, out=region)
+        filled.append(region.any())
+    return torch.stack(filled)
+
+
+def _paste_grouped(logits: torch.Tensor,  # [N, ph, pw]
+                   boxes_px: list[tuple[int, int, int, int]],
+                   geometry: MaskGeometry, masks: torch.Tensor) -> torch.Tensor:  # -> [N] bool
+    """Instances in groups of similar box size, each group padded to its largest box: a handful of batched
+    gathers per group instead of a dozen small kernels per instance."""
+    device, n = logits.device, logits.shape[0]
+    rows, cols = geometry.rows, geometry.cols
+    order = sorted(range(n), key=lambda i: (boxes_px[i][2], boxes_px[i][3]), reverse=True)
+    nonempty = torch.zeros((n,), dtype=torch.bool, device=device)
+    for g in range(0, n, GROUP):
+        members = [i for i in order[g:g + GROUP] if boxes_px[i][2] and boxes_px[i][3]]
+        if not members:
+            continue
+        tops, lefts, heights, widths = (torch.tensor([boxes_px[i][k] for i in members], device=device)
+                                        for k in range(4))
+        hb, wb = max(boxes_px[i][2] for i in members), max(boxes_px[i][3] for i in members)
+        row_ids = (tops[:, None] + torch.arange(hb, device=device)).clamp_(max=rows.start.shape[0] - 1)
+        col_ids = (lefts[:, None] + torch.arange(wb, device=device)).clamp_(max=cols.start.shape[0] - 1)
+        cells = logits[members]  # [g, ph, pw]
+        g_, ph = len(members), cells.shape[1]
+        col_start, col_weight = cols.start[col_ids], cols.weight[col_ids]  # [g, wb], [g, wb, T]
+        across = torch.zeros((g_, ph, wb), dtype=torch.float32, device=device)
+        for t in range(cols.taps):
+            across.addcmul_(cells.gather(2, (col_start + t)[:, None, :].expand(g_, ph, wb)),
+                            col_weight[:, None, :, t])
+        row_start, row_weight = rows.start[row_ids], rows.weight[row_ids]  # [g, hb], [g, hb, T]
+        values = torch.zeros((g_, hb, wb), dtype=torch.float32, device=device)
+        for t in range(rows.taps):
+            values.addcmul_(across.gather(1, (row_start + t)[:, :, None].expand(g_, hb, wb)),
+                            row_weight[:, :, t, None])
+        inside = values > 0
+        inside &= torch.arange(hb, device=device)[None, :, None] < heights[:, None, None]
+        inside &= torch.arange(wb, device=device)[None, None, :] < widths[:, None, None]
+        for k, i in enumerate(members):
+            top, left, height, width = boxes_px[i]
+            masks[i, top:top + height, left:left + width] = inside[k, :height, :width]
+        nonempty[members] = inside.flatten(1).any(1)
+    return nonempty
