@@ -65,10 +65,14 @@ def read_frames(clip: Path, *, count: int, size: tuple[int, int] | None) -> list
 
 def bench_detector(frames: list[np.ndarray], *, instances: tuple[int, ...] = (1, 10, 50, 100),
                    backends: tuple[str, ...] = ("torch", "onnxruntime"), repeats: int = 3, warmup: int = 2,
-                   conf: float = 0.05, iou: float = 0.7, imgsz: int = 640, seed: int = 0) -> list[SweepPoint]:
+                   conf: float = 0.05, iou: float = 0.7, imgsz: int = 640, seed: int = 0,
+                   threads: int | None = None) -> list[SweepPoint]:
     """Time the engine's detector (each backend) and Ultralytics' predict on the same frames, one frame per
-    call, alternating between them frame by frame."""
+    call, alternating between them frame by frame. ``threads``: torch's intra-op threads for both sides
+    (default: torch's own choice); Ultralytics' predict otherwise sets cpu_count - 1 on its first call."""
     import torch
+
+    threads = threads or torch.get_num_threads()
     from ultralytics import YOLO
 
     from engine.detect import DetectorConfig, load_detector
@@ -78,14 +82,18 @@ def bench_detector(frames: list[np.ndarray], *, instances: tuple[int, ...] = (1,
     reference.model.load_state_dict(build_from_yaml("yolov8n-seg.yaml", seed=seed, spread=True).state_dict())
     tensors = [torch.from_numpy(np.ascontiguousarray(f)) for f in frames]
     bgr = [np.ascontiguousarray(f[..., ::-1]) for f in frames]
-    loaded = {name: load_detector(DetectorConfig(weights="random", backend=name, device="cpu", conf=conf, iou=iou,
-                                                 imgsz=imgsz, seed=seed)) for name in backends}
+    loaded = {}
+    for name in backends:
+        config = DetectorConfig(weights="random", backend=name, device="cpu", conf=conf, iou=iou, imgsz=imgsz,
+                                seed=seed)
+        loaded[name] = load_detector(config)
     points = []
     for max_det in instances:
         detectors = {name: detector.with_thresholds(max_det=max_det) for name, detector in loaded.items()}
         times: dict[str, list[float]] = {name: [] for name in (*backends, "ultralytics")}
         counts: dict[str, list[int]] = {name: [] for name in times}
         for rep in range(warmup + repeats):
+            torch.set_num_threads(threads)  # after Ultralytics' first predict has set its own count
             for tensor, image in zip(tensors, bgr):
                 for name, detector in detectors.items():
                     start = time.perf_counter()
@@ -128,7 +136,7 @@ def _environment() -> dict:
     except OSError:
         pass
     return {"device": f"{cpu}, {os.cpu_count()} cores (CPU)",
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "python": platform.python_version(),
             "torch": torch.__version__, "ultralytics": ultralytics.__version__,
             "onnxruntime": onnxruntime.__version__,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -141,31 +149,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed passes over the frames per sweep point")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--instances", type=int, nargs="+", default=[1, 10, 50, 100])
-    parser.add_argument("--backends", nargs="+", choices=("torch", "onnxruntime"), default=["torch", "onnxruntime"])
+    parser.add_argument("--backends", nargs="+", choices=("torch", "onnxruntime"),
+                        default=["torch", "onnxruntime"])
     parser.add_argument("--size", default=None, help="resize frames to WIDTHxHEIGHT first (default: native)")
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--conf", type=float, default=0.05)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for both (default: torch's)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     os.environ.setdefault("YOLO_OFFLINE", "1")
+    import torch
+
+    threads = args.threads or torch.get_num_threads()
+    environment = _environment()
     size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
     frames = read_frames(args.clip, count=args.frames, size=size)
     points = bench_detector(frames, instances=tuple(args.instances), backends=tuple(args.backends),
-                            repeats=args.repeats, warmup=args.warmup, conf=args.conf, imgsz=args.imgsz)
+                            repeats=args.repeats, warmup=args.warmup, conf=args.conf, imgsz=args.imgsz,
+                            threads=threads)
     height, width = frames[0].shape[:2]
-    report = {**_environment(), "clip": str(args.clip), "frame_size": [width, height],
+    report = {**environment, "threads": threads, "clip": str(args.clip), "frame_size": [width, height],
               "frames": len(frames), "repeats": args.repeats, "conf": args.conf, "imgsz": args.imgsz,
               "weights": "random (spread_random_weights, seed 0)", "points": [asdict(p) for p in points]}
     out = args.out or ROOT / "benchmarks" / "out" / f"detector-{int(time.time())}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    print(f"{report['device']}, {width}x{height}, {len(frames)} frames x {args.repeats} repeats, ms per frame")
-    print(f"{'backend':>11} {'max_det':>7} {'inst':>6} {'engine p50':>10} {'p95':>8} {'ultra p50':>10} {'p95':>8} "
-          f"{'x p50':>6} {'x p95':>6}")
+    print(f"{report['device']}, {width}x{height}, {len(frames)} frames x {args.repeats} repeats, "
+          f"{threads} threads, ms per frame")
+    print(f"{'backend':>11} {'max_det':>7} {'inst':>6} {'engine p50':>10} {'p95':>8} {'ultra p50':>10} "
+          f"{'p95':>8} {'x p50':>6} {'x p95':>6}")
     for p in points:
-        print(f"{p.backend:>11} {p.max_det:>7} {p.instances_engine:>6.1f} {p.engine_p50_ms:>10.1f} {p.engine_p95_ms:>8.1f} "
-              f"{p.ultralytics_p50_ms:>10.1f} {p.ultralytics_p95_ms:>8.1f} {p.speedup_p50:>6.2f} "
-              f"{p.speedup_p95:>6.2f}")
+        print(f"{p.backend:>11} {p.max_det:>7} {p.instances_engine:>6.1f} {p.engine_p50_ms:>10.1f} "
+              f"{p.engine_p95_ms:>8.1f} {p.ultralytics_p50_ms:>10.1f} {p.ultralytics_p95_ms:>8.1f} "
+              f"{p.speedup_p50:>6.2f} {p.speedup_p95:>6.2f}")
     print(f"wrote {out}")
     return 0
 

@@ -47,9 +47,9 @@ class Backend(ABC):
 
 
 class TorchBackend(Backend):
-    """The Ultralytics ``nn.Module`` itself, Conv+BatchNorm fused, in eval mode; fp16 on CUDA by default. On an
-    x86 CPU with oneDNN the weights are channels-last, as Ultralytics' own predictor sets them (about 15% faster
-    for yolov8n-seg here)."""
+    """The Ultralytics ``nn.Module`` itself, Conv+BatchNorm fused, in eval mode; fp16 on CUDA by default. On
+    an x86 CPU with oneDNN the weights are channels-last, as Ultralytics' own predictor sets them (about 15%
+    faster for yolov8n-seg here)."""
 
     name = "torch"
     dynamic_hw = True
@@ -60,7 +60,8 @@ class TorchBackend(Backend):
         self.device = device
         self.dtype = torch.float16 if half else torch.float32
         self.module = module.to(device).to(self.dtype).eval().requires_grad_(False)
-        if device.type == "cpu" and platform.machine() in ("x86_64", "AMD64") and torch.backends.mkldnn.is_available():
+        x86 = platform.machine() in ("x86_64", "AMD64")
+        if device.type == "cpu" and x86 and torch.backends.mkldnn.is_available():
             self.module.to(memory_format=torch.channels_last)
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,8 +77,9 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self, path: Path, *, input_name: str, output_names: tuple[str, str], input_dtype: torch.dtype,
-                 dynamic_hw: bool, fixed_batch: int | None, device: torch.device, nm: int) -> None:
+    def __init__(self, path: Path, *, input_name: str, output_names: tuple[str, str],
+                 input_dtype: torch.dtype, dynamic_hw: bool, fixed_batch: int | None, device: torch.device,
+                 nm: int) -> None:
         import onnxruntime as ort
 
         available = ort.get_available_providers()
@@ -86,8 +88,8 @@ class OnnxRuntimeBackend(Backend):
             providers = [p for p in wanted if p in available]
             if not providers:
                 raise BackendError(
-                    f"onnxruntime {ort.__version__} here has no CUDA provider (it has {', '.join(available)}); "
-                    "install onnxruntime-gpu, or run the detector with device='cpu'"
+                    f"onnxruntime {ort.__version__} here has no CUDA provider (it has "
+                    f"{', '.join(available)}); install onnxruntime-gpu, or run the detector with device='cpu'"
                 )
             provider_options = [{"device_id": device.index or 0}] * len(providers)
         else:

@@ -17,8 +17,8 @@ MAX_STRIDE = 32
 
 @dataclass(frozen=True, slots=True)
 class DetectorConfig:
-    """What ``load_detector`` builds. Thresholds and sizes default to Ultralytics' ``predict`` defaults, so the
-    same weights give the same instances in both.
+    """What ``load_detector`` builds. Thresholds and sizes default to Ultralytics' ``predict`` defaults, so
+    the same weights give the same instances in both.
 
     ``weights`` is ``"random"`` (the model's own yaml with random, seeded, spread weights: the instances mean
     nothing), a model yaml such as ``"yolov8n-seg.yaml"`` (random init, no spreading), or a path to an
@@ -27,8 +27,8 @@ class DetectorConfig:
 
     model: str = "yolov8n-seg"  # model name; its yaml ("<model>.yaml") is used for weights="random"
     weights: str = "random"
-    backend: str = "auto"  # "auto" picks from the weights file: .pt/.yaml/random -> torch, .onnx -> onnxruntime,
-    # .engine -> tensorrt
+    # "auto" picks from the weights: .pt/.yaml/random -> torch, .onnx -> onnxruntime, .engine -> tensorrt
+    backend: str = "auto"
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:N"
     conf: float = 0.25  # keep detections whose best class score is above this
     iou: float = 0.7  # class-aware NMS IoU threshold
@@ -39,9 +39,9 @@ class DetectorConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
-            raise ConfigError(f"detector model must be a model name such as 'yolov8n-seg', got {self.model!r}")
+            raise ConfigError(f"detector model must be a name such as 'yolov8n-seg', got {self.model!r}")
         if not isinstance(self.weights, str) or not self.weights:
-            raise ConfigError("detector weights must be 'random' or a path to a .pt, .yaml, .onnx or .engine file")
+            raise ConfigError("detector weights must be 'random' or a .pt, .yaml, .onnx or .engine file")
         if self.weights != "random" and Path(self.weights).suffix.lower() not in WEIGHT_SUFFIXES:
             raise ConfigError(
                 f"detector weights {self.weights!r}: unknown file type; pass 'random' or a .pt, .yaml, .onnx "

@@ -29,7 +29,7 @@ class YoloSegDetector:
         self.backend = backend
         self.info = info
         self.config = config
-        self.random_weights = random_weights  # True: built from a config with random weights; instances mean nothing
+        self.random_weights = random_weights  # built from a config, random weights: instances mean nothing
         self._workdir = workdir  # keeps an exported ONNX alive as long as the session that reads it
 
     @property
@@ -71,9 +71,10 @@ class YoloSegDetector:
     def _run_batch(self, images: list[torch.Tensor]) -> list[Detections]:
         cfg, backend = self.config, self.backend
         shapes = [(int(im.shape[0]), int(im.shape[1])) for im in images]
-        boxes = batch_geometry(shapes, imgsz=cfg.imgsz, stride=self.info.stride, dynamic_hw=backend.dynamic_hw)
+        boxes = batch_geometry(shapes, imgsz=cfg.imgsz, stride=self.info.stride,
+                               dynamic_hw=backend.dynamic_hw)
         batch = letterbox_batch(images, boxes, device=backend.device, dtype=backend.dtype)
-        if backend.fixed_batch and batch.shape[0] < backend.fixed_batch:  # pad a short batch with blank inputs
+        if backend.fixed_batch and batch.shape[0] < backend.fixed_batch:  # pad a short batch with blanks
             fill = batch.new_zeros((backend.fixed_batch - batch.shape[0], *batch.shape[1:]))
             batch = torch.cat((batch, fill))
         preds, protos = backend(batch)
@@ -92,7 +93,7 @@ def load_detector(config: DetectorConfig) -> YoloSegDetector:
     Raises:
         WeightsError: the weights are missing, unreadable, or not a YOLOv8-seg model.
         BackendError: the runtime or device is not available here.
-        ConfigError: the backend cannot run these weights, or the file's fixed input size disagrees with imgsz.
+        ConfigError: the backend cannot run these weights, or the file's fixed input size is not imgsz.
     """
     device = _resolve_device(config.device)
     kind = config.source_kind
@@ -105,7 +106,7 @@ def load_detector(config: DetectorConfig) -> YoloSegDetector:
     if backend == "onnxruntime" and kind == "engine":
         raise ConfigError(f"{config.weights} is a TensorRT engine; use backend='tensorrt'")
     if backend == "tensorrt" and device.type != "cuda":
-        raise BackendError("TensorRT needs a CUDA device; use device='cuda', or backend='onnxruntime' on the CPU")
+        raise BackendError("TensorRT needs a CUDA device; use device='cuda', or backend='onnxruntime'")
     random_weights = kind in ("random", "yaml")
 
     if backend == "torch":
@@ -137,7 +138,7 @@ def _resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise BackendError(f"device {name!r} asked for, but torch sees no CUDA device here; use device='cpu'")
+            raise BackendError(f"device {name!r} asked for, but torch sees no CUDA device; use device='cpu'")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise BackendError(f"device {name!r} does not exist: {torch.cuda.device_count()} CUDA device(s)")
     return device
@@ -162,10 +163,10 @@ def _onnxruntime_detector(path: str, config: DetectorConfig, device: torch.devic
     signature = read_onnx_signature(path)
     fixed_hw = signature.fixed_hw
     if fixed_hw is not None and fixed_hw != (config.imgsz, config.imgsz):
-        raise ConfigError(f"{path} takes {fixed_hw[0]}x{fixed_hw[1]} inputs only; pass imgsz={fixed_hw[0]} or "
-                          "export it with dynamic shapes")
+        raise ConfigError(f"{path} takes {fixed_hw[0]}x{fixed_hw[1]} inputs only; pass imgsz={fixed_hw[0]} "
+                          "or export it with dynamic shapes")
     if signature.input_dtype == torch.float16 and device.type != "cuda":
-        raise ConfigError(f"{path} is an fp16 export, which needs a CUDA device; export it in fp32 for the CPU")
+        raise ConfigError(f"{path} is an fp16 export, which needs a CUDA device; export fp32 for the CPU")
     backend = OnnxRuntimeBackend(Path(path), input_name=signature.input_name,
                                  output_names=(signature.preds_name, signature.protos_name),
                                  input_dtype=signature.input_dtype, dynamic_hw=fixed_hw is None,
@@ -185,19 +186,21 @@ def _tensorrt_detector(path: str, kind: str, config: DetectorConfig, device: tor
     runner = TensorRTRunner(check_file(path), device=device)
     meta = runner.metadata
     if meta.get("task", "segment") != "segment":
-        raise WeightsError(f"{path} is a TensorRT engine of a {meta['task']} model; streamseg needs YOLOv8-seg")
+        raise WeightsError(f"{path} is a TensorRT engine of a {meta['task']} model, not of a -seg model")
     if len(runner.inputs) != 1 or len(runner.outputs) != 2:
         raise WeightsError(f"{path}: engine has inputs {runner.inputs} and outputs {runner.outputs}, not a "
                            "YOLOv8-seg engine's one input and two outputs")
     shape = runner.input_shape(runner.inputs[0])
     if shape[2:] != (config.imgsz, config.imgsz):
         raise ConfigError(f"{path} takes {shape[2]}x{shape[3]} inputs; pass imgsz={shape[2]}")
-    outputs = meta.get("outputs") or sorted(runner.outputs, key=lambda n: len(runner.engine.get_tensor_shape(n)))
+    outputs = meta.get("outputs") or sorted(runner.outputs,
+                                            key=lambda n: len(runner.engine.get_tensor_shape(n)))
     nm = int(meta.get("nm") or runner.engine.get_tensor_shape(outputs[1])[1])
     channels = int(runner.engine.get_tensor_shape(outputs[0])[1])
     names = meta.get("names") or {}
     names = {int(k): v for k, v in names.items()} if isinstance(names, dict) else dict(enumerate(names))
     nc = channels - 4 - nm
-    info = ModelInfo(names=tuple(str(names.get(i, i)) for i in range(nc)), nm=nm, stride=int(meta.get("stride", 32)))
+    info = ModelInfo(names=tuple(str(names.get(i, i)) for i in range(nc)), nm=nm,
+                     stride=int(meta.get("stride", 32)))
     backend = TensorRTBackend(runner, input_name=runner.inputs[0], output_names=(outputs[0], outputs[1]))
     return YoloSegDetector(backend, info, config, random_weights=random_weights, workdir=workdir)

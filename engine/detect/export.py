@@ -55,13 +55,14 @@ def export_onnx(source, path: str | Path, *, batch: int = 1, imgsz: int = 640, d
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(batch, 3, imgsz, imgsz)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation on every call
+        warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation on every call
         torch.onnx.export(module, example, str(path), opset_version=OPSET, input_names=["images"],
                           output_names=["output0", "output1"], dynamic_axes=axes or None, dynamo=False)
     info = model_info(module)
     model = onnx.load(str(path))
-    metadata = {"description": "YOLOv8-seg exported by streamseg", "task": "segment", "stride": str(info.stride),
-                "batch": str(batch), "imgsz": str([imgsz, imgsz]), "names": str(dict(enumerate(info.names)))}
+    metadata = {"description": "YOLOv8-seg exported by streamseg", "task": "segment",
+                "stride": str(info.stride), "batch": str(batch), "imgsz": str([imgsz, imgsz]),
+                "names": str(dict(enumerate(info.names)))}
     # The TorchScript exporter leaves the detection channels symbolic when H and W are dynamic; they are not.
     channels = model.graph.output[0].type.tensor_type.shape.dim[1]
     channels.ClearField("dim_param")
@@ -84,8 +85,9 @@ def build_engine(onnx_path: str | Path, *, batch: int = 1, imgsz: int = 640, hal
 
     signature = read_onnx_signature(str(onnx_path))
     profile = tensorrt.profile_for(signature.input_name, signature.input_dims, batch=batch, imgsz=imgsz)
-    metadata = {"task": "segment", "names": dict(enumerate(signature.info.names)), "stride": signature.info.stride,
-                "imgsz": [imgsz, imgsz], "batch": batch, "nm": signature.info.nm,
+    metadata = {"task": "segment", "names": dict(enumerate(signature.info.names)),
+                "stride": signature.info.stride, "imgsz": [imgsz, imgsz], "batch": batch,
+                "nm": signature.info.nm,
                 "inputs": [signature.input_name], "outputs": [signature.preds_name, signature.protos_name]}
     folder = Path(cache_dir) if cache_dir is not None else weights_cache_dir() / "engines"
     return tensorrt.build_engine(Path(onnx_path), profile=profile, fp16=half, cache_dir=folder,

@@ -7,16 +7,16 @@ around the content with ``round(d - 0.1)`` before and ``round(d + 0.1)`` after, 
 Ultralytics' ``predict`` letterboxes a batch to the *minimum rectangle* (padding only up to a multiple of the
 stride, ``auto=True``) when every image in the batch has the same shape and the runtime takes any input size
 (a PyTorch model or a dynamic-shape export), and to the full ``S x S`` square otherwise (``auto=False``):
-``BasePredictor.pre_transform``. Batch 1 is the "same shape" case. ``batch_geometry`` makes the same choice, so
-a 1280x720 stream runs at 640x384 rather than 640x640 (40% fewer pixels) and matches Ultralytics exactly.
+``BasePredictor.pre_transform``. Batch 1 is the "same shape" case. ``batch_geometry`` makes the same choice,
+so a 1280x720 stream runs at 640x384 rather than 640x640 (40% fewer pixels) and matches Ultralytics exactly.
 
 The resize is OpenCV's uint8 ``INTER_LINEAR`` (what Ultralytics uses) bit for bit: ``cv2.resize`` itself on
-the CPU, and on a GPU ``resize_linear``, which reproduces it in integer tensor arithmetic on the device: half-pixel centres, no antialiasing, 11-bit fixed-point weights, a
-horizontal pass in full precision, then a vertical pass on values shifted right by 4 with 16-bit
-high-half multiplies and a final rounding shift by 2. A float bilinear resize differs from it by one level
-on ~10% of pixels, and a randomly initialised network turns that into score differences of ~2e-3 and
-visibly different masks; with the same arithmetic the inputs are identical (checked against ``cv2.resize``
-on 46 size pairs, up- and downscaling, in tests/detect).
+the CPU, and on a GPU ``resize_linear``, which reproduces it in integer tensor arithmetic on the device:
+half-pixel centres, no antialiasing, 11-bit fixed-point weights, a horizontal pass in full precision, then
+a vertical pass on values shifted right by 4 with 16-bit high-half multiplies and a rounding shift by 2.
+A float bilinear resize differs from it by one level on ~10% of pixels, and a randomly initialised network
+turns that into score differences of ~2e-3 and visibly different masks; with the same arithmetic the inputs
+are identical (checked against ``cv2.resize`` on 46 size pairs, up- and downscaling, in tests/detect).
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ def letterbox(frame_h: int, frame_w: int, *, imgsz: int, stride: int, auto: bool
     top, bottom = round(dh - 0.1), round(dh + 0.1)
     left, right = round(dw - 0.1), round(dw + 0.1)
     return Letterbox(frame_h=frame_h, frame_w=frame_w, input_h=content_h + top + bottom,
-                     input_w=content_w + left + right, content_h=content_h, content_w=content_w, top=top, left=left)
+                     input_w=content_w + left + right, content_h=content_h, content_w=content_w, top=top,
+                     left=left)
 
 
 def batch_geometry(shapes: list[tuple[int, int]], *, imgsz: int, stride: int,
@@ -90,7 +91,8 @@ def letterbox_batch(images: list[torch.Tensor],  # each [H, W, 3] uint8 RGB
                                                      interpolation=cv2.INTER_LINEAR))
             else:
                 pixels = resize_linear(pixels, box.content_h, box.content_w)
-        batch[i, :, box.top:box.top + box.content_h, box.left:box.left + box.content_w] = pixels.permute(2, 0, 1)
+        rows, cols = slice(box.top, box.top + box.content_h), slice(box.left, box.left + box.content_w)
+        batch[i, :, rows, cols] = pixels.permute(2, 0, 1)
     # Divide (not multiply by 1/255) so the values are bit-identical to Ultralytics' ``float().div_(255)``.
     return batch.div_(255).to(dtype)
 

@@ -31,8 +31,11 @@ _TASK_NAMES = {"detect": "a detection-only model (no mask head)", "pose": "a pos
 
 
 def _quiet_ultralytics() -> None:
-    """Ultralytics looks hosts up on import unless told it is offline; reading a local model needs no network."""
+    """Before importing ultralytics: it looks hosts up on import unless told it is offline (reading a local
+    model needs no network), and it sets OMP_NUM_THREADS=1 when unset, which would leave torch single-threaded
+    for the whole process if its thread pool has not started yet; pin the count torch already chose."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
 
 
 def check_file(path: str) -> Path:
@@ -108,7 +111,8 @@ def _check_segment_head(model: torch.nn.Module, source: str) -> None:
 
 def model_info(model: torch.nn.Module) -> ModelInfo:
     head = model.model[-1]
-    return ModelInfo(names=_names_tuple(model.names, head.nc), nm=int(head.nm), stride=int(model.stride.max()))
+    return ModelInfo(names=_names_tuple(model.names, head.nc), nm=int(head.nm),
+                     stride=int(model.stride.max()))
 
 
 def _names_tuple(names, nc: int) -> tuple[str, ...]:

@@ -94,13 +94,14 @@ def _axis_taps(n_out: int, n_proto: int, f: int, crop_start: int, crop_len: int,
     first = nonzero.argmax(axis=1)
     span = n_proto - nonzero[:, ::-1].argmax(axis=1) - first  # cells each pixel reads
     taps = 2 if span.max() <= 2 else MAX_TAPS
-    # Each pixel mixes two neighbours of two neighbours: at most three consecutive cells. Checked, not assumed.
+    # A pixel mixes two neighbours of two neighbours: at most three consecutive cells. Checked, not assumed.
     if span.max() > MAX_TAPS:
         raise RuntimeError(f"mask upsampling needs {span.max()} taps for {n_out} px from {n_proto} cells")
     start = np.minimum(first, n_proto - taps)
     weight = np.take_along_axis(matrix, start[:, None] + np.arange(taps), axis=1)
     return AxisTaps(start=torch.from_numpy(start).to(device),
-                    weight=torch.from_numpy(weight.astype(np.float32)).to(device), first=tuple(start.tolist()))
+                    weight=torch.from_numpy(weight.astype(np.float32)).to(device),
+                    first=tuple(start.tolist()))
 
 
 def box_masks(coefficients: torch.Tensor,  # [N, nm] float32

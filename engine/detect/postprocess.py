@@ -88,7 +88,8 @@ def decode(preds: torch.Tensor,  # [4 + nc + nm, A] one image's detection output
     boxes, scores, class_ids, coefficients = select(preds, nc=nc, conf=conf, iou=iou, max_det=max_det)
     boxes = to_frame(boxes, box)
     geometry = mask_geometry(box.frame_h, box.frame_w, protos.shape[1], protos.shape[2], device=protos.device)
-    masks, nonempty = box_masks(coefficients, protos, boxes, geometry, frame_h=box.frame_h, frame_w=box.frame_w)
+    masks, nonempty = box_masks(coefficients, protos, boxes, geometry, frame_h=box.frame_h,
+                                frame_w=box.frame_w)
     if not bool(nonempty.all()):
         boxes, scores, class_ids = boxes[nonempty], scores[nonempty], class_ids[nonempty]
     return Detections(boxes=boxes, scores=scores, class_ids=class_ids, masks=masks, names=names)

@@ -41,13 +41,14 @@ def profile_for(input_name: str, dims: tuple[int | str, ...], *, batch: int, img
     dynamic axes): batch 1..``batch`` tuned for ``batch``; height and width fixed at ``imgsz`` where the
     ONNX leaves them open (one size lets TensorRT pick the fastest kernels); fixed dims as they are."""
     if len(dims) != 4:
-        raise WeightsError(f"TensorRT build: input {input_name!r} has {len(dims)} dims, expected [B, 3, H, W]")
+        raise WeightsError(f"TensorRT build: input {input_name!r} has {len(dims)} dims, expected "
+                           "[B, 3, H, W]")
     b, c, h, w = dims
     if not isinstance(c, int):
-        raise WeightsError(f"TensorRT build: input {input_name!r} has no fixed channel count; re-export the ONNX")
+        raise WeightsError(f"TensorRT build: input {input_name!r} has no fixed channel count; re-export it")
     if isinstance(b, int) and b != batch:
-        raise WeightsError(f"TensorRT build: the ONNX takes batch {b} only; build with batch={b} or re-export "
-                           "it with a dynamic batch")
+        raise WeightsError(f"TensorRT build: the ONNX takes batch {b} only; build with batch={b} or "
+                           "re-export it with a dynamic batch")
     for side in (h, w):
         if isinstance(side, int) and side != imgsz:
             raise WeightsError(f"TensorRT build: the ONNX takes {h}x{w} inputs; build with imgsz={side}")
@@ -58,8 +59,9 @@ def profile_for(input_name: str, dims: tuple[int | str, ...], *, batch: int, img
 
 def cache_key(onnx_sha256: str, *, trt_version: str, gpu_name: str, fp16: bool, profile: Profile) -> str:
     """Hex key naming a cached engine: everything the built engine depends on."""
+    profile_spec = [profile.input_name, profile.min, profile.opt, profile.max]
     spec = json.dumps({"onnx": onnx_sha256, "tensorrt": trt_version, "gpu": gpu_name, "fp16": fp16,
-                       "profile": [profile.input_name, profile.min, profile.opt, profile.max]}, sort_keys=True)
+                       "profile": profile_spec}, sort_keys=True)
     return hashlib.sha256(spec.encode()).hexdigest()[:24]
 
 
@@ -94,8 +96,8 @@ def _tensorrt():
         import tensorrt as trt
     except ImportError:
         raise BackendError(
-            "TensorRT is not installed: install NVIDIA's tensorrt>=10 wheel (pip install tensorrt, from NVIDIA's "
-            "index) on a CUDA machine, or use backend='onnxruntime' or 'torch'"
+            "TensorRT is not installed: install NVIDIA's tensorrt>=10 wheel (pip install tensorrt, from "
+            "NVIDIA's index) on a CUDA machine, or use backend='onnxruntime' or 'torch'"
         ) from None
     return trt
 
@@ -150,8 +152,8 @@ class TensorRTRunner:
         with torch.cuda.device(device):
             self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(serialized)
             if self.engine is None:
-                raise WeightsError(f"{path}: not a TensorRT engine for TensorRT {trt.__version__} on this GPU; "
-                                   "rebuild it from the ONNX (streamseg export detector --format engine)")
+                raise WeightsError(f"{path}: not a TensorRT engine for TensorRT {trt.__version__} on this "
+                                   "GPU; rebuild it (streamseg export detector --format engine)")
             self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]

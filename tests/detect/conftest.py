@@ -1,5 +1,6 @@
-"""Fixtures for the detector tests: one random-weights model (seed 0, spread), built once per session and shared
-by the torch detector, the ONNX export and Ultralytics' reference predictor; and real frames from tests/media."""
+"""Fixtures for the detector tests: one random-weights model (seed 0, spread), built once per session and
+shared by the torch detector, the ONNX export and Ultralytics' reference predictor; real frames from
+tests/media."""
 
 from __future__ import annotations
 

@@ -16,7 +16,9 @@ def as_bgr(frame: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frame[..., ::-1])
 
 
-def match_instances(boxes_a: torch.Tensor, boxes_b: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def match_instances(boxes_a: torch.Tensor,  # [N, 4]
+                    boxes_b: torch.Tensor,  # [M, 4]
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pair detections one to one by box IoU (Hungarian); returns (rows of a, rows of b, their IoUs)."""
     if len(boxes_a) == 0 or len(boxes_b) == 0:
         return np.zeros(0, int), np.zeros(0, int), np.zeros(0)

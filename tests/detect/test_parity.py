@@ -42,7 +42,8 @@ def assert_same_instances(ours, theirs, frame_name: str) -> None:
     ref_boxes = theirs.boxes.xyxy
     ref_scores = theirs.boxes.conf
     ref_classes = theirs.boxes.cls.long()
-    ref_masks = theirs.masks.data.bool() if theirs.masks is not None else torch.zeros(0, *ours.masks.shape[1:])
+    ref_masks = (theirs.masks.data.bool() if theirs.masks is not None
+                 else torch.zeros(0, *ours.masks.shape[1:], dtype=torch.bool))
     rows, cols, box_iou = match_instances(ours.boxes, ref_boxes)
     # Everything pairs up, unless a score sits so close to the threshold that float noise decides which side.
     for unmatched, scores in ((set(range(len(ours))) - set(rows), ours.scores),
