@@ -123,7 +123,7 @@ def box_masks(coefficients: torch.Tensor,  # [N, nm] float32
         masks [K, H, W] bool and keep [N] bool: the K = keep.sum() instances with a non-empty mask, in order.
     """
     n, device = coefficients.shape[0], coefficients.device
-    masks = torch.zeros((n, frame_h, frame_w), dtype=torch.bool, device=device)
+    masks = _zeros(n, frame_h, frame_w, device)
     if n == 0:
         return masks, torch.zeros((0,), dtype=torch.bool, device=device)
     nm, ph, pw = protos.shape
@@ -143,6 +143,16 @@ def box_masks(coefficients: torch.Tensor,  # [N, nm] float32
     return masks, nonempty
 
 
+def _zeros(n: int, height: int, width: int, device: torch.device) -> torch.Tensor:  # -> [n, H, W] bool
+    """The zeroed output. On the CPU it comes from ``numpy.zeros`` (calloc): the kernel maps its pages to the
+    shared zero page until written, so only the pages a box touches are ever faulted in, and the N x H x W
+    memset is skipped: 55 ms -> 10 ms for 100 masks at 1280x720 (benchmarks/detector.py); untouched pages
+    take no memory either. ``torch.zeros`` writes every byte."""
+    if device.type == "cpu":
+        return torch.from_numpy(np.zeros((n, height, width), dtype=np.bool_))
+    return torch.zeros((n, height, width), dtype=torch.bool, device=device)
+
+
 def _paste_each(logits: torch.Tensor,  # [N, ph, pw]
                 boxes_px: list[tuple[int, int, int, int]],  # (top, left, height, width) per instance
                 geometry: MaskGeometry, masks: torch.Tensor) -> torch.Tensor:  # -> [N] bool
@@ -159,18 +169,25 @@ def _paste_each(logits: torch.Tensor,  # [N, ph, pw]
         window = logits[i, r0:r1, c0:c1]
         col_start = cols.start[left:left + width] - c0
         col_weight = cols.weight[left:left + width]
-        across = window.index_select(1, col_start) * col_weight[:, 0]
-        for t in range(1, cols.taps):
-            across.addcmul_(window.index_select(1, col_start + t), col_weight[:, t])
+        across = _mix(window, 1, col_start, col_weight)
         row_start = rows.start[top:top + height] - r0
-        row_weight = rows.weight[top:top + height]
-        values = across.index_select(0, row_start) * row_weight[:, :1]
-        for t in range(1, rows.taps):
-            values.addcmul_(across.index_select(0, row_start + t), row_weight[:, t:t + 1])
-        region = masks[i, top:top + height, left:left + width]
-        torch.gt(values, 0, out=region)
-        filled.append(region.any())
+        values = _mix(across, 0, row_start, rows.weight[top:top + height, :, None])
+        torch.gt(values, 0, out=masks[i, top:top + height, left:left + width])
+        filled.append(values.amax() > 0)  # same as any() of the mask, and 20x cheaper than any() on a view
     return torch.stack(filled)
+
+
+def _mix(cells: torch.Tensor, dim: int, start: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``sum_t weight[:, t] * cells.index_select(dim, start + t)`` (weight [n, T] for columns, [n, T, 1] for
+    rows); two taps as one lerp (a pixel's weights sum to one), which saves a pass over the box."""
+    first = cells.index_select(dim, start)
+    taps = weight.shape[1]
+    if taps == 2:
+        return torch.lerp(first, cells.index_select(dim, start + 1), weight[:, 1])
+    out = first * weight[:, 0]
+    for t in range(1, taps):
+        out.addcmul_(cells.index_select(dim, start + t), weight[:, t])
+    return out
 
 
 def _paste_grouped(logits: torch.Tensor,  # [N, ph, pw]
