@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import ast
 import os
-import pickle
-import zipfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,10 +81,11 @@ def load_checkpoint(path: str) -> torch.nn.Module:
     from ultralytics.nn.tasks import torch_safe_load
 
     try:
-        checkpoint, _ = torch_safe_load(str(file), safe_only=True)
-    except (TypeError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile,
-            ModuleNotFoundError, AttributeError, OSError) as exc:
-        reason = str(exc).splitlines()[0].replace("ERROR ❌️ ", "")[:200]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's unpickler comments on odd bytes before refusing them
+            checkpoint, _ = torch_safe_load(str(file), safe_only=True)
+    except Exception as exc:  # damaged bytes surface as a dozen exception types, all meaning "unreadable"
+        reason = (str(exc).splitlines() or [""])[0].replace("ERROR ❌️ ", "")[:200]
         raise WeightsError(f"{path}: not a readable Ultralytics checkpoint ({type(exc).__name__}: {reason}); "
                            "re-download or re-export it") from None
     model = (checkpoint.get("ema") or checkpoint.get("model")) if isinstance(checkpoint, dict) else None
