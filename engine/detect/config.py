@@ -27,7 +27,8 @@ class DetectorConfig:
 
     model: str = "yolov8n-seg"  # model name; its yaml ("<model>.yaml") is used for weights="random"
     weights: str = "random"
-    # "auto" picks from the weights: .pt/.yaml/random -> torch, .onnx -> onnxruntime, .engine -> tensorrt
+    # "auto": .onnx -> onnxruntime, .engine -> tensorrt; .pt/.yaml/random -> torch on CUDA (fp16), and on the
+    # CPU onnxruntime (exported at load, ~1 s): 1.8x faster per frame than torch (benchmarks/detector.py)
     backend: str = "auto"
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:N"
     conf: float = 0.25  # keep detections whose best class score is above this

@@ -85,10 +85,11 @@ class YoloSegDetector:
 def load_detector(config: DetectorConfig) -> YoloSegDetector:
     """Build the detector ``config`` describes.
 
-    The backend follows the weights unless ``config.backend`` says otherwise: ``.pt``, ``.yaml`` and
-    ``"random"`` run on torch; ``.onnx`` on ONNX Runtime; ``.engine`` on TensorRT. ONNX Runtime and TensorRT
-    also take ``.pt``/``.yaml``/``"random"`` (exported to ONNX first) and TensorRT takes ``.onnx`` (an engine
-    is built once and cached).
+    The backend follows the weights unless ``config.backend`` says otherwise: ``.onnx`` runs on ONNX Runtime,
+    ``.engine`` on TensorRT, ``.pt``/``.yaml``/``"random"`` on torch (fp16) on a GPU and on ONNX Runtime on the
+    CPU, where it is faster (exported to a temporary ONNX file at load). ONNX Runtime and TensorRT take
+    ``.pt``/``.yaml``/``"random"`` that way; TensorRT also takes ``.onnx`` (an engine is built once and
+    cached).
 
     Raises:
         WeightsError: the weights are missing, unreadable, or not a YOLOv8-seg model.
@@ -99,7 +100,8 @@ def load_detector(config: DetectorConfig) -> YoloSegDetector:
     kind = config.source_kind
     backend = config.backend
     if backend == "auto":
-        backend = {"onnx": "onnxruntime", "engine": "tensorrt"}.get(kind, "torch")
+        backend = {"onnx": "onnxruntime", "engine": "tensorrt"}.get(
+            kind, "torch" if device.type == "cuda" else "onnxruntime")
     if backend == "torch" and kind in ("onnx", "engine"):
         raise ConfigError(f"backend 'torch' runs .pt, .yaml or 'random' weights; for {config.weights} use "
                           f"backend='{'onnxruntime' if kind == 'onnx' else 'tensorrt'}'")

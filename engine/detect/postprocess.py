@@ -10,7 +10,6 @@ instances.
 from __future__ import annotations
 
 import torch
-import torchvision
 
 from engine.detect.letterbox import Letterbox
 from engine.detect.masks import box_masks, mask_geometry
@@ -38,6 +37,8 @@ def select(preds: torch.Tensor,  # [4 + nc + nm, A] boxes (cx, cy, w, h), class 
         boxes [K, 4] float32 x1, y1, x2, y2 in network-input pixels; scores [K] float32; class_ids [K] int64;
         coefficients [K, nm] float32 — best score first, K <= max_det.
     """
+    import torchvision
+
     preds = preds.float()
     scores, class_ids = preds[4:4 + nc].max(0)  # best class per anchor
     candidates = (scores > conf).nonzero().squeeze(1)

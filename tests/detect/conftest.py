@@ -36,7 +36,7 @@ def reference(spread_state):
 def torch_detector():
     from engine.detect import DetectorConfig, load_detector
 
-    return load_detector(DetectorConfig(weights="random", device="cpu", seed=SEED))
+    return load_detector(DetectorConfig(weights="random", backend="torch", device="cpu", seed=SEED))
 
 
 @pytest.fixture(scope="session")

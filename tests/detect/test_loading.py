@@ -33,10 +33,12 @@ def seg_checkpoint(tmp_path_factory, spread_state):
 
 
 def test_ultralytics_checkpoint_loads_and_matches_ultralytics(seg_checkpoint, parity_frames):
-    """A .pt written by Ultralytics gives what ``YOLO(path).predict`` gives from the same file."""
+    """A .pt written by Ultralytics gives what ``YOLO(path).predict`` gives from the same file (on the CPU
+    the automatic backend exports it to ONNX Runtime, so this also covers .pt -> ONNX)."""
     from ultralytics import YOLO
 
     detector = load_detector(DetectorConfig(weights=str(seg_checkpoint), device="cpu"))
+    assert detector.backend.name == "onnxruntime"
     assert not detector.random_weights and len(detector.names) == 80
     frame = parity_frames["cups_crop_333x517"]
     (ours,) = detector([as_tensor(frame)])
