@@ -10,7 +10,12 @@ near-flat in the number of instances; Ultralytics' grows with it (it upsamples e
 frame).
 
     python -m benchmarks.detector [--clip tests/media/02_cups.mp4] [--frames 8] [--repeats 3]
-        [--instances 1 10 50 100] [--backends torch onnxruntime] [--size 1280x720] [--out PATH]
+        [--instances 1 10 50 100] [--backends torch onnxruntime] [--size 1280x720] [--threads N] [--out PATH]
+
+Both sides run with the same torch thread count (``--threads``, default torch's own). Ultralytics' first
+``predict`` sets it to cpu_count - 1 for the process, so it is set again before every pass. On a machine
+shared with other jobs, ``--threads 1`` avoids OpenMP workers waiting on descheduled siblings, which made
+2-thread timings here swing by 10x.
 
 Writes JSON (device, versions, date, settings, per-sweep-point p50/p95/p99 and ratios) under benchmarks/out/
 and prints a table. Timings on a shared machine are noisy; compare the ratio, measured in the same run.

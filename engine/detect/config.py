@@ -36,7 +36,8 @@ class DetectorConfig:
     imgsz: int = 640  # letterbox target side; frames are scaled to fit imgsz x imgsz
     max_det: int = 300  # most detections per frame, best first
     seed: int = 0  # random initialisation seed for weights="random" or a yaml
-    half: bool | None = None  # fp16 network: None = on CUDA only; True needs CUDA
+    # fp16 network (torch and TensorRT; ONNX Runtime runs the file's own precision): None = on CUDA only
+    half: bool | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
