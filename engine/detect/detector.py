@@ -85,11 +85,11 @@ class YoloSegDetector:
 def load_detector(config: DetectorConfig) -> YoloSegDetector:
     """Build the detector ``config`` describes.
 
-    The backend follows the weights unless ``config.backend`` says otherwise: ``.onnx`` runs on ONNX Runtime,
-    ``.engine`` on TensorRT, ``.pt``/``.yaml``/``"random"`` on torch (fp16) on a GPU and on ONNX Runtime on the
-    CPU, where it is faster (exported to a temporary ONNX file at load). ONNX Runtime and TensorRT take
-    ``.pt``/``.yaml``/``"random"`` that way; TensorRT also takes ``.onnx`` (an engine is built once and
-    cached).
+    The backend follows the weights unless ``config.backend`` says otherwise: ``.onnx`` runs on ONNX
+    Runtime, ``.engine`` on TensorRT, ``.pt``/``.yaml``/``"random"`` on torch (fp16) on a GPU and on ONNX
+    Runtime on the CPU, where it is faster (exported to a temporary ONNX file at load). ONNX Runtime and
+    TensorRT take ``.pt``/``.yaml``/``"random"`` that way; TensorRT also takes ``.onnx`` (an engine is built
+    once and cached).
 
     Raises:
         WeightsError: the weights are missing, unreadable, or not a YOLOv8-seg model.
