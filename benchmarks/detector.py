@@ -1,0 +1,195 @@
+"""Detector end to end per frame, masks at frame resolution included, against Ultralytics' own ``predict``.
+
+Both sides get the same decoded frames (RGB tensors for the engine, the BGR arrays Ultralytics expects), the
+same weights (``spread_random_weights`` on ``yolov8n-seg.yaml``, seed 0: the instances mean nothing but are
+many, with spread scores) and the same thresholds; Ultralytics runs ``predict(..., retina_masks=True)`` so its
+masks are at frame resolution too. The number of instances per frame is swept with ``max_det`` at a low
+``conf`` (every frame has more candidates than the largest sweep value), and the engine's and Ultralytics'
+calls alternate frame by frame so machine drift hits both alike. The engine's time per frame should stay
+near-flat in the number of instances; Ultralytics' grows with it (it upsamples every mask over the whole
+frame).
+
+    python -m benchmarks.detector [--clip tests/media/02_cups.mp4] [--frames 8] [--repeats 3]
+        [--instances 1 10 50 100] [--backends torch onnxruntime] [--size 1280x720] [--threads N] [--out PATH]
+
+Both sides run with the same torch thread count (``--threads``, default torch's own). Ultralytics' first
+``predict`` sets it to cpu_count - 1 for the process, so it is set again before every pass. On a machine
+shared with other jobs, ``--threads 1`` avoids OpenMP workers waiting on descheduled siblings, which made
+2-thread timings here swing by 10x.
+
+Writes JSON (device, versions, date, settings, per-sweep-point p50/p95/p99 and ratios) under benchmarks/out/
+and prints a table. Timings on a shared machine are noisy; compare the ratio, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True, slots=True)
+class SweepPoint:
+    backend: str  # the engine's backend for this row
+    max_det: int
+    instances_engine: float  # mean instances per frame the engine returned
+    instances_ultralytics: float
+    engine_p50_ms: float
+    engine_p95_ms: float
+    engine_p99_ms: float
+    ultralytics_p50_ms: float
+    ultralytics_p95_ms: float
+    ultralytics_p99_ms: float
+    speedup_p50: float  # ultralytics p50 / engine p50
+    speedup_p95: float
+
+
+def read_frames(clip: Path, *, count: int, size: tuple[int, int] | None) -> list[np.ndarray]:
+    """``count`` RGB frames spread over the clip, resized to ``size`` = (width, height) when given."""
+    import av
+    import cv2
+
+    with av.open(str(clip)) as container:
+        stream = container.streams.video[0]
+        total = stream.frames or 200
+        wanted = set(np.linspace(0, total - 1, count).astype(int).tolist())
+        frames = [f.to_ndarray(format="rgb24") for i, f in enumerate(container.decode(stream)) if i in wanted]
+    if size is not None:
+        frames = [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames]
+    return frames[:count]
+
+
+def bench_detector(frames: list[np.ndarray], *, instances: tuple[int, ...] = (1, 10, 50, 100),
+                   backends: tuple[str, ...] = ("torch", "onnxruntime"), repeats: int = 3, warmup: int = 2,
+                   conf: float = 0.05, iou: float = 0.7, imgsz: int = 640, seed: int = 0,
+                   threads: int | None = None) -> list[SweepPoint]:
+    """Time the engine's detector (each backend) and Ultralytics' predict on the same frames, one frame per
+    call, alternating between them frame by frame. ``threads``: torch's intra-op threads for both sides
+    (default: torch's own choice); Ultralytics' predict otherwise sets cpu_count - 1 on its first call."""
+    import torch
+
+    threads = threads or torch.get_num_threads()
+    from ultralytics import YOLO
+
+    from engine.detect import DetectorConfig, load_detector
+    from engine.detect.loading import build_from_yaml
+
+    reference = YOLO("yolov8n-seg.yaml")
+    reference.model.load_state_dict(build_from_yaml("yolov8n-seg.yaml", seed=seed, spread=True).state_dict())
+    tensors = [torch.from_numpy(np.ascontiguousarray(f)) for f in frames]
+    bgr = [np.ascontiguousarray(f[..., ::-1]) for f in frames]
+    loaded = {}
+    for name in backends:
+        config = DetectorConfig(weights="random", backend=name, device="cpu", conf=conf, iou=iou, imgsz=imgsz,
+                                seed=seed)
+        loaded[name] = load_detector(config)
+    points = []
+    for max_det in instances:
+        detectors = {name: detector.with_thresholds(max_det=max_det) for name, detector in loaded.items()}
+        times: dict[str, list[float]] = {name: [] for name in (*backends, "ultralytics")}
+        counts: dict[str, list[int]] = {name: [] for name in times}
+        for rep in range(warmup + repeats):
+            torch.set_num_threads(threads)  # after Ultralytics' first predict has set its own count
+            for tensor, image in zip(tensors, bgr):
+                for name, detector in detectors.items():
+                    start = time.perf_counter()
+                    found = len(detector([tensor])[0])
+                    _record(times, counts, name, start, found, rep >= warmup)
+                start = time.perf_counter()
+                result = reference.predict([image], conf=conf, iou=iou, imgsz=imgsz, max_det=max_det,
+                                           retina_masks=True, verbose=False)[0]
+                _record(times, counts, "ultralytics", start, len(result.boxes), rep >= warmup)
+        u50, u95, u99 = np.percentile(times["ultralytics"], [50, 95, 99])
+        for name in backends:
+            e50, e95, e99 = np.percentile(times[name], [50, 95, 99])
+            points.append(SweepPoint(
+                backend=name, max_det=max_det, instances_engine=float(np.mean(counts[name])),
+                instances_ultralytics=float(np.mean(counts["ultralytics"])),
+                engine_p50_ms=float(e50), engine_p95_ms=float(e95), engine_p99_ms=float(e99),
+                ultralytics_p50_ms=float(u50), ultralytics_p95_ms=float(u95), ultralytics_p99_ms=float(u99),
+                speedup_p50=float(u50 / e50), speedup_p95=float(u95 / e95)))
+    return points
+
+
+def _record(times: dict[str, list[float]], counts: dict[str, list[int]], name: str, start: float, found: int,
+            keep: bool) -> None:
+    if keep:
+        times[name].append((time.perf_counter() - start) * 1000)
+        counts[name].append(found)
+
+
+def _environment() -> dict:
+    import onnxruntime
+    import torch
+    import ultralytics
+
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"device": f"{cpu}, {os.cpu_count()} cores (CPU)",
+            "python": platform.python_version(),
+            "torch": torch.__version__, "ultralytics": ultralytics.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clip", type=Path, default=ROOT / "tests" / "media" / "02_cups.mp4")
+    parser.add_argument("--frames", type=int, default=8, help="distinct frames, spread over the clip")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes over the frames per sweep point")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--instances", type=int, nargs="+", default=[1, 10, 50, 100])
+    parser.add_argument("--backends", nargs="+", choices=("torch", "onnxruntime"),
+                        default=["torch", "onnxruntime"])
+    parser.add_argument("--size", default=None, help="resize frames to WIDTHxHEIGHT first (default: native)")
+    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--conf", type=float, default=0.05)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for both (default: torch's)")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    import torch
+
+    threads = args.threads or torch.get_num_threads()
+    environment = _environment()
+    size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
+    frames = read_frames(args.clip, count=args.frames, size=size)
+    points = bench_detector(frames, instances=tuple(args.instances), backends=tuple(args.backends),
+                            repeats=args.repeats, warmup=args.warmup, conf=args.conf, imgsz=args.imgsz,
+                            threads=threads)
+    height, width = frames[0].shape[:2]
+    report = {**environment, "threads": threads, "clip": str(args.clip), "frame_size": [width, height],
+              "frames": len(frames), "repeats": args.repeats, "conf": args.conf, "imgsz": args.imgsz,
+              "weights": "random (spread_random_weights, seed 0)", "points": [asdict(p) for p in points]}
+    out = args.out or ROOT / "benchmarks" / "out" / f"detector-{int(time.time())}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"{report['device']}, {width}x{height}, {len(frames)} frames x {args.repeats} repeats, "
+          f"{threads} threads, ms per frame")
+    print(f"{'backend':>11} {'max_det':>7} {'inst':>6} {'engine p50':>10} {'p95':>8} {'ultra p50':>10} "
+          f"{'p95':>8} {'x p50':>6} {'x p95':>6}")
+    for p in points:
+        print(f"{p.backend:>11} {p.max_det:>7} {p.instances_engine:>6.1f} {p.engine_p50_ms:>10.1f} "
+              f"{p.engine_p95_ms:>8.1f} {p.ultralytics_p50_ms:>10.1f} {p.ultralytics_p95_ms:>8.1f} "
+              f"{p.speedup_p50:>6.2f} {p.speedup_p95:>6.2f}")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
