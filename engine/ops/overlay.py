@@ -13,14 +13,24 @@ import torch
 from engine.ops import _library
 
 
-def masks_to_id_map(masks: torch.Tensor) -> torch.Tensor:  # masks: [N, H, W] bool -> [H, W] int32
+def masks_to_id_map(masks: torch.Tensor,  # [N, H, W] bool
+                    boxes: torch.Tensor | None = None,  # [N, 4] x1, y1, x2, y2 around each mask
+                    ) -> torch.Tensor:  # [H, W] int32
     """The index of the mask covering each pixel, -1 where none does; where masks overlap the last wins,
-    as when they are painted in order."""
+    as when they are painted in order. With ``boxes`` (each containing its mask, pixel edges) only the
+    inside of each box is visited, so the cost follows the objects' area, not N x H x W."""
     n, h, w = masks.shape
-    if n == 0:
-        return torch.full((h, w), -1, dtype=torch.int32, device=masks.device)
-    order = torch.arange(1, n + 1, dtype=torch.int32, device=masks.device).view(n, 1, 1)
-    return (masks.to(torch.int32) * order).amax(dim=0) - 1
+    if boxes is None or masks.is_cuda:
+        if n == 0:
+            return torch.full((h, w), -1, dtype=torch.int32, device=masks.device)
+        order = torch.arange(1, n + 1, dtype=torch.int32, device=masks.device).view(n, 1, 1)
+        return (masks.to(torch.int32) * order).amax(dim=0) - 1
+    id_map = torch.full((h, w), -1, dtype=torch.int32, device=masks.device)
+    for i, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
+        rows = slice(max(0, int(y1)), min(h, int(-(-y2 // 1))))
+        cols = slice(max(0, int(x1)), min(w, int(-(-x2 // 1))))
+        id_map[rows, cols].masked_fill_(masks[i, rows, cols], i)
+    return id_map
 
 
 def overlay(image: torch.Tensor,  # [H, W, 3] uint8

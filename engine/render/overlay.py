@@ -31,8 +31,8 @@ def draw(image: torch.Tensor,  # [H, W, 3] uint8 RGB, any device
     if len(instances) == 0:
         return image.cpu()
     colors = torch.tensor([color_for_id(i) for i in instances.ids.tolist()], dtype=torch.uint8)
-    blended = overlay(image, masks_to_id_map(instances.masks.to(image.device)), colors.to(image.device),
-                      alpha)
+    id_map = masks_to_id_map(instances.masks.to(image.device), instances.boxes.to(image.device))
+    blended = overlay(image, id_map, colors.to(image.device), alpha)
     out = np.ascontiguousarray(blended.cpu().numpy())
     if boxes or labels:
         _draw_boxes(out, instances, colors.numpy(), boxes=boxes, labels=labels)
