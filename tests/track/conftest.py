@@ -62,7 +62,7 @@ def official_predictor(state: dict[str, torch.Tensor], *, size: int = SIZE, repr
     return predictor
 
 
-def official_state(predictor, frames: np.ndarray, monkeypatch):
+def official_state(predictor, frames: np.ndarray):
     """``init_state`` on in-memory frames: sam2's loader is replaced by one returning the same normalised
     tensor the tracker computes, so no JPEG round trip or resampling differs."""
     import sam2.sam2_video_predictor as svp
@@ -72,8 +72,9 @@ def official_state(predictor, frames: np.ndarray, monkeypatch):
     std = torch.tensor((0.229, 0.224, 0.225))[:, None, None]
     images = (images - mean) / std
     height, width = frames.shape[1:3]
-    monkeypatch.setattr(svp, "load_video_frames", lambda **_: (images, height, width))
-    return predictor.init_state("in-memory")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(svp, "load_video_frames", lambda **_: (images, height, width))
+        return predictor.init_state("in-memory")
 
 
 def collect(run: ReferenceRun, predictor, state, **propagate) -> None:
@@ -85,3 +86,36 @@ def collect(run: ReferenceRun, predictor, state, **propagate) -> None:
             out = state["output_dict_per_obj"][k]
             entry = out["cond_frame_outputs"].get(frame_idx) or out["non_cond_frame_outputs"].get(frame_idx)
             run.logits[frame_idx][obj_id] = entry["pred_masks"][0, 0]
+
+
+def run_tracker(tracker, frames: np.ndarray, events: dict[int, list[tuple]]) -> ReferenceRun:
+    """Drive ``tracker`` as the pipeline does: step each frame, then apply that frame's events
+    (``("add", id, box)`` or ``("remove", id)``). A prompt's output replaces the step's for that object."""
+    run = ReferenceRun()
+    for index, frame in enumerate(frames):
+        tracks = tracker.step(frame)
+        run.logits[index] = {i: tracks.logits[k] for k, i in enumerate(tracks.obj_ids)}
+        run.masks[index] = {i: tracks.masks[k] for k, i in enumerate(tracks.obj_ids)}
+        for event in events.get(index, []):
+            if event[0] == "add":
+                out = tracker.add_object(event[1], box=event[2])
+                run.logits[index][event[1]] = out.logits[0]
+                run.masks[index][event[1]] = out.masks[0]
+            else:
+                tracker.remove_object(event[1])
+    return run
+
+
+def compare(ours: ReferenceRun, ref: ReferenceRun) -> tuple[float, float]:
+    """(worst mask IoU, worst max |logit difference|) over every frame and object both runs have; the
+    two runs must output the same objects on every frame."""
+    worst_iou, worst_diff = 1.0, 0.0
+    assert sorted(ours.logits) == sorted(ref.logits)
+    for index, per_obj in ref.logits.items():
+        assert sorted(ours.logits[index]) == sorted(per_obj), f"frame {index}: objects differ"
+        for obj_id, logits in per_obj.items():
+            worst_diff = max(worst_diff, float((ours.logits[index][obj_id] - logits).abs().max()))
+            a, b = ours.masks[index][obj_id], ref.masks[index][obj_id]
+            union = int((a | b).sum())
+            worst_iou = min(worst_iou, int((a & b).sum()) / union if union else 1.0)
+    return worst_iou, worst_diff
