@@ -6,6 +6,9 @@ A concrete source implements two methods:
   codec fails here, before any output is created.
 - ``_pictures()`` runs on the decode thread and yields ``Picture`` values until the stream ends; it owns
   reconnection for network sources and raises ``SourceError`` when it gives up.
+
+With ``realtime=True`` the decode thread hands pictures out no faster than their presentation times, so
+a file behaves like a camera in latency benchmarks (pair it with ``live=True`` for camera-like drops).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class SourceStats:
     dropped: int = 0  # frames a live buffer discarded to stay current
     reconnects: int = 0  # successful reconnections after a lost stream
     gap_s: float = 0.0  # seconds spent without frames while reconnecting
+    corrupt: int = 0  # damaged packets the decoder rejected and skipped (they produce no picture)
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -59,14 +63,17 @@ class Picture:
 class Source(ABC):
     """A video source: open, then iterate frames; close (or leave the ``with`` block) to stop."""
 
-    def __init__(self, uri: str, *, live: bool, buffer_size: int = 2) -> None:
+    def __init__(self, uri: str, *, live: bool, buffer_size: int = 2, realtime: bool = False) -> None:
         self.uri = uri
         self.live = live
+        self.realtime = realtime
         self.stats = SourceStats()
         self._info: SourceInfo | None = None
         self._buffer = (LatestFrameBuffer if live else BlockingFrameBuffer)(buffer_size)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._clock: tuple[float, float] | None = None  # (monotonic, pts) of the first paced picture
+        self._join_timeout_s = 10.0  # longest a decoder may stay blocked in one read after close()
 
     @abstractmethod
     def _open(self) -> SourceInfo:
@@ -119,10 +126,13 @@ class Source(ABC):
     def close(self) -> None:
         self._stop.set()
         self._buffer.close()
-        if self._thread is not None and self._thread is not threading.current_thread():
+        if self._thread is None:
+            if self._info is not None:  # opened for its info but never started: nothing else frees it
+                self._release()
+        elif self._thread is not threading.current_thread():
             # The decoder sees the stop flag at its next picture; network reads are bounded by the
             # source's own I/O timeout, so this join is bounded too.
-            self._thread.join(timeout=10.0)
+            self._thread.join(timeout=self._join_timeout_s)
 
     def __enter__(self) -> Source:
         return self.start()
@@ -135,6 +145,8 @@ class Source(ABC):
         try:
             for picture in self._pictures():
                 if self._stop.is_set():
+                    break
+                if self.realtime and self._pace(picture.pts):
                     break
                 frame = Frame(
                     image=torch.from_numpy(picture.image),
@@ -156,3 +168,15 @@ class Source(ABC):
                 self._release()
             finally:
                 self._buffer.finish(error)
+
+    def _pace(self, pts: float | None) -> bool:
+        """Wait until the picture's presentation time, counted from the first one; True when stopped
+        while waiting. Pictures without a timestamp go out at once."""
+        if pts is None:
+            return False
+        now = time.monotonic()
+        if self._clock is None:
+            self._clock = (now, pts)
+            return False
+        start, pts0 = self._clock
+        return self._stop.wait(max(0.0, start + (pts - pts0) - now))

@@ -1,0 +1,198 @@
+"""From run options to a ready ``Pipeline``: weights resolution, stage construction, sinks.
+
+The CLI's ``run`` and ``demo`` and the benchmarks build pipelines here, so every entry point resolves
+weights the same way: a path, the official file fetched earlier into the cache, or ``random`` (built
+from the model config, meaningless, announced by a banner). Nothing is ever downloaded here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.errors import ConfigError, WeightsError
+from engine.pipeline import Pipeline
+from engine.runtime.device import resolve_device
+from engine.weights import KNOWN_WEIGHTS, cache_dir
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """Everything ``streamseg run`` takes (see ``streamseg run --help`` for each option)."""
+
+    source: str
+    out: Path | None = None
+    jsonl: Path | None = None
+    preview: bool = False
+    preview_host: str = "127.0.0.1"
+    preview_port: int = 8080
+    max_frames: int | None = None
+    device: str = "auto"
+    detector: str = "yolov8n-seg"  # or "none"
+    weights: str | None = None  # path, "random", or None for the fetched official file
+    backend: str = "auto"
+    conf: float = 0.25
+    iou: float = 0.7
+    imgsz: int = 640
+    seed: int = 0
+    detect_every: int = 1
+    tracker: str = "sam2.1_hiera_t"  # or "none"
+    tracker_weights: str | None = None
+    tracker_size: int | None = None  # None: 1024 on CUDA, 512 on the CPU
+    prompts: tuple[tuple[int, tuple[float, float, float, float]], ...] = ()
+    live: bool | None = None
+    realtime: bool = False
+    buffer: int = 2
+    reconnect_attempts: int = 5
+    io_timeout_s: float = 5.0
+    random_fallback: bool = False  # the demo: no trained weights at hand -> random weights + banner
+
+    def __post_init__(self) -> None:
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ConfigError(f"--max-frames must be >= 1, got {self.max_frames}")
+        if self.buffer < 1:
+            raise ConfigError(f"--buffer must be >= 1, got {self.buffer}")
+        if not 0.0 <= self.conf <= 1.0 or not 0.0 <= self.iou <= 1.0:
+            raise ConfigError(f"--conf and --iou must be in [0, 1], got {self.conf} and {self.iou}")
+
+
+@dataclass(slots=True)
+class BuiltPipeline:
+    pipeline: Pipeline
+    outputs: list[tuple[str, str]] = field(default_factory=list)  # (what, where) for the summary
+    random_weights: list[str] = field(default_factory=list)  # which networks run on random weights
+    notes: list[str] = field(default_factory=list)  # one-line messages for the user
+
+
+def build_pipeline(opts: RunOptions) -> BuiltPipeline:
+    """Open the source first (a bad input fails before any output file is created), then the
+    networks, then the sinks."""
+    from engine.sources import open_source
+
+    device = resolve_device(opts.device)
+    source = open_source(opts.source, live=opts.live, buffer_size=opts.buffer, realtime=opts.realtime,
+                         reconnect_attempts=opts.reconnect_attempts, io_timeout_s=opts.io_timeout_s)
+    info = source.info
+    built = BuiltPipeline(pipeline=None)  # type: ignore[arg-type]
+    try:
+        detector = _detector(opts, device, built)
+        tracker = _tracker(opts, device, built)
+        fuser = _fuser(opts, detector, tracker)
+        sinks = _sinks(opts, fps=info.fps, live=info.live, built=built)
+    except BaseException:
+        source.close()
+        raise
+    built.pipeline = Pipeline(source, detector=detector, tracker=tracker, fuser=fuser, sinks=sinks,
+                              device=device, detect_every=opts.detect_every, max_frames=opts.max_frames)
+    return built
+
+
+def _weights_for(model: str, given: str | None, *, option: str, fallback: bool,
+                 built: BuiltPipeline, what: str) -> str:
+    """The weights to load: as given, else the official file fetched into the cache, else random
+    (demo) or a WeightsError saying how to get real ones."""
+    if given is not None:
+        return given
+    known = KNOWN_WEIGHTS.get(model)
+    if known is not None:
+        cached = cache_dir() / known.filename
+        if cached.is_file():
+            return str(cached)
+    hint = (f"run 'streamseg fetch {model}' on a machine that is online" if known is not None
+            else f"pass {option} PATH")
+    if fallback:
+        built.notes.append(f"no trained {what} weights found ({hint}); using random weights")
+        return "random"
+    raise WeightsError(f"no trained weights for {what} {model!r}: {hint}, or pass {option} PATH, "
+                       f"or {option} random to run on meaningless random weights")
+
+
+def _detector(opts: RunOptions, device, built: BuiltPipeline):
+    if opts.detector == "none":
+        return None
+    from engine.detect import DetectorConfig, load_detector
+    from engine.detect import registry as _  # noqa: F401  (registers the official weights)
+
+    weights = _weights_for(opts.detector, opts.weights, option="--weights", fallback=opts.random_fallback,
+                           built=built, what="detector")
+    cfg = DetectorConfig(model=opts.detector, weights=weights, backend=opts.backend, device=str(device),
+                         conf=opts.conf, iou=opts.iou, imgsz=opts.imgsz, seed=opts.seed)
+    detector = load_detector(cfg)
+    if detector.random_weights:
+        built.random_weights.append(f"detector {opts.detector}")
+    return detector
+
+
+def _tracker(opts: RunOptions, device, built: BuiltPipeline):
+    if opts.tracker == "none":
+        if opts.prompts:
+            raise ConfigError("--prompt needs a tracker; drop --tracker none")
+        return None
+    from engine.track import load_tracker
+    from engine.track import registry as _  # noqa: F401  (registers the official checkpoints)
+
+    weights = _weights_for(opts.tracker, opts.tracker_weights, option="--tracker-weights",
+                           fallback=opts.random_fallback, built=built, what="tracker")
+    size = opts.tracker_size or (1024 if device.type == "cuda" else 512)
+    tracker = load_tracker(opts.tracker, weights=weights, image_size=size, device=str(device),
+                           seed=opts.seed)
+    if weights == "random":
+        built.random_weights.append(f"tracker {opts.tracker}")
+    return tracker
+
+
+def _fuser(opts: RunOptions, detector, tracker):
+    from engine.fuse.simple import PromptedTracks
+
+    if tracker is None:
+        return None  # the pipeline's default: detections only, or nothing
+    if detector is None:
+        if not opts.prompts:
+            raise ConfigError("with --detector none the tracker needs --prompt ID:X1,Y1,X2,Y2 boxes to follow")
+        return PromptedTracks(tracker, {0: dict(opts.prompts)})
+    from engine.fuse import Fuser, FuserConfig
+
+    fuser = Fuser(tracker, FuserConfig(), names=detector.names)
+    if opts.prompts:
+        raise ConfigError("--prompt is for --detector none; with a detector, tracks come from detections")
+    return fuser
+
+
+def _sinks(opts: RunOptions, *, fps: float | None, live: bool, built: BuiltPipeline) -> list:
+    from engine.sinks import JsonlWriter, Mp4Writer, PreviewServer
+
+    sinks = []
+    try:
+        if opts.jsonl is not None:
+            sinks.append(JsonlWriter(opts.jsonl))
+            built.outputs.append(("results", str(opts.jsonl)))
+        if opts.out is not None:
+            sinks.append(Mp4Writer(opts.out, fps=fps, live=live))
+            built.outputs.append(("video", str(opts.out)))
+        if opts.preview:
+            preview = PreviewServer(host=opts.preview_host, port=opts.preview_port)
+            sinks.append(preview)
+            built.outputs.append(("preview", preview.url))
+            built.notes.append(f"live preview at {preview.url}")
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    return sinks
+
+
+def random_weights_banner(networks: list[str]) -> str:
+    """The loud warning printed before a run on random weights."""
+    width = 78
+    lines = [
+        "RANDOM WEIGHTS: " + ", ".join(networks) + " initialised at random.",
+        "The masks, classes, scores and ids this run produces MEAN NOTHING; it only exercises the",
+        "engine (decode, networks, tracking, fusion, outputs) with real computational cost.",
+        "For real results, on a machine that is online:",
+        "    streamseg fetch yolov8n-seg && streamseg fetch sam2.1_hiera_tiny",
+        "then run again (fetched weights are found automatically), or pass",
+        "    --weights PATH/yolov8n-seg.pt --tracker-weights PATH/sam2.1_hiera_tiny.pt",
+    ]
+    bar = "#" * width
+    body = [f"# {line:<{width - 4}} #" for line in lines]
+    return "\n".join([bar, *body, bar])

@@ -1,0 +1,65 @@
+"""Test doubles for the pipeline's stages: in-memory sources and scripted detectors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from engine.errors import SourceError
+from engine.sources.base import Picture, Source, SourceInfo
+from engine.types import Detections
+
+
+class ArraySource(Source):
+    """Frames from a list of [H, W, 3] uint8 arrays; optionally fails after ``fail_after`` frames."""
+
+    def __init__(self, images: Sequence[np.ndarray], *, fps: float = 30.0, live: bool = False,
+                 fail_after: int | None = None) -> None:
+        super().__init__("arrays://test", live=live, buffer_size=2)
+        self.images = list(images)
+        self.fps = fps
+        self.fail_after = fail_after
+
+    def _open(self) -> SourceInfo:
+        h, w = self.images[0].shape[:2]
+        return SourceInfo(uri=self.uri, live=self.live, width=w, height=h, fps=self.fps,
+                          frame_count=len(self.images), codec="raw")
+
+    def _pictures(self) -> Iterator[Picture]:
+        for i, image in enumerate(self.images):
+            if self.fail_after is not None and i == self.fail_after:
+                raise SourceError(f"{self.uri}: stream broke at frame {i} (test)")
+            yield Picture(image=np.ascontiguousarray(image), pts=i / self.fps, decode_ms=0.1)
+
+
+def moving_square_frames(n: int, *, height: int = 96, width: int = 128) -> list[np.ndarray]:
+    """A bright square sliding right over a dark gradient, one frame per step."""
+    base = np.tile(np.linspace(0, 60, width, dtype=np.uint8), (height, 1))
+    frames = []
+    for i in range(n):
+        img = np.stack([base, base, base], axis=2).copy()
+        x = 4 + 3 * i
+        img[20:50, x:x + 30] = (230, 200, 40)
+        frames.append(img)
+    return frames
+
+
+class SquareDetector:
+    """Finds the bright square of ``moving_square_frames`` by thresholding: a deterministic detector."""
+
+    names = ("square",)
+
+    def __call__(self, images: Sequence[torch.Tensor]) -> list[Detections]:
+        out = []
+        for image in images:
+            mask = image[:, :, 0] > 200
+            ys, xs = torch.nonzero(mask, as_tuple=True)
+            if len(xs) == 0:
+                out.append(Detections.empty(image.shape[0], image.shape[1], names=self.names))
+                continue
+            box = torch.tensor([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=torch.float32)
+            out.append(Detections(boxes=box, scores=torch.tensor([0.9]), class_ids=torch.tensor([0]),
+                                  masks=mask[None], names=self.names))
+        return out

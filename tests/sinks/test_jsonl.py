@@ -1,0 +1,81 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_util
+
+from engine.errors import SinkError
+from engine.sinks import JsonlWriter, result_to_record
+from engine.types import Frame, FrameResult, Instances, StageTimes
+
+
+def _result(index: int, masks: torch.Tensor) -> FrameResult:
+    n, h, w = masks.shape
+    frame = Frame(image=torch.zeros((h, w, 3), dtype=torch.uint8), index=index, pts=index / 30,
+                  capture_time=1764000000.0 + index / 30)
+    inst = Instances(ids=torch.arange(n) + 3, class_ids=torch.full((n,), 2), scores=torch.full((n,), 0.91),
+                     boxes=torch.tensor([[1.0, 2.0, 30.0, 40.0]] * n).reshape(n, 4), masks=masks, labels=("car",) * n)
+    times = StageTimes(decode=1.0, detect=2.0, track=3.0, fuse=0.5, render=0.25, total=7.0)
+    return FrameResult(frame=frame, instances=inst, times=times, age_ms=12.5)
+
+
+def test_record_has_the_documented_shape_and_masks_decode_with_pycocotools():
+    masks = torch.rand(2, 37, 53) > 0.6  # odd sizes: COCO RLE is column-major, a transposition bug shows
+    record = result_to_record(_result(12, masks))
+    assert list(record) == ["frame", "pts", "capture_time", "instances", "times_ms", "age_ms"]
+    assert record["frame"] == 12 and record["pts"] == pytest.approx(0.4)
+    assert list(record["times_ms"]) == ["decode", "detect", "track", "fuse", "render", "total"]
+    first = record["instances"][0]
+    assert list(first) == ["id", "class_id", "label", "score", "box", "mask"]
+    assert (first["id"], first["class_id"], first["label"], first["score"]) == (3, 2, "car", 0.91)
+    for inst, mask in zip(record["instances"], masks):
+        rle = {"size": inst["mask"]["size"], "counts": inst["mask"]["counts"].encode()}
+        assert inst["mask"]["size"] == [37, 53]
+        np.testing.assert_array_equal(mask_util.decode(rle), mask.numpy())
+
+
+def test_a_frame_without_instances_is_still_a_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    writer = JsonlWriter(path)
+    writer.write(_result(0, torch.zeros((0, 8, 8), dtype=torch.bool)))
+    writer.close()
+    assert json.loads(path.read_text())["instances"] == []
+
+
+def test_a_failed_write_leaves_only_whole_lines(tmp_path, monkeypatch):
+    path = tmp_path / "r.jsonl"
+    writer = JsonlWriter(path)
+    writer.write(_result(0, torch.ones((1, 8, 8), dtype=torch.bool)))
+    real_write = writer._file.write
+
+    def write_half_then_fail(data):
+        real_write(bytes(data[: len(data) // 2]))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(writer, "_file", _FileWith(writer._file, write_half_then_fail))
+    with pytest.raises(SinkError, match="No space left on device"):
+        writer.write(_result(1, torch.ones((1, 8, 8), dtype=torch.bool)))
+    writer.close()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["frame"] == 0
+
+
+class _FileWith:
+    """A file object whose write is replaced; everything else goes to the real file."""
+
+    def __init__(self, real, write):
+        self._real, self.write = real, write
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+@pytest.mark.parametrize("path, message", [
+    ("{tmp}/missing-dir/r.jsonl", "does not exist"),  # parent directory missing
+    ("{tmp}", "is a directory"),  # a directory given as the file
+    ("/proc/streamseg-test.jsonl", "streamseg-test.jsonl"),  # a filesystem that refuses new files
+])
+def test_unwritable_paths_fail_before_the_run_naming_the_path(tmp_path, path, message):
+    with pytest.raises(SinkError, match=message):
+        JsonlWriter(path.format(tmp=tmp_path))

@@ -1,0 +1,118 @@
+import json
+import os
+import shutil
+import time
+import urllib.request
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from engine.sinks import PreviewServer
+from engine.types import Frame, FrameResult, Instances, StageTimes
+
+
+def _result(index: int, color: tuple[int, int, int]) -> FrameResult:
+    image = np.zeros((120, 160, 3), dtype=np.uint8)
+    image[:, :] = color
+    frame = Frame(image=torch.from_numpy(image), index=index, pts=None, capture_time=time.time())
+    return FrameResult(frame=frame, instances=Instances.empty(120, 160), times=StageTimes(total=3.0),
+                       age_ms=5.0)
+
+
+@pytest.fixture
+def preview():
+    server = PreviewServer(port=0)
+    yield server
+    server.close()
+
+
+def _read_parts(url: str, count: int, timeout: float = 10.0) -> list[bytes]:
+    """The first ``count`` JPEG parts of a multipart MJPEG stream."""
+    parts = []
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        assert response.headers["Content-Type"].startswith("multipart/x-mixed-replace")
+        while len(parts) < count:
+            line = response.readline()
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+                response.readline()  # blank line after the part headers
+                parts.append(response.read(length))
+    return parts
+
+
+def test_binds_to_loopback_by_default(preview):
+    assert preview.url.startswith("http://127.0.0.1:")
+
+
+def test_serves_latest_frame_stats_and_page(preview):
+    preview.write(_result(7, (0, 0, 255)))
+    with urllib.request.urlopen(preview.url + "frame.jpg", timeout=5) as r:
+        jpeg = cv2.imdecode(np.frombuffer(r.read(), np.uint8), cv2.IMREAD_COLOR)
+    assert jpeg.shape == (120, 160, 3) and jpeg[60, 80, 0] > 200  # blue in BGR: the RGB frame, not swapped
+    with urllib.request.urlopen(preview.url + "stats.json", timeout=5) as r:
+        assert json.load(r)["frame"] == 7
+    with urllib.request.urlopen(preview.url, timeout=5) as r:
+        assert b'src="/stream.mjpg"' in r.read()
+
+
+def test_stream_sends_each_new_frame(preview):
+    import threading
+
+    def feed():
+        for i in range(40):
+            preview.write(_result(i, (10 * (i % 20), 100, 100)))
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=feed)
+    thread.start()
+    parts = _read_parts(preview.url + "stream.mjpg", 3)
+    thread.join()
+    assert len(parts) == 3 and all(p[:2] == b"\xff\xd8" for p in parts)  # JPEG start-of-image markers
+
+
+def test_without_viewers_only_the_first_frame_is_encoded(preview, monkeypatch):
+    calls = []
+    real = cv2.imencode
+    monkeypatch.setattr(cv2, "imencode", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    for i in range(10):
+        preview.write(_result(i, (0, 0, 0)))
+    assert len(calls) == 1  # kept for /frame.jpg; the rest skipped while nobody watches
+
+
+@pytest.mark.skipif(os.environ.get("STREAMSEG_SKIP_BROWSER") == "1", reason="STREAMSEG_SKIP_BROWSER=1")
+def test_a_real_browser_shows_the_stream(preview):
+    """Headless Chromium loads the page; the <img> must decode the MJPEG stream and the stats line
+    must update from /stats.json."""
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chromium and driver_path, ("Chromium is needed for this test: apt-get install chromium "
+                                      "chromium-driver (scripts/install.sh --test does)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    options.page_load_strategy = "eager"  # an MJPEG <img> never finishes loading; DOMContentLoaded is enough
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run"):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=Service(driver_path), options=options)
+    browser.set_page_load_timeout(15)
+    stop = time.monotonic() + 20
+    try:
+        preview.write(_result(0, (255, 0, 0)))
+        browser.get(preview.url)
+        width = text = None
+        while time.monotonic() < stop:
+            preview.write(_result(1, (255, 0, 0)))
+            width = browser.execute_script("return document.getElementById('stream').naturalWidth")
+            text = browser.execute_script("return document.getElementById('stats').textContent")
+            if width == 160 and text.startswith("frame 1"):
+                break
+            time.sleep(0.1)
+        assert width == 160, "the browser did not decode the MJPEG stream"
+        assert text.startswith("frame 1"), text
+    finally:
+        browser.quit()

@@ -1,0 +1,65 @@
+"""The threaded source's policies, seen from the consumer: newest-frame-wins for live sources, pacing
+for realtime files, and resources freed however the source ends."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.sources import open_source
+
+MEDIA = Path(__file__).parents[1] / "media"
+
+
+def test_live_source_keeps_the_newest_frames_and_counts_the_rest() -> None:
+    src = open_source("synthetic:seed=1,frames=40,size=64x48,objects=2", live=True, buffer_size=3)
+    with src:
+        deadline = time.monotonic() + 30
+        while src.stats.decoded < 40 and time.monotonic() < deadline:
+            time.sleep(0.01)  # a consumer busy elsewhere while the decoder runs to the end
+        frames = list(src)
+    assert src.stats.decoded == 40
+    assert [f.index for f in frames] == [37, 38, 39]  # the newest three, in order
+    assert (src.stats.delivered, src.stats.dropped) == (3, 37)
+
+
+def test_file_source_never_drops_however_slow_the_consumer() -> None:
+    src = open_source("synthetic:seed=1,frames=12,size=64x48,objects=2", buffer_size=1)
+    with src:
+        indices = []
+        for frame in src:
+            time.sleep(0.01)
+            indices.append(frame.index)
+    assert indices == list(range(12)) and src.stats.dropped == 0
+
+
+def test_realtime_paces_frames_at_their_timestamps() -> None:
+    src = open_source("synthetic:seed=1,frames=10,size=64x48,objects=2,fps=20", realtime=True)
+    with src:
+        times = [f.capture_time for f in src]
+    # A lower bound only (a loaded machine can be slower, never faster): 9 frame intervals of 50 ms,
+    # less 10 % for the clock's granularity.
+    assert times[-1] - times[0] >= 0.9 * 9 / 20
+
+
+def test_info_without_iterating_is_released_on_close() -> None:
+    src = open_source(MEDIA / "bedroom.mp4")
+    assert src.info.frame_count == 200
+    assert src._decoder is not None
+    src.close()
+    assert src._decoder is None
+
+
+@pytest.mark.parametrize("uri", [
+    pytest.param(str(MEDIA / "bedroom.mp4"), id="file"),
+    pytest.param("synthetic:frames=100,size=64x48", id="synthetic"),
+])
+def test_close_mid_stream_stops_the_decoder(uri: str) -> None:
+    src = open_source(uri, buffer_size=2)
+    with src:
+        assert src.read(timeout=30) is not None
+    assert not src._thread.is_alive()
+    # Back-pressure bounds the work: the frame read, two buffered, one waiting to be put.
+    assert src.stats.decoded <= 4

@@ -1,0 +1,126 @@
+"""Files and HTTP(S) URLs: every frame, in order, frame-exact; damaged and truncated files; a resolution
+change mid-stream."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from engine.errors import SourceError
+from engine.sources import FileSource, HttpSource, SyntheticScene, open_source, to_video
+
+MEDIA = Path(__file__).parents[1] / "media"
+CLIPS = sorted(MEDIA.glob("*.mp4"))
+
+
+def _first_frame_by_pyav(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return next(container.decode(video=0)).to_ndarray(format="rgb24")
+
+
+@pytest.mark.parametrize("clip", CLIPS, ids=lambda p: p.stem)
+def test_every_clip_decodes_frame_exact(clip: Path) -> None:
+    src = open_source(clip)
+    info = src.info
+    assert isinstance(src, FileSource) and not info.live and info.codec == "h264"
+    with src:
+        frames = list(src)
+    assert info.frame_count is not None and len(frames) == info.frame_count
+    assert (src.stats.decoded, src.stats.delivered, src.stats.dropped) == (info.frame_count,) * 2 + (0,)
+    assert [f.index for f in frames] == list(range(len(frames)))
+    pts = [f.pts for f in frames]
+    assert all(b > a for a, b in zip(pts, pts[1:])), "frames out of presentation order"
+    assert {tuple(f.image.shape) for f in frames} == {(info.height, info.width, 3)}
+    # The source's RGB conversion is PyAV's own: the same pixels, in RGB order.
+    np.testing.assert_array_equal(frames[0].image.numpy(), _first_frame_by_pyav(clip))
+
+
+def test_a_still_image_is_a_one_frame_video() -> None:
+    src = open_source(MEDIA / "cars.jpg")
+    with src:
+        frames = list(src)
+    assert len(frames) == 1
+    assert tuple(frames[0].image.shape) == (src.info.height, src.info.width, 3)
+
+
+@pytest.fixture(scope="module")
+def resolution_change(tmp_path_factory) -> Path:
+    """An MPEG-TS stream whose pictures go from 320x240 to 256x144 after 30 frames, as a camera's does
+    when its resolution is changed while it streams (TS segments concatenate into one stream)."""
+    out = tmp_path_factory.mktemp("res")
+    big = to_video(SyntheticScene(seed=1, frames=30, width=320, height=240), out / "a.ts")
+    small = to_video(SyntheticScene(seed=2, frames=30, width=256, height=144), out / "b.ts")
+    both = out / "change.ts"
+    both.write_bytes(big.read_bytes() + small.read_bytes())
+    return both
+
+
+def test_a_resolution_change_mid_stream_changes_the_frame_size(resolution_change: Path) -> None:
+    src = open_source(resolution_change)
+    with src:
+        sizes = [tuple(f.image.shape) for f in src]
+    assert sizes == [(240, 320, 3)] * 30 + [(144, 256, 3)] * 30
+
+
+@pytest.fixture(scope="module")
+def dog_bytes() -> bytes:
+    return (MEDIA / "01_dog.mp4").read_bytes()  # 289 frames, index (moov) at the front
+
+
+def test_damaged_packets_are_skipped_and_counted(tmp_path: Path, dog_bytes: bytes) -> None:
+    damaged = bytearray(dog_bytes)
+    middle = len(damaged) // 2
+    damaged[middle:middle + 65536] = np.random.default_rng(0).integers(0, 256, 65536, np.uint8).tobytes()
+    path = tmp_path / "damaged.mp4"
+    path.write_bytes(bytes(damaged))
+    src = open_source(path)
+    with src:
+        frames = list(src)  # no error: the damage is reported in the counters
+    assert src.stats.corrupt > 0
+    # Every packet either gave a picture or was counted as damaged; indices run on without holes.
+    assert len(frames) + src.stats.corrupt == src.info.frame_count == 289
+    assert [f.index for f in frames] == list(range(len(frames)))
+
+
+def test_a_truncated_file_delivers_its_frames_then_says_truncated(tmp_path: Path, dog_bytes: bytes) -> None:
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(dog_bytes[: len(dog_bytes) // 2])
+    src = open_source(path)
+    assert src.info.frame_count == 289  # the header still promises every frame
+    delivered = []
+    with src, pytest.raises(SourceError, match=r"cut\.mp4: truncated: it holds \d+ of the 289 frames") as err:
+        for frame in src:
+            delivered.append(frame.index)
+    assert "\n" not in str(err.value)
+    # About half the frames lie before the cut; all of them arrived, in order, before the error.
+    assert 100 < len(delivered) < 289 and delivered == list(range(len(delivered)))
+    assert f"the {len(delivered)} decodable were delivered" in str(err.value)
+
+
+# --- HTTP(S) -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("clip", ["01_dog.mp4", "bedroom.mp4"], ids=["index-first", "index-last"])
+def test_http_with_byte_ranges_is_frame_exact(http_server, clip: str) -> None:
+    src = open_source(http_server.url(clip))
+    assert isinstance(src, HttpSource) and not src.info.live
+    with src:
+        count = sum(1 for _ in src)
+    assert count == src.info.frame_count
+
+
+def test_http_without_byte_ranges_reads_an_index_first_mp4_straight_through(plain_http_server) -> None:
+    src = open_source(plain_http_server.url("01_dog.mp4"))
+    with src:
+        count = sum(1 for _ in src)
+    assert count == src.info.frame_count == 289
+
+
+def test_http_without_byte_ranges_explains_an_index_last_mp4(plain_http_server) -> None:
+    # FFmpeg reads to the end to find the index, then cannot seek back to the first frame.
+    src = open_source(plain_http_server.url("bedroom.mp4"))
+    with src, pytest.raises(SourceError, match=r"^http://.*bedroom\.mp4: .*byte-range.*faststart"):
+        list(src)

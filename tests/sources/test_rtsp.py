@@ -1,0 +1,141 @@
+"""RTSP through a real server (GStreamer's, on 127.0.0.1): reading, losing the server mid-stream and
+resuming, giving up when it never returns, newest-frame-wins under a slow consumer, and a resolution
+change mid-stream. Every read has a timeout, so a hang fails the test instead of stalling the suite."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from rtsp_server import APT_PACKAGES, RtspServer
+
+from engine.errors import SourceError
+from engine.sources import RtspSource, SyntheticScene, open_source, to_video
+
+READ_TIMEOUT_S = 20.0  # far above any wait here (the longest, a reconnection, takes ~4 s)
+
+
+def _read(src, n: int) -> list:
+    return [src.read(timeout=READ_TIMEOUT_S) for _ in range(n)]
+
+
+def test_reads_the_stream_as_the_clip_encodes_it(rtsp_server, bedroom_clip: Path) -> None:
+    src = open_source(rtsp_server.url)
+    assert isinstance(src, RtspSource)
+    info = src.info
+    assert (info.live, info.width, info.height, info.codec) == (True, 960, 540, "h264")
+    assert info.frame_count is None  # a live stream never says how long it is
+    with src:
+        frames = _read(src, 30)
+    assert all(f is not None for f in frames)
+    indices = [f.index for f in frames]
+    assert indices == sorted(set(indices))
+    pts = [f.pts for f in frames if f.pts is not None]
+    assert len(pts) >= 29 and all(b > a for a, b in zip(pts, pts[1:]))
+    # The server relays the clip's own H.264 packets: the pictures decode to the file's pixels.
+    with av.open(str(bedroom_clip)) as container:
+        clip = [f.to_ndarray(format="rgb24") for _, f in zip(range(60), container.decode(video=0))]
+    last = frames[-1].image.numpy()
+    assert any(np.array_equal(last, c) for c in clip), "no clip frame matches the streamed picture"
+
+
+def test_server_restart_mid_stream_resumes_by_itself(rtsp_server) -> None:
+    src = open_source(rtsp_server.url, reconnect_attempts=5)
+    with src:
+        before = _read(src, 20)
+        rtsp_server.stop()  # the socket closes under the client, as when a camera reboots
+        time.sleep(1.5)
+        rtsp_server.start()  # same port
+        after = _read(src, 40)
+    stats = src.stats
+    assert stats.reconnects >= 1 and stats.gap_s > 0
+    indices = [f.index for f in before + after]
+    assert indices == sorted(set(indices)), "frame indices must keep counting across the reconnection"
+    pts = [f.pts for f in before + after if f.pts is not None]
+    assert all(b > a for a, b in zip(pts, pts[1:])), "pts must keep increasing across the reconnection"
+    assert stats.decoded >= 60 and stats.delivered == 60
+
+
+def test_server_that_hangs_is_timed_out_and_reconnected(rtsp_server) -> None:
+    src = open_source(rtsp_server.url, io_timeout_s=1.0)
+    with src:
+        assert all(f is not None for f in _read(src, 10))
+        # Frozen, not dead: the socket stays open but nothing comes, as with a wedged camera.
+        os.kill(rtsp_server.pid, signal.SIGSTOP)
+        try:
+            time.sleep(2.5)
+        finally:
+            os.kill(rtsp_server.pid, signal.SIGCONT)
+        after = _read(src, 30)
+    assert all(f is not None for f in after)
+    assert src.stats.reconnects >= 1 and src.stats.gap_s > 0
+
+
+def test_server_that_never_returns_ends_in_one_clear_error(rtsp_server) -> None:
+    src = open_source(rtsp_server.url, reconnect_attempts=3)
+    started = time.monotonic()
+    with src:
+        assert all(f is not None for f in _read(src, 10))
+        rtsp_server.stop()
+        with pytest.raises(SourceError) as err:
+            while src.read(timeout=READ_TIMEOUT_S) is not None:  # frames still buffered come first
+                pass
+    message = str(err.value)
+    assert message.startswith(f"{rtsp_server.url}: stream lost (")
+    assert "3 reconnect attempts over" in message and "failed: connection refused" in message
+    assert message.endswith("check the address and that the server is up") and "\n" not in message
+    assert src.stats.reconnects == 0 and src.stats.gap_s > 0
+    # Hang guard, not a speed check: backoff 0.5 + 1 + 2 s, then the error.
+    assert time.monotonic() - started < READ_TIMEOUT_S
+
+
+def test_slow_consumer_gets_the_newest_frames_and_drops_are_counted(rtsp_server) -> None:
+    src = open_source(rtsp_server.url, buffer_size=1)
+    got = []
+    with src:
+        for _ in range(12):
+            time.sleep(0.15)  # ~4.5 frames of the 30 fps stream arrive while the consumer works
+            newest_before = src.stats.decoded - 1
+            frame = src.read(timeout=READ_TIMEOUT_S)
+            assert frame is not None
+            # A one-frame newest-wins buffer hands out the newest picture decoded before the read
+            # (or one decoded since): never an old one.
+            assert frame.index >= newest_before
+            got.append(frame.index)
+    assert src.stats.dropped > 0
+    assert any(b - a > 1 for a, b in zip(got, got[1:])), "drops show as gaps in the frame indices"
+    assert src.stats.dropped + src.stats.delivered <= src.stats.decoded
+
+
+@pytest.fixture(scope="module")
+def changing_stream(tmp_path_factory) -> Path:
+    """60 frames of H.264 in MPEG-TS: 320x240, then 256x144 from frame 30."""
+    out = tmp_path_factory.mktemp("rtsp_res")
+    big = to_video(SyntheticScene(seed=1, frames=30, width=320, height=240), out / "a.ts")
+    small = to_video(SyntheticScene(seed=2, frames=30, width=256, height=144), out / "b.ts")
+    both = out / "change.ts"
+    both.write_bytes(big.read_bytes() + small.read_bytes())
+    return both
+
+
+def test_resolution_change_mid_stream(rtsp_server_for, changing_stream: Path) -> None:
+    server = rtsp_server_for(changing_stream)
+    src = open_source(server.url, live=False, reconnect_attempts=0)  # every frame; the end is final
+    sizes = []
+    with src, pytest.raises(SourceError, match=r"stream lost \(the server ended the stream\); reconnection"):
+        while (frame := src.read(timeout=READ_TIMEOUT_S)) is not None:
+            sizes.append(tuple(frame.image.shape))
+    assert sizes[0] == (240, 320, 3) and sizes[-1] == (144, 256, 3)
+    assert set(sizes) == {(240, 320, 3), (144, 256, 3)}
+
+
+def test_missing_gstreamer_fails_the_test_with_the_packages_to_install(bedroom_clip: Path) -> None:
+    without_gi = sys.executable  # the project's virtualenv has no GStreamer bindings
+    with pytest.raises(pytest.fail.Exception, match=f"apt-get install -y {APT_PACKAGES}"):
+        RtspServer(bedroom_clip, python=without_gi).start()
