@@ -58,7 +58,7 @@ class TrackerConfig:
     at the model's values) the tracker selects exactly the memory the official predictor selects.
     """
 
-    image_size: int = 1024  # the model's input side in pixels; a multiple of 32 (hiera's largest stride), >= 32
+    image_size: int = 1024  # the model's input side in pixels: a multiple of 32 (hiera's largest stride)
     num_maskmem: int | None = None  # N, see above
     max_cond_frames: int = 4  # C, see above
     max_obj_ptrs: int | None = None  # P, see above
@@ -70,7 +70,8 @@ class TrackerConfig:
 
     def __post_init__(self) -> None:
         if self.image_size < 32 or self.image_size % 32:
-            raise ConfigError(f"image_size={self.image_size}: use a multiple of 32, at least 32 (e.g. 512, 1024)")
+            raise ConfigError(f"image_size={self.image_size}: use a multiple of 32, at least 32 "
+                              "(e.g. 512, 1024)")
         if self.num_maskmem is not None and self.num_maskmem < 1:
             raise ConfigError(f"num_maskmem={self.num_maskmem}: use at least 1 (1 keeps only the prompts)")
         if self.max_cond_frames < 1:

@@ -3,12 +3,15 @@
 Each part wraps sam2's own modules and the ``SAM2Base`` method the tracker calls, so the exported graph
 computes what the torch tracker computes:
 
-| part | inputs | outputs |
-| --- | --- | --- |
-| image_encoder | image [1, 3, S, S] | hr0 [1, C/8, S/4, S/4], hr1 [1, C/4, S/8, S/8], feat [1, C, S/16, S/16], pos [1, C, S/16, S/16] |
-| sam_heads (prompt encoder + mask decoder) | pix_feat [B, C, h, w], hr0, hr1 (batch B), point_coords [B, P, 2], point_labels [B, P] int32 | low_res_masks [B, 1, 4h, 4w], obj_ptr [B, C], object_score_logits [B, 1] |
-| memory_encoder | pix_feat [B, C, h, w], high_res_masks [B, 1, S, S], object_score_logits [B, 1] | maskmem_features [B, C_mem, h, w], maskmem_pos [B, C_mem, h, w] |
-| memory_attention | curr [hw, B, C], curr_pos [hw, B, C], memory [M, B, C_mem], memory_pos [M, B, C_mem] | pix_feat [hw, B, C] |
+- image_encoder: image [1, 3, S, S] -> hr0 [1, C/8, S/4, S/4], hr1 [1, C/4, S/8, S/8],
+  feat [1, C, S/16, S/16], pos [1, C, S/16, S/16]
+- sam_heads (prompt encoder + mask decoder): pix_feat [B, C, h, w], hr0, hr1 (batch B),
+  point_coords [B, P, 2], point_labels [B, P] int32 -> low_res_masks [B, 1, 4h, 4w], obj_ptr [B, C],
+  object_score_logits [B, 1]
+- memory_encoder: pix_feat [B, C, h, w], high_res_masks [B, 1, S, S], object_score_logits [B, 1]
+  -> maskmem_features [B, C_mem, h, w], maskmem_pos [B, C_mem, h, w]
+- memory_attention: curr [hw, B, C], curr_pos [hw, B, C], memory [M, B, C_mem], memory_pos [M, B, C_mem]
+  -> pix_feat [hw, B, C]
 
 Shapes are fixed at export (B objects, P points, M memory tokens). The memory attention's rotary encoding
 is exported in real arithmetic (``engine.track.rope``). Tracking frames use sam_heads with one padding
@@ -99,7 +102,8 @@ class ExportedPart:
     outputs: tuple[torch.Tensor, ...]  # torch's outputs on them, to check the ONNX file against
 
 
-def example_parts(model, shapes: ExportShapes) -> dict[str, tuple[nn.Module, dict[str, torch.Tensor], list[str]]]:
+def example_parts(model, shapes: ExportShapes
+                  ) -> dict[str, tuple[nn.Module, dict[str, torch.Tensor], list[str]]]:
     """Each part with example inputs of the given shapes (seeded random, realistic scales)."""
     size = model.image_size
     c, c_mem = model.hidden_dim, model.mem_dim
@@ -129,7 +133,8 @@ def example_parts(model, shapes: ExportShapes) -> dict[str, tuple[nn.Module, dic
                            ["maskmem_features", "maskmem_pos"]),
         "memory_attention": (MemoryAttentionPart(model, num_obj_ptr_tokens=shapes.num_ptrs * split),
                              {"curr": rand(h * w, b, c), "curr_pos": rand(h * w, b, c),
-                              "memory": rand(memory_tokens, b, c_mem), "memory_pos": rand(memory_tokens, b, c_mem)},
+                              "memory": rand(memory_tokens, b, c_mem),
+                              "memory_pos": rand(memory_tokens, b, c_mem)},
                              ["pix_feat"]),
     }
 

@@ -29,7 +29,8 @@ def load_tracker(name_or_config: str, *, weights: str | Path | None = None, imag
     opts = replace(options or TrackerConfig(), image_size=image_size)
     if weights is None or str(weights) == RANDOM_WEIGHTS:
         return StreamingTracker.from_config(config, seed=seed, device=device, options=opts)
-    return StreamingTracker.from_checkpoint(_weights_path(weights), config=config, device=device, options=opts)
+    path = _weights_path(weights)
+    return StreamingTracker.from_checkpoint(path, config=config, device=device, options=opts)
 
 
 def _weights_path(weights: str | Path) -> Path:

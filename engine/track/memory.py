@@ -42,7 +42,8 @@ class ObjectSlot:
     obj_id: int
     first_frame: int  # frame of the object's first prompt (a prompt there is an initial one, memory-free)
     cond: dict[int, MemoryFrame] = field(default_factory=dict)  # prompted frames, at most C, by frame
-    recent_features: dict[int, torch.Tensor] = field(default_factory=dict)  # frame -> [C_mem, h, w] bf16, last N-1 frames
+    # frame -> [C_mem, h, w] bf16 memory of the last N-1 tracked frames
+    recent_features: dict[int, torch.Tensor] = field(default_factory=dict)
     recent_ptrs: dict[int, torch.Tensor] = field(default_factory=dict)  # frame -> [C], last P-1 frames
     output: FrameOutput | None = None  # the latest frame's output
     # Set while ``output`` came from a prompt whose memory is not encoded yet (the next step encodes all
@@ -162,7 +163,8 @@ def assemble_memory(model, selections: list[MemorySelection], maskmem_pos: torch
     spatial = feats.float().flatten(3).permute(1, 3, 0, 2).reshape(num_frames * hw, b, c_mem)
     tpos_index = torch.tensor([s.tpos for s in selections], device=device)  # [B, F]
     tpos = model.maskmem_tpos_enc[tpos_index].reshape(b, num_frames, 1, c_mem)  # [B, F, 1, C_mem]
-    spatial_pos = (maskmem_pos[:, 0][None, None] + tpos).permute(1, 2, 0, 3).reshape(num_frames * hw, b, c_mem)
+    spatial_pos = (maskmem_pos[:, 0][None, None] + tpos).permute(1, 2, 0, 3)
+    spatial_pos = spatial_pos.reshape(num_frames * hw, b, c_mem)
     if num_ptrs == 0:
         return spatial, spatial_pos, 0
     from sam2.modeling.sam2_utils import get_1d_sine_pe

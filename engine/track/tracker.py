@@ -78,7 +78,8 @@ class StreamingTracker:
         p_model = int(model.max_obj_ptrs_in_encoder)
         p = opts.max_obj_ptrs or p_model
         if n > n_model:
-            raise ConfigError(f"num_maskmem={n}: this model has temporal encodings for {n_model} memory frames; "
+            raise ConfigError(f"num_maskmem={n}: this model has temporal encodings for {n_model} memory "
+                              "frames; "
                               f"use at most {n_model}")
         if p > p_model:
             raise ConfigError(f"max_obj_ptrs={p}: this model was trained with {p_model} object pointers; "
@@ -173,7 +174,8 @@ class StreamingTracker:
         frame = self._frame
         if frame is None:
             raise ConfigError(f"add_object({obj_id}) before any step(): push the frame to prompt on first")
-        point_inputs, mask_inputs = self._prompt_inputs(obj_id, box=box, points=points, labels=labels, mask=mask)
+        point_inputs, mask_inputs = self._prompt_inputs(obj_id, box=box, points=points, labels=labels,
+                                                        mask=mask)
         feats = self._features()
         slot = self._slots.get(obj_id) or ObjectSlot(obj_id=int(obj_id), first_frame=frame.index)
         is_init = slot.first_frame == frame.index
@@ -324,7 +326,8 @@ class StreamingTracker:
                 raise ConfigError(f"add_object({obj_id}): give a mask, or a box and/or points, not both")
             m = torch.as_tensor(mask, device=self.device)
             if m.dim() != 2 or tuple(m.shape) != (frame.height, frame.width):
-                raise ConfigError(f"add_object({obj_id}): mask must be [{frame.height}, {frame.width}] like the "
+                raise ConfigError(f"add_object({obj_id}): mask must be [{frame.height}, {frame.width}] like "
+                                  "the "
                                   f"frame, got {tuple(m.shape)}")
             m = m.bool().float()[None, None]
             if m.shape[-2:] != (size, size):
@@ -333,17 +336,20 @@ class StreamingTracker:
             return None, m
         coords, codes = [], []
         if box is not None:
-            b = torch.as_tensor(box, dtype=torch.float32).flatten()
+            b = torch.as_tensor(box, dtype=torch.float32).flatten().cpu()
             if b.numel() != 4 or not torch.isfinite(b).all() or b[2] < b[0] or b[3] < b[1]:
-                raise ConfigError(f"add_object({obj_id}): box must be [x1, y1, x2, y2] with x1 <= x2, y1 <= y2, "
+                raise ConfigError(f"add_object({obj_id}): box must be [x1, y1, x2, y2] with x1 <= x2, "
+                                  "y1 <= y2, "
                                   f"got {box!r}")
             coords.append(b.view(2, 2))
             codes.append(torch.tensor([2, 3], dtype=torch.int32))  # sam2's box-corner labels
         if points is not None or labels is not None:
-            p = torch.as_tensor(points if points is not None else [], dtype=torch.float32).reshape(-1, 2)
-            lab = torch.as_tensor(labels if labels is not None else [], dtype=torch.int32).flatten()
+            p = torch.as_tensor(points if points is not None else [], dtype=torch.float32)
+            p = p.reshape(-1, 2).cpu()
+            lab = torch.as_tensor(labels if labels is not None else [], dtype=torch.int32).flatten().cpu()
             if points is None or labels is None or p.shape[0] != lab.shape[0] or p.shape[0] == 0:
-                raise ConfigError(f"add_object({obj_id}): points [[x, y], ...] need one label each (1 foreground, "
+                raise ConfigError(f"add_object({obj_id}): points [[x, y], ...] need one label each "
+                                  "(1 foreground, "
                                   f"0 background), got {points!r} and {labels!r}")
             if not bool(((lab == 0) | (lab == 1)).all()):
                 raise ConfigError(f"add_object({obj_id}): point labels must be 0 or 1, got {labels!r}")

@@ -50,7 +50,8 @@ def test_frames_without_objects_give_empty_tracks(tracker, frames):
 def test_objects_come_and_go_between_frames(tracker, frames):
     tracker.step(frames[0])
     first = tracker.add_object(7, box=[10, 20, 150, 170])
-    assert first.obj_ids == [7] and first.masks.shape == (1, FRAME_H, FRAME_W) and first.masks.dtype == torch.bool
+    assert first.obj_ids == [7] and first.masks.shape == (1, FRAME_H, FRAME_W)
+    assert first.masks.dtype == torch.bool
     tracks = tracker.step(frames[1])
     assert tracks.obj_ids == [7]
     tracker.add_object(3, points=[[200, 90], [40, 40]], labels=[1, 0])

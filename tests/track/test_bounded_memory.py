@@ -38,7 +38,8 @@ def _rss_bytes() -> int:
 def test_memory_after_2000_frames_equals_memory_after_100(bedroom_clip):
     clip = read_frames(bedroom_clip, 50, TINY)
     frames = np.concatenate([clip, clip[::-1]])  # ping-pong so the picture keeps moving
-    tracker = StreamingTracker.from_config(CONFIG, seed=0, options=TrackerConfig(image_size=TINY, max_cond_frames=4))
+    options = TrackerConfig(image_size=TINY, max_cond_frames=4)
+    tracker = StreamingTracker.from_config(CONFIG, seed=0, options=options)
     model = tracker.model
     with torch.inference_mode():
         encoded = [model.forward_image(tracker._preprocess(f)[0]) for f in frames[:16]]

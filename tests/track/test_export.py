@@ -44,7 +44,8 @@ def test_memory_attention_under_real_rotary_is_unchanged(model):
     h = w = EXPORT_SIZE // 16
     gen = torch.Generator().manual_seed(2)
     curr, pos = torch.randn(h * w, 2, 256, generator=gen), torch.randn(h * w, 2, 256, generator=gen)
-    memory, memory_pos = torch.randn(3 * h * w + 16, 2, 64, generator=gen), torch.randn(3 * h * w + 16, 2, 64, generator=gen)
+    memory = torch.randn(3 * h * w + 16, 2, 64, generator=gen)
+    memory_pos = torch.randn(3 * h * w + 16, 2, 64, generator=gen)
     with torch.inference_mode():
         want = model.memory_attention(curr=curr, curr_pos=pos, memory=memory, memory_pos=memory_pos,
                                       num_obj_ptr_tokens=16)
@@ -56,7 +57,7 @@ def test_memory_attention_under_real_rotary_is_unchanged(model):
 
 # part, static shapes, absolute tolerance on outputs and why
 PARTS = [
-    ("image_encoder", ExportShapes(), 1e-3),  # 12 hiera blocks + FPN in float32: ORT fuses differently; features ~1
+    ("image_encoder", ExportShapes(), 1e-3),  # 12 hiera blocks + FPN, float32, fused differently; features ~1
     ("sam_heads", ExportShapes(batch=3), 1e-3),  # two-way transformer; logits of order 1
     ("sam_heads", ExportShapes(batch=2, num_points=2, multimask=False), 1e-3),  # box prompts: 2 corner points
     ("memory_encoder", ExportShapes(batch=3), 1e-3),  # convs + CXBlocks on features of order 1

@@ -46,7 +46,8 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("cond, tracked, frame, max_in_attn", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("cond, tracked, frame, max_in_attn", [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])
 def test_selection_matches_sam2_token_for_token(model, monkeypatch, cond, tracked, frame, max_in_attn):
     gen = torch.Generator().manual_seed(frame)
     h = w = SMALL // 16
@@ -107,7 +108,8 @@ EVICTION = [
 ]
 
 
-@pytest.mark.parametrize("cap, prompts, kept, demoted", [e[1:] for e in EVICTION], ids=[e[0] for e in EVICTION])
+@pytest.mark.parametrize("cap, prompts, kept, demoted", [e[1:] for e in EVICTION],
+                         ids=[e[0] for e in EVICTION])
 def test_conditioning_frames_are_capped(cap, prompts, kept, demoted):
     slot = ObjectSlot(obj_id=1, first_frame=prompts[0])
     for t in prompts:

@@ -102,7 +102,8 @@ def test_object_added_at_10_and_removed_at_20(state_dict, clip_frames, three_obj
         collect(ref, predictor, st, start_frame_idx=10, max_frame_num_to_track=9)
         predictor.remove_object(st, 1)
         collect(ref, predictor, st, start_frame_idx=20, max_frame_num_to_track=9)
-    events = {0: [("add", 1, BOXES[1]), ("add", 2, BOXES[2])], 10: [("add", 3, BOXES[3])], 19: [("remove", 1)]}
+    events = {0: [("add", 1, BOXES[1]), ("add", 2, BOXES[2])], 10: [("add", 3, BOXES[3])],
+              19: [("remove", 1)]}
     ours = run_tracker(_tracker(state_dict), clip_frames, events)
     # the removal happens after frame 19's step, so frame 19 still reports object 1, as sam2 does
     iou, diff = compare(ours, ref)
@@ -143,5 +144,6 @@ def test_batched_objects_equal_each_object_alone(state_dict, clip_frames, three_
     frames = clip_frames[:15]
     for obj_id, box in BOXES.items():
         alone = run_tracker(_tracker(state_dict), frames, {0: [("add", obj_id, box)]})
-        worst = max(float((alone.logits[t][obj_id] - batched.logits[t][obj_id]).abs().max()) for t in alone.logits)
+        worst = max(float((alone.logits[t][obj_id] - batched.logits[t][obj_id]).abs().max())
+                    for t in alone.logits)
         assert worst <= LOGIT_TOL, f"object {obj_id}"

@@ -82,7 +82,8 @@ def _no_state_dict(src, dst):
 
 def _foreign_model(src, dst):
     # a SAM 2 (not 2.1) tiny checkpoint: the 2.1 config has parameters it lacks
-    torch.save({"model": build_model("configs/sam2/sam2_hiera_t.yaml", image_size=SMALL, seed=0).state_dict()}, dst)
+    sam2_0 = build_model("configs/sam2/sam2_hiera_t.yaml", image_size=SMALL, seed=0)
+    torch.save({"model": sam2_0.state_dict()}, dst)
 
 
 def _wrong_shapes(src, dst):
@@ -152,4 +153,5 @@ def test_load_tracker_by_name(monkeypatch, tmp_path, official_file):
     with pytest.raises(WeightsError, match="streamseg fetch sam2.1_hiera_tiny"):
         load_tracker("sam2.1_hiera_t", weights="sam2.1_hiera_tiny", image_size=SMALL)
     (tmp_path / "sam2.1_hiera_tiny.pt").symlink_to(official_file)
-    assert load_tracker("sam2.1_hiera_t", weights="sam2.1_hiera_tiny", image_size=SMALL).model.image_size == SMALL
+    tracker = load_tracker("sam2.1_hiera_t", weights="sam2.1_hiera_tiny", image_size=SMALL)
+    assert tracker.model.image_size == SMALL
