@@ -42,9 +42,11 @@ class ObjectSlot:
     obj_id: int
     first_frame: int  # frame of the object's first prompt (a prompt there is an initial one, memory-free)
     cond: dict[int, MemoryFrame] = field(default_factory=dict)  # prompted frames, at most C, by frame
-    # frame -> [C_mem, h, w] bf16 memory of the last N-1 tracked frames
+    # frame -> [C_mem, h, w] bf16 memory of the last N-1 tracked frames (plus the current one, which a
+    # prompt on the current frame does not see but the next frame does)
     recent_features: dict[int, torch.Tensor] = field(default_factory=dict)
-    recent_ptrs: dict[int, torch.Tensor] = field(default_factory=dict)  # frame -> [C], last P-1 frames
+    # frame -> [C] object pointer of the last P-1 tracked frames
+    recent_ptrs: dict[int, torch.Tensor] = field(default_factory=dict)
     output: FrameOutput | None = None  # the latest frame's output
     # Set while ``output`` came from a prompt whose memory is not encoded yet (the next step encodes all
     # such outputs in one batch, as the official predictor does before it propagates): True -> it becomes

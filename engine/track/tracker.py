@@ -142,6 +142,11 @@ class StreamingTracker:
         slots = list(self._slots.values())
         if not slots:
             return self._empty_tracks()
+        index = self._frame.index
+        for slot in slots:
+            # Forget only now, not after the previous step: a prompt on that frame still needed its window.
+            slot.forget_before(feature_frame=index - self._policy.recent_frames,
+                               ptr_frame=index - self._policy.ptr_window)
         feats = self._features()
         batch = len(slots)
         _, _, high_res = feats.expand(batch)
@@ -151,14 +156,11 @@ class StreamingTracker:
             multimask_output=self.model._use_multimask(False, None))
         low_res, high_res_masks, obj_ptr, scores = outs[3], outs[4], outs[5], outs[6]
         mem_feats = self._encode_memory(feats, high_res_masks, scores, from_prompt=False)
-        index = self._frame.index
         for i, (slot, feat) in enumerate(zip(slots, mem_feats.unbind(0))):
             slot.recent_features[index] = feat.clone()
             slot.recent_ptrs[index] = obj_ptr[i].clone()
             slot.output = FrameOutput(frame=index, logits=low_res[i:i + 1], score=scores[i:i + 1],
                                       obj_ptr=obj_ptr[i:i + 1])
-            slot.forget_before(feature_frame=index + 1 - self._policy.recent_frames,
-                               ptr_frame=index + 1 - self._policy.ptr_window)
         return self._tracks([s.obj_id for s in slots], low_res, scores)
 
     @torch.inference_mode()

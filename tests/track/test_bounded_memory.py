@@ -56,6 +56,7 @@ def test_memory_after_2000_frames_equals_memory_after_100(bedroom_clip):
         elif index % REPROMPT_EVERY == 0:
             tracker.add_object(1, box=[5, 4, 21, 28])
     slot = tracker._slots[1]
-    assert len(slot.cond) == 4 and len(slot.recent_features) == 6 and len(slot.recent_ptrs) == 15
+    # after a step: the N-1 = 6 frames it attended to plus its own, and P-1 = 15 pointers plus its own
+    assert len(slot.cond) == 4 and len(slot.recent_features) == 7 and len(slot.recent_ptrs) == 16
     assert held[2000][0] == held[100][0]
     assert held[2000][1] - held[100][1] < RSS_NOISE_BYTES

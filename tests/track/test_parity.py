@@ -4,11 +4,15 @@ box prompts, eviction off. A 30-frame real clip at image size 256.
 What the logit comparison can and cannot see. With random weights the logits are about +-0.3 and depend
 only weakly on memory, so masks agree even for a wrong memory path (dropping one memory frame keeps the
 mask IoU above 0.99). The low-res logits are therefore compared too, to LOGIT_TOL; a check below proves
-that tolerance separates a right memory path from near-misses: one memory frame too few, or the
-conditioning frames given the wrong temporal index, move the logits 10x beyond it or more, and more
-still with memory attention's output amplified (``perturbed`` weights), which makes memory matter.
+that tolerance separates a right memory path from near-misses, with memory attention's output
+amplified (``_perturbed`` weights) so memory matters more: one memory frame too few moves the logits by
+~3e-3, the conditioning frames at the wrong temporal index by ~2.5e-4; both at least 5x the tolerance.
+It cannot see errors smaller than that, such as a single pointer too many at the far end of the window.
 Differences that remain come from float summation order (objects batched here, one at a time in sam2)
-and the occasional bf16 rounding flip when memory is stored: measured at 4e-7 to 8e-7.
+and the occasional bf16 rounding flip when memory is stored: measured at 4e-7 to 8e-6.
+
+sam2 scales pointer distances by min(video length, 16) - 1; a stream has no length, so the tracker uses
+16 - 1: parity clips are at least 16 frames long.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from engine.track import StreamingTracker, TrackerConfig
 from .conftest import (CONFIG, SEED, SIZE, ReferenceRun, collect, compare, official_predictor, official_state,
                        run_tracker)
 
-LOGIT_TOL = 1e-4  # 100x the measured float-order noise, and 10x below the smallest memory error we detect
+LOGIT_TOL = 5e-5  # 6x the largest float-order noise measured, 5x below the smallest memory error shown
 BOXES = {1: [20, 60, 120, 250], 2: [130, 40, 230, 200], 3: [60, 120, 200, 250]}  # frame pixels at 256
 EXACT = TrackerConfig(image_size=SIZE, evict=False, reprompt_as_cond=False)  # the official predictor's memory
 
@@ -83,7 +87,7 @@ def test_tolerance_tells_a_wrong_memory_path_from_the_right_one(state_dict, clip
         trk = _tracker(state)
         trk._policy = replace(trk._policy, **change)
         iou, wrong = compare(run_tracker(trk, frames, events), ref)
-        assert wrong >= 10 * LOGIT_TOL, f"{name}: moved logits only {wrong:.1e}"
+        assert wrong >= 5 * LOGIT_TOL, f"{name}: moved logits only {wrong:.1e}"
         assert iou >= 0.95, f"{name}: masks alone would not even show this"  # why logits are compared
 
 
