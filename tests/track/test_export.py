@@ -28,8 +28,9 @@ def test_real_rotary_equals_sams_complex_rotary(grid, repeat):
     dim = 256  # sam2's memory attention: one head of 256 channels
     freqs_cis = compute_axial_cis(dim=dim, end_x=grid[1], end_y=grid[0])
     cos, sin = axial_rotary_tables(dim, grid[1], grid[0])
-    torch.testing.assert_close(cos, freqs_cis.real, rtol=0, atol=0)
-    torch.testing.assert_close(sin, freqs_cis.imag, rtol=0, atol=0)
+    # torch.polar evaluates cos/sin with its own kernel: equal up to one float32 ulp near 1 (6e-8)
+    torch.testing.assert_close(cos, freqs_cis.real, rtol=0, atol=1e-7)
+    torch.testing.assert_close(sin, freqs_cis.imag, rtol=0, atol=1e-7)
     gen = torch.Generator().manual_seed(1)
     q = torch.randn(2, 1, grid[0] * grid[1], dim, generator=gen)
     k = torch.randn(2, 1, grid[0] * grid[1] * repeat, dim, generator=gen)
@@ -55,13 +56,15 @@ def test_memory_attention_under_real_rotary_is_unchanged(model):
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)  # four layers of 1e-6 rotary differences
 
 
-# part, static shapes, absolute tolerance on outputs and why
+# part, static shapes, absolute tolerance. Measured differences (ORT 1.32 on this x86 CPU) are at most
+# 2.5e-6 on outputs of magnitude 0.1 to 4; 1e-4 leaves room for other CPUs' kernels (AVX-512 vs AVX2
+# summation order) and is still far below the values themselves.
 PARTS = [
-    ("image_encoder", ExportShapes(), 1e-3),  # 12 hiera blocks + FPN, float32, fused differently; features ~1
-    ("sam_heads", ExportShapes(batch=3), 1e-3),  # two-way transformer; logits of order 1
-    ("sam_heads", ExportShapes(batch=2, num_points=2, multimask=False), 1e-3),  # box prompts: 2 corner points
-    ("memory_encoder", ExportShapes(batch=3), 1e-3),  # convs + CXBlocks on features of order 1
-    ("memory_attention", ExportShapes(batch=3), 1e-3),  # 4 layers, softmax over ~500 keys
+    ("image_encoder", ExportShapes(), 1e-4),
+    ("sam_heads", ExportShapes(batch=3), 1e-4),  # tracking frames: one padding point, 3 masks
+    ("sam_heads", ExportShapes(batch=2, num_points=2, multimask=False), 1e-4),  # box prompts
+    ("memory_encoder", ExportShapes(batch=3), 1e-4),
+    ("memory_attention", ExportShapes(batch=3), 1e-4),  # 7 memory frames + 16 pointers per object
 ]
 
 
