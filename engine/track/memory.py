@@ -161,29 +161,29 @@ def assemble_memory(model, selections: list[MemorySelection], maskmem_pos: torch
     device = maskmem_pos.device
     b = len(selections)
     hw, c_mem = maskmem_pos.shape[0], maskmem_pos.shape[-1]
+    # Built batch-first and handed over as [M, B, C] views: sam2's memory attention transposes to batch-first
+    # again, and then every projection reads contiguous rows instead of copying a strided batch.
     feats = torch.stack([torch.stack(s.features) for s in selections])  # [B, F, C_mem, h, w] bf16
-    spatial = feats.float().flatten(3).permute(1, 3, 0, 2).reshape(num_frames * hw, b, c_mem)
+    spatial = feats.float().flatten(3).transpose(2, 3).reshape(b, num_frames * hw, c_mem)
     tpos_index = torch.tensor([s.tpos for s in selections], device=device)  # [B, F]
     tpos = model.maskmem_tpos_enc[tpos_index].reshape(b, num_frames, 1, c_mem)  # [B, F, 1, C_mem]
-    spatial_pos = (maskmem_pos[:, 0][None, None] + tpos).permute(1, 2, 0, 3)
-    spatial_pos = spatial_pos.reshape(num_frames * hw, b, c_mem)
+    spatial_pos = (maskmem_pos[:, 0][None, None] + tpos).reshape(b, num_frames * hw, c_mem)
     if num_ptrs == 0:
-        return spatial, spatial_pos, 0
+        return spatial.transpose(0, 1), spatial_pos.transpose(0, 1), 0
     from sam2.modeling.sam2_utils import get_1d_sine_pe
 
     hidden = model.hidden_dim
-    ptrs = torch.stack([torch.stack(s.ptrs) for s in selections]).transpose(0, 1)  # [P, B, C]
+    ptrs = torch.stack([torch.stack(s.ptrs) for s in selections])  # [B, P, C]
     if model.add_tpos_enc_to_obj_ptrs:
         pos = torch.tensor([s.ptr_pos for s in selections], device=device)  # [B, P] int64, as sam2 builds it
         tpos_dim = hidden if model.proj_tpos_enc_in_obj_ptrs else model.mem_dim
         ptr_pos = model.obj_ptr_tpos_proj(get_1d_sine_pe(pos / policy.ptr_pos_scale, dim=tpos_dim))
-        ptr_pos = ptr_pos.transpose(0, 1)  # [P, B, C_mem]
     else:
-        ptr_pos = ptrs.new_zeros(num_ptrs, b, c_mem)
+        ptr_pos = ptrs.new_zeros(b, num_ptrs, c_mem)
     split = hidden // c_mem  # a pointer is cut into C / C_mem tokens, as sam2 does
     if split > 1:
-        ptrs = ptrs.reshape(num_ptrs, b, split, c_mem).permute(0, 2, 1, 3).flatten(0, 1)
-        ptr_pos = ptr_pos.repeat_interleave(split, dim=0)
-    memory = torch.cat([spatial, ptrs], dim=0)
-    memory_pos = torch.cat([spatial_pos, ptr_pos], dim=0)
-    return memory, memory_pos, ptrs.shape[0]
+        ptrs = ptrs.reshape(b, num_ptrs * split, c_mem)
+        ptr_pos = ptr_pos.repeat_interleave(split, dim=1)
+    memory = torch.cat([spatial, ptrs], dim=1).transpose(0, 1)
+    memory_pos = torch.cat([spatial_pos, ptr_pos], dim=1).transpose(0, 1)
+    return memory, memory_pos, ptrs.shape[1]

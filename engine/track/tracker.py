@@ -43,6 +43,13 @@ class _FrameFeatures:
     size: tuple[int, int]  # (h, w) of the top level: image_size / 16
     high_res: tuple[torch.Tensor, ...]  # ([1, C/8, 4h, 4w], [1, C/4, 2h, 2w]) for the mask decoder, or ()
 
+    def batch_first(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and position encoding as [HW, B, C] views of batch-first copies: the memory attention
+        transposes to batch-first, and its projections then read contiguous rows."""
+        feats = self.vision_feats.transpose(0, 1).expand(batch, -1, -1).contiguous().transpose(0, 1)
+        pos = self.vision_pos.transpose(0, 1).expand(batch, -1, -1).contiguous().transpose(0, 1)
+        return feats, pos
+
     def expand(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]:
         """Features, position encoding and high-res maps broadcast (as views) to ``batch`` objects."""
         feats = self.vision_feats.expand(-1, batch, -1)
@@ -274,7 +281,7 @@ class StreamingTracker:
         for members in groups.values():
             memory, memory_pos, num_ptr_tokens = assemble_memory(
                 self.model, [selections[i] for i in members], self._maskmem_pos, self._policy)
-            curr, curr_pos, _ = feats.expand(len(members))
+            curr, curr_pos = feats.batch_first(len(members))
             pix = self.model.memory_attention(curr=[curr], curr_pos=[curr_pos], memory=memory,
                                               memory_pos=memory_pos, num_obj_ptr_tokens=num_ptr_tokens)
             pix = pix.permute(1, 2, 0).reshape(len(members), -1, h, w)
