@@ -4,9 +4,10 @@ goes on.
 
 - Both sides get the clip's frames already at the model's size (no resampling choice differs) and the
   same random weights built from the sam2 config (no trained weights are needed to time the networks).
-- Official: ``propagate_in_video``; a frame's time is the gap between two yields. Frame 0 (the prompted
-  frame, no propagation) and the first ``warmup`` frames are left out on both sides.
-- Streaming: ``StreamingTracker.step`` per frame, objects prompted with ``add_object`` on frame 0.
+- Official: ``propagate_in_video``, one frame per ``next()``. Streaming: ``StreamingTracker.step`` per
+  frame, objects prompted with ``add_object`` on frame 0. The two advance frame by frame in turn, so
+  that a shared machine's load hits both alike. Frame 0 (the prompted frame, no propagation) and the
+  first ``warmup`` frames are left out on both sides.
 - Memory: the tracker's ``memory_bytes()`` after 100 (and, with ``--long``, 2,000) frames; the official
   predictor's inference state (its frames and per-frame outputs) after 100 frames, for comparison.
 
@@ -23,7 +24,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -100,42 +101,39 @@ def _official(state_dict: dict, frames: np.ndarray, image_size: int, device: str
     return predictor, state
 
 
-def _timed(iterator: Iterator) -> Iterator[float]:
-    """Milliseconds between successive items of ``iterator``."""
-    start = time.perf_counter()
-    for _ in iterator:
-        now = time.perf_counter()
-        yield (now - start) * 1000.0
-        start = time.perf_counter()
+def time_both(state_dict: dict, frames: np.ndarray, boxes: list, *, image_size: int, warmup: int,
+              device: str) -> tuple[list[float], list[float]]:
+    """Per-frame ms of (official, ours), frame by frame in turn so that a shared machine's load hits both
+    alike; the prompted frame 0 and the next ``warmup`` frames are left out."""
+    from engine.track import StreamingTracker
 
-
-def time_official(state_dict: dict, frames: np.ndarray, boxes: list, *, image_size: int, warmup: int,
-                  device: str) -> list[float]:
     predictor, state = _official(state_dict, frames, image_size, device)
+    tracker = StreamingTracker.from_config(CONFIG, seed=0, image_size=image_size, device=device)
+    tracker.model.load_state_dict(state_dict)
+    official, ours = [], []
     with torch.inference_mode():
         for obj_id, box in enumerate(boxes):
             predictor.add_new_points_or_box(state, 0, obj_id, box=box)
-        gaps = list(_timed(predictor.propagate_in_video(state)))
-    return gaps[1 + warmup:]
-
-
-def time_streaming(state_dict: dict, frames: np.ndarray, boxes: list, *, image_size: int, warmup: int,
-                   device: str) -> list[float]:
-    from engine.track import StreamingTracker
-
-    tracker = StreamingTracker.from_config(CONFIG, seed=0, image_size=image_size, device=device)
-    tracker.model.load_state_dict(state_dict)
-    tracker.step(frames[0])
-    for obj_id, box in enumerate(boxes):
-        tracker.add_object(obj_id, box=box)
-
-    def steps():
+        propagation = predictor.propagate_in_video(state)
+        next(propagation)  # frame 0 comes from the prompts: nothing is propagated
+        tracker.step(frames[0])
+        for obj_id, box in enumerate(boxes):
+            tracker.add_object(obj_id, box=box)
         for frame in frames[1:]:
-            yield tracker.step(frame)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
+            start = time.perf_counter()
+            next(propagation)
+            _sync(device)
+            official.append((time.perf_counter() - start) * 1000.0)
+            start = time.perf_counter()
+            tracker.step(frame)
+            _sync(device)
+            ours.append((time.perf_counter() - start) * 1000.0)
+    return official[warmup:], ours[warmup:]
 
-    return list(_timed(steps()))[warmup:]
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def _state_bytes(obj) -> int:
@@ -213,9 +211,8 @@ def run(*, clip: Path, image_size: int = 256, objects: Sequence[int] = (1, 4, 10
     for n in objects:
         boxes = boxes_for(n, image_size)
         # official first, then ours, per count: a machine that drifts hits both within minutes
-        timing = dict(image_size=image_size, warmup=warmup, device=device)
-        official = time_official(state_dict, video, boxes, **timing)
-        ours = time_streaming(state_dict, video, boxes, **timing)
+        official, ours = time_both(state_dict, video, boxes, image_size=image_size, warmup=warmup,
+                                   device=device)
         o, s = _percentiles(official), _percentiles(ours)
         speed.append(SpeedResult(objects=n, frames=len(ours), ours=s, official=o,
                                  speedup_p50=o["p50"] / s["p50"], speedup_mean=o["mean"] / s["mean"]))
