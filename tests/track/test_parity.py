@@ -75,7 +75,7 @@ def test_three_objects_match_official_predictor(three_objects):
 @pytest.mark.slow
 def test_tolerance_tells_a_wrong_memory_path_from_the_right_one(state_dict, clip_frames):
     state = _perturbed(state_dict)
-    frames = clip_frames[:20]
+    frames = clip_frames[:16]  # the shortest clip whose pointer scaling matches a stream's (see above)
     boxes = {1: BOXES[1], 2: BOXES[2]}
     ref = _reference(state, frames, boxes)
     events = {0: [("add", i, b) for i, b in boxes.items()]}
@@ -145,7 +145,7 @@ def test_reprompt_on_a_tracked_frame_matches_official(state_dict, clip_frames):
 def test_batched_objects_equal_each_object_alone(state_dict, clip_frames, three_objects):
     """Batching never mixes objects: each object tracked alone in its own tracker gives its logits."""
     _, batched = three_objects
-    frames = clip_frames[:15]
+    frames = clip_frames[:12]
     for obj_id, box in BOXES.items():
         alone = run_tracker(_tracker(state_dict), frames, {0: [("add", obj_id, box)]})
         worst = max(float((alone.logits[t][obj_id] - batched.logits[t][obj_id]).abs().max())
