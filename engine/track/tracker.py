@@ -16,6 +16,7 @@ memory length and always run as one batch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -171,7 +172,10 @@ class StreamingTracker:
         return self._tracks([s.obj_id for s in slots], low_res, scores)
 
     @torch.inference_mode()
-    def add_object(self, obj_id: int, *, box=None, points=None, labels=None, mask=None) -> Tracks:
+    def add_object(self, obj_id: int, *, box: Sequence[float] | torch.Tensor | None = None,
+                   points: Sequence[Sequence[float]] | torch.Tensor | None = None,
+                   labels: Sequence[int] | torch.Tensor | None = None,
+                   mask: np.ndarray | torch.Tensor | None = None) -> Tracks:
         """Prompt object ``obj_id`` on the current frame; returns its mask there.
 
         Args:

@@ -51,13 +51,14 @@ class ReferenceRun:
     masks: dict[int, dict[int, torch.Tensor]] = field(default_factory=dict)  # frame -> id -> [H, W] bool
 
 
-def official_predictor(state: dict[str, torch.Tensor], *, size: int = SIZE, reprompt_as_cond: bool = False):
+def official_predictor(state: dict[str, torch.Tensor], *, size: int = SIZE, reprompt_as_cond: bool = False,
+                       device: str = "cpu"):
     from sam2.build_sam import build_sam2_video_predictor
 
     overrides = [f"++model.image_size={size}"]
     if reprompt_as_cond:
         overrides.append("++model.add_all_frames_to_correct_as_cond=true")
-    predictor = build_sam2_video_predictor(CONFIG, None, device="cpu", hydra_overrides_extra=overrides)
+    predictor = build_sam2_video_predictor(CONFIG, None, device=device, hydra_overrides_extra=overrides)
     predictor.load_state_dict(state)
     return predictor
 
@@ -71,6 +72,7 @@ def official_state(predictor, frames: np.ndarray):
     mean = torch.tensor((0.485, 0.456, 0.406))[:, None, None]
     std = torch.tensor((0.229, 0.224, 0.225))[:, None, None]
     images = (images - mean) / std
+    images = images.to(predictor.device)
     height, width = frames.shape[1:3]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(svp, "load_video_frames", lambda **_: (images, height, width))
@@ -80,12 +82,12 @@ def official_state(predictor, frames: np.ndarray):
 def collect(run: ReferenceRun, predictor, state, **propagate) -> None:
     """Propagate and record each object's low-res logits (sam2 keeps them per object) and masks."""
     for frame_idx, obj_ids, video_masks in predictor.propagate_in_video(state, **propagate):
-        run.masks[frame_idx] = {i: video_masks[k, 0] > 0 for k, i in enumerate(obj_ids)}
+        run.masks[frame_idx] = {i: video_masks[k, 0].cpu() > 0 for k, i in enumerate(obj_ids)}
         run.logits[frame_idx] = {}
         for k, obj_id in enumerate(obj_ids):
             out = state["output_dict_per_obj"][k]
             entry = out["cond_frame_outputs"].get(frame_idx) or out["non_cond_frame_outputs"].get(frame_idx)
-            run.logits[frame_idx][obj_id] = entry["pred_masks"][0, 0]
+            run.logits[frame_idx][obj_id] = entry["pred_masks"][0, 0].cpu()
 
 
 def run_tracker(tracker, frames: np.ndarray, events: dict[int, list[tuple]]) -> ReferenceRun:
@@ -94,13 +96,13 @@ def run_tracker(tracker, frames: np.ndarray, events: dict[int, list[tuple]]) -> 
     run = ReferenceRun()
     for index, frame in enumerate(frames):
         tracks = tracker.step(frame)
-        run.logits[index] = {i: tracks.logits[k] for k, i in enumerate(tracks.obj_ids)}
-        run.masks[index] = {i: tracks.masks[k] for k, i in enumerate(tracks.obj_ids)}
+        run.logits[index] = {i: tracks.logits[k].cpu() for k, i in enumerate(tracks.obj_ids)}
+        run.masks[index] = {i: tracks.masks[k].cpu() for k, i in enumerate(tracks.obj_ids)}
         for event in events.get(index, []):
             if event[0] == "add":
                 out = tracker.add_object(event[1], box=event[2])
-                run.logits[index][event[1]] = out.logits[0]
-                run.masks[index][event[1]] = out.masks[0]
+                run.logits[index][event[1]] = out.logits[0].cpu()
+                run.masks[index][event[1]] = out.masks[0].cpu()
             else:
                 tracker.remove_object(event[1])
     return run
