@@ -1,0 +1,80 @@
+"""The tracker's configuration and the names users type for the sam2 model configs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.errors import ConfigError
+
+# What `--tracker NAME` and load_tracker() accept, mapped to the config files shipped inside the sam2
+# package (hydra config names, relative to the package).
+MODEL_CONFIGS: dict[str, str] = {
+    "sam2.1_hiera_t": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "sam2.1_hiera_s": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "sam2.1_hiera_b+": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    "sam2.1_hiera_l": "configs/sam2.1/sam2.1_hiera_l.yaml",
+    "sam2_hiera_t": "configs/sam2/sam2_hiera_t.yaml",
+    "sam2_hiera_s": "configs/sam2/sam2_hiera_s.yaml",
+    "sam2_hiera_b+": "configs/sam2/sam2_hiera_b+.yaml",
+    "sam2_hiera_l": "configs/sam2/sam2_hiera_l.yaml",
+}
+# The long names of the official checkpoints ("tiny", "base_plus") mean the same models.
+_ALIASES = {"tiny": "t", "small": "s", "base_plus": "b+", "base-plus": "b+", "large": "l"}
+
+
+def resolve_model_config(name_or_config: str) -> str:
+    """The sam2 config name for a short model name or a config name; ConfigError for anything else.
+
+    ``sam2.1_hiera_t``, ``sam2.1_hiera_tiny`` and ``configs/sam2.1/sam2.1_hiera_t.yaml`` all give
+    ``configs/sam2.1/sam2.1_hiera_t.yaml``.
+    """
+    name = name_or_config.strip()
+    if name in MODEL_CONFIGS.values():
+        return name
+    stem = name.removesuffix(".yaml").rsplit("/", 1)[-1]
+    family, _, size = stem.rpartition("_hiera_")
+    key = f"{family}_hiera_{_ALIASES.get(size, size)}" if family else stem
+    if key in MODEL_CONFIGS:
+        return MODEL_CONFIGS[key]
+    known = ", ".join(MODEL_CONFIGS)
+    raise ConfigError(f"unknown tracker model {name_or_config!r}; use one of {known} "
+                      "or a sam2 config name such as configs/sam2.1/sam2.1_hiera_t.yaml")
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerConfig:
+    """How much the tracker remembers per object, and at what resolution it looks.
+
+    The three caps bound everything the tracker holds, whatever the stream's length:
+    - ``num_maskmem`` (N) counts memory frames the way sam2 does: one slot for the conditioning
+      (prompted) frames plus N-1 most recent tracked frames. None takes the model's value (7 for every
+      sam2.1 config); a smaller N is allowed, a larger one has no learned temporal encoding.
+    - ``max_cond_frames`` (C): prompted frames kept per object. The first prompt is always kept; when a
+      new one would exceed C, the oldest other one is evicted. Attention cost grows linearly with C: at 4
+      an object attends to at most 4 + 6 = 10 frames instead of 7.
+    - ``max_obj_ptrs`` (P): object pointers come from the conditioning frames plus the P-1 most recent
+      frames, as in sam2. None takes the model's value (16).
+    ``evict=False`` keeps every conditioning frame, as the official predictor does; with it (and N, P left
+    at the model's values) the tracker selects exactly the memory the official predictor selects.
+    """
+
+    image_size: int = 1024  # the model's input side in pixels: a multiple of 32 (hiera's largest stride)
+    num_maskmem: int | None = None  # N, see above
+    max_cond_frames: int = 4  # C, see above
+    max_obj_ptrs: int | None = None  # P, see above
+    evict: bool = True  # False: never evict conditioning frames (unbounded under repeated prompts)
+    # A prompt on an object the tracker already follows (a re-prompt from the fusion stage) becomes a
+    # conditioning frame, so the correction outlives the N-frame window. sam2 calls this
+    # add_all_frames_to_correct_as_cond; the official predictor's default is False.
+    reprompt_as_cond: bool = True
+
+    def __post_init__(self) -> None:
+        if self.image_size < 32 or self.image_size % 32:
+            raise ConfigError(f"image_size={self.image_size}: use a multiple of 32, at least 32 "
+                              "(e.g. 512, 1024)")
+        if self.num_maskmem is not None and self.num_maskmem < 1:
+            raise ConfigError(f"num_maskmem={self.num_maskmem}: use at least 1 (1 keeps only the prompts)")
+        if self.max_cond_frames < 1:
+            raise ConfigError(f"max_cond_frames={self.max_cond_frames}: use at least 1 (the first prompt)")
+        if self.max_obj_ptrs is not None and self.max_obj_ptrs < 1:
+            raise ConfigError(f"max_obj_ptrs={self.max_obj_ptrs}: use at least 1")
