@@ -13,7 +13,7 @@ from pathlib import Path
 from engine.errors import ConfigError, WeightsError
 from engine.pipeline import Pipeline
 from engine.runtime.device import resolve_device
-from engine.weights import KNOWN_WEIGHTS, cache_dir
+from engine.weights import KNOWN_WEIGHTS, KnownWeights, cache_dir
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,8 @@ class RunOptions:
     tracker_weights: str | None = None
     tracker_size: int | None = None  # None: 1024 on CUDA, 512 on the CPU
     prompts: tuple[tuple[int, tuple[float, float, float, float]], ...] = ()
+    spawn_conf: float | None = None  # None: FuserConfig's, or --conf on random weights (see _fuser)
+    max_tracks: int = 32
     live: bool | None = None
     realtime: bool = False
     buffer: int = 2
@@ -85,7 +87,7 @@ def build_pipeline(opts: RunOptions) -> BuiltPipeline:
     try:
         detector = _detector(opts, device, built)
         tracker = _tracker(opts, device, built)
-        fuser = _fuser(opts, detector, tracker)
+        fuser = _fuser(opts, detector, tracker, built)
         sinks = _sinks(opts, fps=info.fps, live=info.live, built=built)
     except BaseException:
         source.close()
@@ -96,17 +98,16 @@ def build_pipeline(opts: RunOptions) -> BuiltPipeline:
 
 
 def _weights_for(model: str, given: str | None, *, option: str, fallback: bool,
-                 built: BuiltPipeline, what: str) -> str:
-    """The weights to load: as given, else the official file fetched into the cache, else random
-    (demo) or a WeightsError saying how to get real ones."""
+                 built: BuiltPipeline, what: str, known: KnownWeights | None) -> str:
+    """The weights to load: as given, else the official file ``known`` fetched into the cache, else
+    random (demo) or a WeightsError saying how to get real ones."""
     if given is not None:
         return given
-    known = KNOWN_WEIGHTS.get(model)
     if known is not None:
         cached = cache_dir() / known.filename
         if cached.is_file():
             return str(cached)
-    hint = (f"run 'streamseg fetch {model}' on a machine that is online" if known is not None
+    hint = (f"run 'streamseg fetch {known.name}' on a machine that is online" if known is not None
             else f"pass {option} PATH")
     if fallback:
         built.notes.append(f"no trained {what} weights found ({hint}); using random weights")
@@ -118,11 +119,10 @@ def _weights_for(model: str, given: str | None, *, option: str, fallback: bool,
 def _detector(opts: RunOptions, device, built: BuiltPipeline):
     if opts.detector == "none":
         return None
-    from engine.detect import DetectorConfig, load_detector
-    from engine.detect import registry as _  # noqa: F401  (registers the official weights)
+    from engine.detect import DetectorConfig, load_detector  # also registers the official weights
 
     weights = _weights_for(opts.detector, opts.weights, option="--weights", fallback=opts.random_fallback,
-                           built=built, what="detector")
+                           built=built, what="detector", known=KNOWN_WEIGHTS.get(opts.detector))
     cfg = DetectorConfig(model=opts.detector, weights=weights, backend=opts.backend, device=str(device),
                          conf=opts.conf, iou=opts.iou, imgsz=opts.imgsz, seed=opts.seed)
     detector = load_detector(cfg)
@@ -135,10 +135,13 @@ def _tracker(opts: RunOptions, device, built: BuiltPipeline):
     if opts.tracker == "none":
         return None
     from engine.track import load_tracker
-    from engine.track import registry as _  # noqa: F401  (registers the official checkpoints)
+    from engine.track.config import resolve_model_config
+    from engine.track.registry import TRACKER_WEIGHTS
 
+    config = resolve_model_config(opts.tracker)
+    known = next((w for w in TRACKER_WEIGHTS if w.config == config), None)
     weights = _weights_for(opts.tracker, opts.tracker_weights, option="--tracker-weights",
-                           fallback=opts.random_fallback, built=built, what="tracker")
+                           fallback=opts.random_fallback, built=built, what="tracker", known=known)
     size = opts.tracker_size or (1024 if device.type == "cuda" else 512)
     tracker = load_tracker(opts.tracker, weights=weights, image_size=size, device=str(device),
                            seed=opts.seed)
@@ -147,7 +150,7 @@ def _tracker(opts: RunOptions, device, built: BuiltPipeline):
     return tracker
 
 
-def _fuser(opts: RunOptions, detector, tracker):
+def _fuser(opts: RunOptions, detector, tracker, built: BuiltPipeline):
     from engine.fuse.simple import PromptedTracks
 
     if tracker is None:
@@ -158,7 +161,15 @@ def _fuser(opts: RunOptions, detector, tracker):
         return PromptedTracks(tracker, {0: dict(opts.prompts)})
     from engine.fuse import Fuser, FuserConfig
 
-    return Fuser(tracker, FuserConfig(), names=detector.names)
+    spawn_conf = opts.spawn_conf
+    if spawn_conf is None:
+        spawn_conf = FuserConfig.spawn_conf
+        if detector.random_weights:
+            # Random weights score every detection near the threshold; their scores mean nothing, so
+            # a track starts from any detection the detector keeps.
+            spawn_conf = opts.conf
+            built.notes.append(f"random detector weights: tracks start from any detection (--spawn-conf {opts.conf})")
+    return Fuser(tracker, FuserConfig(spawn_conf=spawn_conf, max_tracks=opts.max_tracks), names=detector.names)
 
 
 def _sinks(opts: RunOptions, *, fps: float | None, live: bool, built: BuiltPipeline) -> list:

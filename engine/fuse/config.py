@@ -22,6 +22,9 @@ class FuserConfig:
     spawn_conf: float = 0.5
     # ... and only where its mask overlaps no tracked object this much (a duplicate of one).
     spawn_max_overlap: float = 0.5
+    # At most this many live tracks: the tracker's cost grows with every object, so this bounds the
+    # frame time. Spawns beyond it wait (most confident first) until a track retires.
+    max_tracks: int = 32
     # ... and only once it has been seen on this many consecutive detection frames (boxes overlapping
     # by reacquire_box_iou). A sliver of an object entering the frame, or one flicker, starts no id;
     # a new object's first frame is the price.
@@ -50,6 +53,8 @@ class FuserConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"fusion {name} must be in [0, 1], got {value}")
+        if self.max_tracks < 1:
+            raise ConfigError(f"fusion max_tracks must be >= 1, got {self.max_tracks}")
         if self.spawn_after < 1:
             raise ConfigError(f"fusion spawn_after must be >= 1 detection frame, got {self.spawn_after}")
         if self.retire_after < 1:

@@ -167,7 +167,8 @@ class Fuser:
         fresh = [d for d in np.argsort(det_scores)[::-1].tolist()  # most confident first
                  if d not in paired_dets and det_scores[d] >= cfg.spawn_conf
                  and not (iou.shape[0] and iou[:, d].max() >= cfg.spawn_max_overlap)]
-        for d in self._confirmed(fresh, det_boxes):
+        room = self.config.max_tracks - len(self.tracks)
+        for d in self._confirmed(fresh, det_boxes)[:max(0, room)]:
             obj_id = self._spawn(current, det_classes[d], det_scores[d], det_boxes[d])
             matched.add(obj_id)
         return matched

@@ -193,3 +193,10 @@ def test_a_weak_match_of_another_class_does_not_move_the_track():
     out = _step(fuser, trk, _dets(((15, 5, 35, 25), 1, 0.9)), i=1)
     assert trk.prompts[1:] == [(2, [15.0, 5.0, 35.0, 25.0])]  # the dog got its own track instead
     assert fuser.counters.reprompted == 0 and out.labels[0] == "cat"
+
+
+def test_spawning_stops_at_max_tracks_keeping_the_most_confident():
+    trk = BoxTracker()
+    fuser = Fuser(trk, FuserConfig(spawn_after=1, max_tracks=2), names=NAMES)
+    out = _step(fuser, trk, _dets(((2, 2, 10, 10), 0, 0.6), ((20, 2, 30, 10), 0, 0.9), ((40, 2, 50, 10), 0, 0.8)))
+    assert sorted(out.scores.tolist()) == pytest.approx([0.8, 0.9]) and len(fuser.tracks) == 2
