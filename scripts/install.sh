@@ -32,8 +32,12 @@ if [ "$with_tests" = 1 ]; then
   fi
 fi
 
+# pip warns about every configured index folder that lacks a package (this workplace's pip.conf has
+# many); those lines are dropped, everything else pip says is kept.
+quiet_pip() { "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2); }
+
 [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
-pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+pip=(quiet_pip .venv/bin/python -m pip install -q --disable-pip-version-check)
 # torch first and pinned: anything installed later that asks for torch must not pull another build.
 # shellcheck disable=SC2086
 "${pip[@]}" ${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}

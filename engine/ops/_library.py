@@ -157,7 +157,7 @@ def backend() -> str:
     if loaded.library is None:
         return f"torch reference: {loaded.reason}"
     if not torch.cuda.is_available():
-        return "torch reference: no CUDA device"
+        return f"torch reference: no CUDA device (kernels built: {loaded.path})"
     device = torch.cuda.current_device()
     code = _probe(loaded.library, device)
     if code != 0:

@@ -68,6 +68,20 @@ class _CurrentFrame:
     features: _FrameFeatures | None = None  # computed on first use: a frame with no objects costs nothing
 
 
+def encode_images(model, images: torch.Tensor  # [B, 3, S, S] float32, normalised
+                  ) -> list[_FrameFeatures]:
+    """The image encoder on a batch of frames, split into each frame's features."""
+    backbone_out = model.forward_image(images)
+    _, vision_feats, vision_pos, feat_sizes = model._prepare_backbone_features(backbone_out)
+    out = []
+    for b in range(images.shape[0]):
+        high_res = tuple(x[:, b:b + 1].permute(1, 2, 0).reshape(1, x.shape[2], *size)
+                         for x, size in zip(vision_feats[:-1], feat_sizes[:-1]))
+        out.append(_FrameFeatures(vision_feats=vision_feats[-1][:, b:b + 1], vision_pos=vision_pos[-1][:, b:b + 1],
+                                  size=tuple(feat_sizes[-1]), high_res=high_res))
+    return out
+
+
 class StreamingTracker:
     """SAM 2 memory propagation over a stream, with bounded per-object memory and batched objects.
 
@@ -143,10 +157,37 @@ class StreamingTracker:
     @torch.inference_mode()
     def step(self, frame: np.ndarray | torch.Tensor) -> Tracks:  # frame: [H, W, 3] uint8 RGB
         """Propagate every object to ``frame``; returns their masks in slot order."""
+        self._push(frame)
+        return self._propagate()
+
+    @staticmethod
+    @torch.inference_mode()
+    def step_streams(trackers: Sequence[StreamingTracker],
+                     frames: Sequence[np.ndarray | torch.Tensor]) -> list[Tracks]:
+        """Step several streams' trackers at once, one frame each: the image encoder runs once, on the
+        batch of frames whose trackers have objects. The trackers must share one model (build one
+        tracker, then ``StreamingTracker(tracker.model, options=...)`` for each further stream)."""
+        if len(trackers) != len(frames):
+            raise ValueError(f"step_streams got {len(trackers)} trackers and {len(frames)} frames")
+        if trackers and any(t.model is not trackers[0].model for t in trackers):
+            raise ValueError("step_streams needs trackers that share one model")
+        for tracker, frame in zip(trackers, frames):
+            tracker._push(frame)
+        busy = [t for t in trackers if t._slots]
+        if len(busy) > 1:
+            features = encode_images(busy[0].model, torch.cat([t._frame.image for t in busy]))
+            for tracker, feats in zip(busy, features):
+                tracker._frame.features = feats
+        return [tracker._propagate() for tracker in trackers]
+
+    def _push(self, frame: np.ndarray | torch.Tensor) -> None:
+        """Make ``frame`` the current frame (its image features are computed when first needed)."""
         self._encode_pending_memory()
         image, height, width = self._preprocess(frame)
         self._frame = _CurrentFrame(index=self._next_index, image=image, height=height, width=width)
         self._next_index += 1
+
+    def _propagate(self) -> Tracks:
         slots = list(self._slots.values())
         if not slots:
             return self._empty_tracks()
@@ -261,13 +302,7 @@ class StreamingTracker:
     def _features(self) -> _FrameFeatures:
         frame = self._frame
         if frame.features is None:
-            model = self.model
-            backbone_out = model.forward_image(frame.image)
-            _, vision_feats, vision_pos, feat_sizes = model._prepare_backbone_features(backbone_out)
-            high_res = tuple(x.permute(1, 2, 0).reshape(1, x.shape[2], *s)
-                             for x, s in zip(vision_feats[:-1], feat_sizes[:-1]))
-            frame.features = _FrameFeatures(vision_feats=vision_feats[-1], vision_pos=vision_pos[-1],
-                                            size=tuple(feat_sizes[-1]), high_res=high_res)
+            frame.features = encode_images(self.model, frame.image)[0]
         return frame.features
 
     def _condition_on_memory(self, slots: list[ObjectSlot], feats: _FrameFeatures) -> torch.Tensor:

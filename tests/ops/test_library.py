@@ -119,7 +119,7 @@ def test_without_a_device_the_probe_fails_cleanly_and_ops_use_the_reference(kern
         code = library.streamseg_probe(0)
         assert code != 0
         assert _library.error_name(library, code).startswith("cuda")
-        assert _library.backend() == "torch reference: no CUDA device"
+        assert _library.backend() == f"torch reference: no CUDA device (kernels built: {kernel_library})"
         assert _library.kernels_for(torch.zeros(1)) is None
     finally:
         _library.reset()
