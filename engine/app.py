@@ -97,10 +97,30 @@ def build_pipeline(opts: RunOptions) -> BuiltPipeline:
     return built
 
 
-def _weights_for(model: str, given: str | None, *, option: str, fallback: bool,
-                 built: BuiltPipeline, what: str, known: KnownWeights | None) -> str:
-    """The weights to load: as given, else the official file ``known`` fetched into the cache, else
-    random (demo) or a WeightsError saying how to get real ones."""
+def resolve_detector_weights(model: str, given: str | None, *, fallback: bool = False,
+                             notes: list[str] | None = None) -> str:
+    """``--weights`` as given, else the official file for ``model`` fetched into the cache, else
+    ``random`` when ``fallback`` (noted in ``notes``), else a WeightsError saying how to get them."""
+    import engine.detect  # noqa: F401  (registers the official weights)
+
+    return _weights_for(model, given, option="--weights", fallback=fallback, notes=notes,
+                        what="detector", known=KNOWN_WEIGHTS.get(model))
+
+
+def resolve_tracker_weights(name: str, given: str | None, *, fallback: bool = False,
+                            notes: list[str] | None = None) -> str:
+    """As ``resolve_detector_weights``, for ``--tracker-weights`` of tracker ``name``."""
+    from engine.track.config import resolve_model_config
+    from engine.track.registry import TRACKER_WEIGHTS
+
+    config = resolve_model_config(name)
+    known = next((w for w in TRACKER_WEIGHTS if w.config == config), None)
+    return _weights_for(name, given, option="--tracker-weights", fallback=fallback, notes=notes,
+                        what="tracker", known=known)
+
+
+def _weights_for(model: str, given: str | None, *, option: str, fallback: bool, notes: list[str] | None,
+                 what: str, known: KnownWeights | None) -> str:
     if given is not None:
         return given
     if known is not None:
@@ -110,7 +130,8 @@ def _weights_for(model: str, given: str | None, *, option: str, fallback: bool,
     hint = (f"run 'streamseg fetch {known.name}' on a machine that is online" if known is not None
             else f"pass {option} PATH")
     if fallback:
-        built.notes.append(f"no trained {what} weights found ({hint}); using random weights")
+        if notes is not None:
+            notes.append(f"no trained {what} weights found ({hint}); using random weights")
         return "random"
     raise WeightsError(f"no trained weights for {what} {model!r}: {hint}, or pass {option} PATH, "
                        f"or {option} random to run on meaningless random weights")
@@ -119,10 +140,10 @@ def _weights_for(model: str, given: str | None, *, option: str, fallback: bool,
 def _detector(opts: RunOptions, device, built: BuiltPipeline):
     if opts.detector == "none":
         return None
-    from engine.detect import DetectorConfig, load_detector  # also registers the official weights
+    from engine.detect import DetectorConfig, load_detector
 
-    weights = _weights_for(opts.detector, opts.weights, option="--weights", fallback=opts.random_fallback,
-                           built=built, what="detector", known=KNOWN_WEIGHTS.get(opts.detector))
+    weights = resolve_detector_weights(opts.detector, opts.weights, fallback=opts.random_fallback,
+                                       notes=built.notes)
     cfg = DetectorConfig(model=opts.detector, weights=weights, backend=opts.backend, device=str(device),
                          conf=opts.conf, iou=opts.iou, imgsz=opts.imgsz, seed=opts.seed)
     detector = load_detector(cfg)
@@ -135,13 +156,9 @@ def _tracker(opts: RunOptions, device, built: BuiltPipeline):
     if opts.tracker == "none":
         return None
     from engine.track import load_tracker
-    from engine.track.config import resolve_model_config
-    from engine.track.registry import TRACKER_WEIGHTS
 
-    config = resolve_model_config(opts.tracker)
-    known = next((w for w in TRACKER_WEIGHTS if w.config == config), None)
-    weights = _weights_for(opts.tracker, opts.tracker_weights, option="--tracker-weights",
-                           fallback=opts.random_fallback, built=built, what="tracker", known=known)
+    weights = resolve_tracker_weights(opts.tracker, opts.tracker_weights, fallback=opts.random_fallback,
+                                      notes=built.notes)
     size = opts.tracker_size or (1024 if device.type == "cuda" else 512)
     tracker = load_tracker(opts.tracker, weights=weights, image_size=size, device=str(device),
                            seed=opts.seed)

@@ -116,3 +116,25 @@ def test_eval_scores_a_run_against_its_synthetic_truth(tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["frames"] == 20 and report["gt_objects"] == 3 and report["hota"] == 0.0
+
+
+def test_export_detector_onnx_loads_back_on_onnx_runtime(tmp_path):
+    out = tmp_path / "det.onnx"
+    proc = streamseg("export", "detector", "--weights", "random", "--imgsz", "320", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    from engine.detect import DetectorConfig, load_detector
+
+    detector = load_detector(DetectorConfig(weights=str(out), backend="onnxruntime", imgsz=320, device="cpu"))
+    assert len(detector.names) == 80
+
+
+def test_export_engine_without_tensorrt_says_what_to_install(tmp_path):
+    pytest.importorskip("engine.runtime.tensorrt")
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here")
+    except ImportError:
+        pass
+    proc = streamseg("export", "detector", "--format", "engine", "--weights", "random", "--imgsz", "320",
+                     "--out", str(tmp_path / "det.engine"))
+    _user_error(proc, "TensorRT")

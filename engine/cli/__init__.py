@@ -42,13 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from engine.cli import evaluate, fetch, info, run
+    from engine.cli import evaluate, export, fetch, info, run
 
     parser = argparse.ArgumentParser(prog="streamseg", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
-    for module in (run, info, fetch, evaluate):
+    for module in (run, info, fetch, export, evaluate):
         module.add_to(sub)
     return parser
 

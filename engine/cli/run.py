@@ -31,7 +31,10 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     demo.add_argument("--preview", action="store_true", help="also serve a live preview in the browser")
     demo.add_argument("--preview-port", type=int, default=8080)
-    demo.add_argument("--max-tracks", type=int, default=8, help="most objects tracked at once (default 8)")
+    demo.add_argument("--max-tracks", type=int, default=None,
+                      help="most objects tracked at once (default 8 on a GPU, 4 on a CPU)")
+    demo.add_argument("--tracker-size", type=int, default=None,
+                      help="tracker image size (default 1024 on a GPU, 256 on a CPU)")
     demo.add_argument("--quiet", action="store_true", help="no progress line")
     demo.set_defaults(command=cmd_demo)
 
@@ -116,14 +119,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.runtime.device import resolve_device
+
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    # The demo should finish in about a minute on a 2-core CPU: a small tracker input and few tracks
+    # there (3.7 min at 512 px and 8 tracks, measured 2026-11-24); full size on a GPU.
+    on_gpu = resolve_device(args.device).type == "cuda"
+    tracker_size = args.tracker_size or (1024 if on_gpu else 256)
+    max_tracks = args.max_tracks or (8 if on_gpu else 4)
     clip = resources.files("engine") / "data" / DEMO_CLIP
     ns = argparse.Namespace(
         out=args.out_dir / "demo.mp4", jsonl=args.out_dir / "demo.jsonl", preview=args.preview,
         preview_host="127.0.0.1", preview_port=args.preview_port, max_frames=args.max_frames,
         device=args.device, detector="yolov8n-seg", weights=None, backend="auto", conf=0.25, iou=0.7,
         imgsz=640, seed=0, detect_every=1, tracker="sam2.1_hiera_t", tracker_weights=None,
-        tracker_size=None, prompt=[], spawn_conf=None, max_tracks=args.max_tracks, live=None, realtime=False, buffer=2, reconnect_attempts=5,
+        tracker_size=tracker_size, prompt=[], spawn_conf=None, max_tracks=max_tracks, live=None, realtime=False, buffer=2, reconnect_attempts=5,
         io_timeout=5.0)
     return _execute(_options(ns, source=str(clip), demo=True), quiet=args.quiet)
 
