@@ -24,15 +24,14 @@ and prints a table. Timings on a shared machine are noisy; compare the ratio, me
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.common import environment, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,26 +126,6 @@ def _record(times: dict[str, list[float]], counts: dict[str, list[int]], name: s
         counts[name].append(found)
 
 
-def _environment() -> dict:
-    import onnxruntime
-    import torch
-    import ultralytics
-
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"device": f"{cpu}, {os.cpu_count()} cores (CPU)",
-            "python": platform.python_version(),
-            "torch": torch.__version__, "ultralytics": ultralytics.__version__,
-            "onnxruntime": onnxruntime.__version__,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clip", type=Path, default=ROOT / "tests" / "media" / "02_cups.mp4")
@@ -166,19 +145,17 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     threads = args.threads or torch.get_num_threads()
-    environment = _environment()
+    machine = environment()
     size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
     frames = read_frames(args.clip, count=args.frames, size=size)
     points = bench_detector(frames, instances=tuple(args.instances), backends=tuple(args.backends),
                             repeats=args.repeats, warmup=args.warmup, conf=args.conf, imgsz=args.imgsz,
                             threads=threads)
     height, width = frames[0].shape[:2]
-    report = {**environment, "threads": threads, "clip": str(args.clip), "frame_size": [width, height],
+    report = {**machine, "threads": threads, "clip": str(args.clip), "frame_size": [width, height],
               "frames": len(frames), "repeats": args.repeats, "conf": args.conf, "imgsz": args.imgsz,
               "weights": "random (spread_random_weights, seed 0)", "points": [asdict(p) for p in points]}
-    out = args.out or ROOT / "benchmarks" / "out" / f"detector-{int(time.time())}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    out = write_json("detector", report, out=args.out)
     print(f"{report['device']}, {width}x{height}, {len(frames)} frames x {args.repeats} repeats, "
           f"{threads} threads, ms per frame")
     print(f"{'backend':>11} {'max_det':>7} {'inst':>6} {'engine p50':>10} {'p95':>8} {'ultra p50':>10} "

@@ -19,18 +19,15 @@ Writes JSON (device, versions, date, results) under benchmarks/out/ and prints a
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import os
-import platform
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from benchmarks.common import environment, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
@@ -178,27 +175,6 @@ def memory_held(state_dict: dict, clip: Path, *, objects: int, image_size: int, 
     return MemoryResult(objects=objects, ours_bytes=ours, official_bytes={100: _state_bytes(state)})
 
 
-def environment() -> dict:
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    cuda = torch.cuda.is_available()
-    return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "device": torch.cuda.get_device_name() if cuda else f"cpu: {cpu}", "cpu": cpu,
-            "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "sam2": version("sam2"), "numpy": version("numpy")}
-
-
 def run(*, clip: Path, image_size: int = 256, objects: Sequence[int] = (1, 4, 10), frames: int = 30,
         warmup: int = 3, long: bool = False, memory_objects: int = 1, device: str = "cpu",
         seed: int = 0) -> dict:
@@ -254,9 +230,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     payload = run(clip=args.clip, image_size=args.image_size, objects=args.objects, frames=args.frames,
                   warmup=args.warmup, long=args.long, device=args.device)
-    out = args.out or ROOT / "benchmarks" / "out" / f"tracker-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(payload, indent=2, default=str))
+    out = write_json("tracker", payload, out=args.out)
     print_table(payload)
     print(f"wrote {out}")
 

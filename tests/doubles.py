@@ -8,30 +8,24 @@ import numpy as np
 import torch
 
 from engine.errors import SourceError
-from engine.sources.base import Picture, Source, SourceInfo
+from engine.sources.base import Picture
+from engine.sources.memory import ArraySource as MemorySource
 from engine.types import Detections
 
 
-class ArraySource(Source):
-    """Frames from a list of [H, W, 3] uint8 arrays; optionally fails after ``fail_after`` frames."""
+class ArraySource(MemorySource):
+    """``engine.sources.ArraySource`` that can fail after ``fail_after`` frames, as a broken stream does."""
 
     def __init__(self, images: Sequence[np.ndarray], *, fps: float = 30.0, live: bool = False,
                  fail_after: int | None = None) -> None:
-        super().__init__("arrays://test", live=live, buffer_size=2)
-        self.images = list(images)
-        self.fps = fps
+        super().__init__(images, fps=fps, live=live, uri="arrays://test")
         self.fail_after = fail_after
 
-    def _open(self) -> SourceInfo:
-        h, w = self.images[0].shape[:2]
-        return SourceInfo(uri=self.uri, live=self.live, width=w, height=h, fps=self.fps,
-                          frame_count=len(self.images), codec="raw")
-
     def _pictures(self) -> Iterator[Picture]:
-        for i, image in enumerate(self.images):
+        for i, picture in enumerate(super()._pictures()):
             if self.fail_after is not None and i == self.fail_after:
                 raise SourceError(f"{self.uri}: stream broke at frame {i} (test)")
-            yield Picture(image=np.ascontiguousarray(image), pts=i / self.fps, decode_ms=0.1)
+            yield Picture(image=picture.image, pts=picture.pts, decode_ms=0.1)
 
 
 def moving_square_frames(n: int, *, height: int = 96, width: int = 128) -> list[np.ndarray]:

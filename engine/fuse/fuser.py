@@ -29,6 +29,7 @@ from torchvision.ops import box_iou
 
 from engine.fuse.config import FuserConfig
 from engine.ops import fuse_logits, mask_boxes, mask_iou
+from engine.ops.fuse_logits import split_id_map
 from engine.types import Detections, Frame, Instances, Tracks
 
 
@@ -285,13 +286,11 @@ class Fuser:
         logits = torch.stack([current.objects[i].logits.to(device).float() for i in ids])  # [N, h, w]
         scores = torch.tensor([max(self.tracks[i].score, 1e-3) for i in ids], device=device)
         id_map = fuse_logits(logits, scores, size=(frame.height, frame.width))  # [H, W] index into ids
-        masks = id_map[None] == torch.arange(len(ids), device=device, dtype=id_map.dtype)[:, None, None]
-        keep = masks.flatten(1).any(dim=1)
-        keep_idx = keep.nonzero().flatten().tolist()
+        masks, boxes = split_id_map(id_map, logits)
+        keep_idx = (boxes[:, 2] > boxes[:, 0]).nonzero().flatten().tolist()  # empty masks have zero boxes
         if not keep_idx:
             return Instances.empty(frame.height, frame.width, device=device)
-        masks = masks[keep]
-        boxes = mask_boxes(masks)
+        masks, boxes = masks[keep_idx], boxes[keep_idx]
         kept = [ids[k] for k in keep_idx]
         for obj_id, box in zip(kept, boxes.tolist()):
             self.tracks[obj_id].last_box = tuple(box)
@@ -309,5 +308,6 @@ def _assign(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     """Pairs (track, detection) maximising total IoU, each at least ``threshold``."""
     if iou.size == 0:
         return []
+    iou = np.nan_to_num(iou, nan=0.0)  # a zero-area box (clipped at the frame edge) overlaps nothing
     rows, cols = linear_sum_assignment(iou, maximize=True)
     return [(r, c) for r, c in zip(rows.tolist(), cols.tolist()) if iou[r, c] >= threshold]

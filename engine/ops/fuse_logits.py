@@ -69,6 +69,37 @@ def fuse_logits_reference(logits: torch.Tensor, scores: torch.Tensor, *,
     return best
 
 
+def split_id_map(id_map: torch.Tensor,  # [H, W] int32 from fuse_logits
+                 logits: torch.Tensor,  # [N, h, w] the logits it was made from
+                 ) -> tuple[torch.Tensor, torch.Tensor]:  # [N, H, W] bool, [N, 4] float32
+    """Each instance's mask (``id_map == i``) and box (pixel edges, zeros when empty).
+
+    On the CPU only the region where instance i can be foreground (see ``fuse_logits``) is compared, so
+    the cost follows the objects' area; on CUDA the whole map is compared at once.
+    """
+    from engine.ops.boxes import mask_boxes
+
+    n = logits.shape[0]
+    height, width = id_map.shape
+    if id_map.is_cuda:
+        masks = id_map[None] == torch.arange(n, device=id_map.device, dtype=id_map.dtype)[:, None, None]
+        return masks, mask_boxes(masks)
+    masks = torch.zeros((n, height, width), dtype=torch.bool)
+    boxes = torch.zeros((n, 4), dtype=torch.float32)
+    for i in range(n):
+        rows, cols = _foreground_span(logits[i] > 0, out=(height, width))
+        if rows is None:
+            continue
+        region = id_map[rows[0]:rows[1], cols[0]:cols[1]] == i
+        masks[i, rows[0]:rows[1], cols[0]:cols[1]] = region
+        ys = torch.nonzero(region.any(dim=1)).flatten()
+        if len(ys):
+            xs = torch.nonzero(region.any(dim=0)).flatten()
+            boxes[i] = torch.tensor([cols[0] + int(xs[0]), rows[0] + int(ys[0]),
+                                     cols[0] + int(xs[-1]) + 1, rows[0] + int(ys[-1]) + 1], dtype=torch.float32)
+    return masks, boxes
+
+
 def _foreground_span(cells: torch.Tensor,  # [h, w] bool, low-resolution cells with logit > 0
                      *, out: tuple[int, int]) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
     """Output rows and columns [start, stop) whose bilinear sources can touch a positive cell."""

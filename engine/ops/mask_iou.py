@@ -2,8 +2,8 @@
 
 IoU(a, b) = |a & b| / |a | b|, and 0 where both masks are empty (their union is 0), so an empty mask
 never matches anything. The counts are exact integers; the quotient is one float32 division of the two
-counts rounded to float32, so the CUDA kernel (kernels/mask_iou.cu, on bit-packed masks) and the
-reference below agree bit for bit.
+counts rounded to float32, so the CUDA kernel (kernels/mask_iou.cu, on bit-packed masks), the packed
+CPU path (numpy popcount) and the reference below agree bit for bit.
 """
 
 from __future__ import annotations
@@ -42,9 +42,55 @@ def mask_iou(masks_a: torch.Tensor,  # [N, H, W] bool
     if n == 0 or m == 0:
         return torch.zeros((n, m), dtype=torch.float32, device=masks_a.device)
     library = _library.kernels_for(masks_a)
-    if library is None:
-        return mask_iou_reference(masks_a, masks_b)
-    return _mask_iou_kernel(library, masks_a, masks_b)
+    if library is not None:
+        return _mask_iou_kernel(library, masks_a, masks_b)
+    if masks_a.device.type == "cpu" and _library.mode() != "reference":
+        return mask_iou_packed_cpu(masks_a, masks_b)
+    return mask_iou_reference(masks_a, masks_b)
+
+
+def mask_iou_packed_cpu(masks_a: torch.Tensor,  # [N, H, W] bool, CPU
+                        masks_b: torch.Tensor,  # [M, H, W] bool, CPU
+                        ) -> torch.Tensor:  # [N, M] float32
+    """The kernel's algorithm on the CPU: masks packed to bits (numpy), intersections by popcount.
+
+    torch's boolean reductions run at a fraction of memory bandwidth on the CPU (measured: 64 ms for the
+    areas of 10 masks at 1080p, against 6 ms to pack them): this path makes association cheap there.
+    Counts are exact integers and the division is the reference's, so results are bit-identical.
+    """
+    import numpy as np
+
+    def pack(masks: torch.Tensor) -> np.ndarray:  # [K, ceil(P / 64)] uint64
+        bits = np.packbits(masks.reshape(masks.shape[0], -1).numpy(), axis=1)
+        pad = (-bits.shape[1]) % 8
+        if pad:
+            bits = np.pad(bits, ((0, 0), (0, pad)))
+        return bits.view(np.uint64)
+
+    def extent(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # first and last nonzero word
+        nonzero = words != 0
+        first = nonzero.argmax(axis=1)
+        last = words.shape[1] - 1 - nonzero[:, ::-1].argmax(axis=1)
+        empty = ~nonzero.any(axis=1)
+        first[empty], last[empty] = words.shape[1], -1
+        return first, last
+
+    a = pack(masks_a)
+    b = a if masks_b is masks_a else pack(masks_b)
+    area_a = np.bitwise_count(a).sum(axis=1, dtype=np.int64)
+    area_b = area_a if b is a else np.bitwise_count(b).sum(axis=1, dtype=np.int64)
+    # Masks are packed row by row, so a mask's bits lie between its first and last nonzero word: a
+    # pair is counted only over the overlap of their spans (compact objects share few rows).
+    (first_a, last_a), (first_b, last_b) = extent(a), extent(b)
+    inter = np.zeros((a.shape[0], b.shape[0]), dtype=np.int64)
+    for i in range(a.shape[0]):
+        lo, hi = np.maximum(first_a[i], first_b), np.minimum(last_a[i], last_b)
+        for j in np.nonzero(lo <= hi)[0].tolist():
+            inter[i, j] = np.bitwise_count(a[i, lo[j]:hi[j] + 1] & b[j, lo[j]:hi[j] + 1]).sum(dtype=np.int64)
+    inter_t = torch.from_numpy(inter)
+    union = torch.from_numpy(area_a[:, None] + area_b[None, :] - inter)
+    iou = inter_t.to(torch.float32) / union.to(torch.float32)
+    return torch.where(union > 0, iou, torch.zeros_like(iou))
 
 
 def mask_iou_reference(masks_a: torch.Tensor,  # [N, H, W] bool

@@ -11,10 +11,12 @@ from engine.errors import ConfigError, SourceError
 from engine.sources.base import Picture, Source, SourceInfo, SourceStats
 from engine.sources.camera import CameraSource
 from engine.sources.file import FileSource, HttpSource
+from engine.sources.memory import ArraySource
 from engine.sources.rtsp import RtspSource
 from engine.sources.synthetic import GroundTruth, SceneObject, SyntheticScene, SyntheticSource, to_video
 
 __all__ = [
+    "ArraySource",
     "CameraSource",
     "FileSource",
     "GroundTruth",

@@ -200,3 +200,16 @@ def test_spawning_stops_at_max_tracks_keeping_the_most_confident():
     fuser = Fuser(trk, FuserConfig(spawn_after=1, max_tracks=2), names=NAMES)
     out = _step(fuser, trk, _dets(((2, 2, 10, 10), 0, 0.6), ((20, 2, 30, 10), 0, 0.9), ((40, 2, 50, 10), 0, 0.8)))
     assert sorted(out.scores.tolist()) == pytest.approx([0.8, 0.9]) and len(fuser.tracks) == 2
+
+
+def test_a_zero_area_detection_box_is_ignored_not_a_crash():
+    """Box IoU of a degenerate box is 0/0; the lost-track stage must treat it as no overlap."""
+    trk = BoxTracker()
+    fuser = Fuser(trk, FuserConfig(spawn_after=1), names=NAMES)
+    _step(fuser, trk, _dets(((5, 5, 25, 25), 0, 0.9)))
+    trk.hidden.add(1)
+    trk.masks[1] = torch.zeros((H, W), dtype=torch.bool)
+    flat = Detections(boxes=torch.tensor([[30.0, 10.0, 30.0, 10.0]]), scores=torch.tensor([0.9]),
+                      class_ids=torch.tensor([0]), masks=torch.zeros((1, H, W), dtype=torch.bool), names=NAMES)
+    _step(fuser, trk, flat, i=1)  # must not raise
+    assert 1 in fuser.tracks

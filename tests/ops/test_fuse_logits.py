@@ -55,3 +55,16 @@ def test_an_instance_whose_positive_cells_touch_the_border_reaches_the_frame_edg
 def test_only_negative_logits_give_an_empty_map():
     out = fuse_logits_reference(torch.full((3, 8, 8), -0.1), torch.ones(3), size=(30, 40))
     assert bool((out == -1).all())
+
+
+@pytest.mark.parametrize("n, size", [(0, (40, 60)), (1, (240, 320)), (12, (719, 1281))])
+def test_split_id_map_gives_each_instances_mask_and_box(n, size):
+    from engine.ops import mask_boxes
+    from engine.ops.fuse_logits import split_id_map
+
+    logits = _blobs(n, 64, 64, seed=n)
+    id_map = fuse_logits(logits, torch.rand(n, generator=torch.Generator().manual_seed(2)) + 0.1, size=size)
+    masks, boxes = split_id_map(id_map, logits)
+    dense = id_map[None] == torch.arange(n, dtype=id_map.dtype)[:, None, None]
+    assert torch.equal(masks, dense)
+    assert torch.equal(boxes, mask_boxes(dense))

@@ -112,3 +112,15 @@ def test_kernel_same_set_and_adversarial(kernels):
     # A non-contiguous view goes through the kernel as well.
     view = masks.transpose(1, 2)
     assert torch.equal(mask_iou(view, view), mask_iou_reference(view, view))
+
+
+@pytest.mark.parametrize(("n", "height", "width"), [(6, 7, 13), (9, 33, 65), (3, 1080, 1920)])
+def test_packed_cpu_path_equals_the_reference_bit_for_bit(n, height, width):
+    """The numpy popcount path the CPU runs: pixel counts not a multiple of 64 pad with zero bits."""
+    from engine.ops.mask_iou import mask_iou_packed_cpu
+
+    generator = torch.Generator().manual_seed(height)
+    a = random_masks(n, height, width, generator)
+    b = random_masks(n + 2, height, width, generator)
+    assert torch.equal(mask_iou_packed_cpu(a, b), mask_iou_reference(a, b))
+    assert torch.equal(mask_iou_packed_cpu(a, a), mask_iou_reference(a, a))

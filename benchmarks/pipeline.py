@@ -1,0 +1,242 @@
+"""The whole engine end to end, against Ultralytics ``track`` on the same frames and detector weights,
+in one run; the pipeline's own overhead; and the fusion stage's cost against the number of objects.
+
+    python -m benchmarks.pipeline [--clips tests/media/*.mp4] [--synthetic] [--frames 60]
+                                  [--objects 10] [--tracker-size 256] [--skip-fusion]
+
+1. overhead: the pipeline with no networks against iterating its source alone: what the streaming
+   machinery (threads, hand-off, timing, results) costs per frame.
+2. end to end: streamseg (YOLOv8n-seg + SAM 2.1 hiera-t + fusion), streamseg with ``--tracker none``,
+   and Ultralytics ``YOLO.track`` (ByteTrack, retina masks) on the same decoded frames, the detector's
+   random weights spread the same way, both capped at ``--objects`` detections. Per-stage p50/p95/p99
+   from FrameResult.times (DESIGN.md decision 9), frames per second.
+   Not equal work: Ultralytics' masks come from the detector alone; streamseg's come from SAM 2, which
+   costs more and follows objects between detections.
+3. fusion: one frame's association, overlap resolution and final masks for 1..100 objects at 1080p,
+   the kernels against the references where a GPU is present, the references alone elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.common import environment, percentiles, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("decode", "detect", "track", "fuse", "render", "total")
+
+
+def read_frames(clip: Path, count: int) -> list[np.ndarray]:
+    import av
+
+    frames = []
+    with av.open(str(clip)) as container:
+        for picture in container.decode(video=0):
+            frames.append(picture.to_ndarray(format="rgb24"))
+            if len(frames) == count:
+                break
+    return frames
+
+
+def synthetic_frames(count: int, *, width: int = 1280, height: int = 720) -> list[np.ndarray]:
+    from engine.sources.synthetic import SyntheticScene
+
+    scene = SyntheticScene(seed=3, frames=count, width=width, height=height, objects=10)
+    return [scene.render(i) for i in range(count)]
+
+
+def overhead(frames: list[np.ndarray], *, repeats: int = 3) -> dict:
+    """ms per frame: the source alone, and the pipeline with no networks over the same source."""
+    from engine.pipeline import Pipeline
+    from engine.sources import ArraySource
+
+    def source_alone() -> float:
+        start = time.perf_counter()
+        with ArraySource(frames) as source:
+            for _ in source:
+                pass
+        return (time.perf_counter() - start) * 1000 / len(frames)
+
+    def pipeline() -> float:
+        start = time.perf_counter()
+        Pipeline(ArraySource(frames)).run()
+        return (time.perf_counter() - start) * 1000 / len(frames)
+
+    alone, piped = [], []
+    for _ in range(repeats):  # interleaved, so machine load falls on both alike
+        alone.append(source_alone())
+        piped.append(pipeline())
+    return {"source_ms": float(np.median(alone)), "pipeline_ms": float(np.median(piped)),
+            "overhead_ms": float(np.median(piped) - np.median(alone))}
+
+
+def engine_run(frames: list[np.ndarray], *, tracker: bool, objects: int, tracker_size: int,
+               device: str) -> dict:
+    """Per-stage percentiles and frames/s of streamseg on ``frames``."""
+    from engine.detect import DetectorConfig, load_detector
+    from engine.fuse import Fuser, FuserConfig
+    from engine.pipeline import Pipeline
+    from engine.sources import ArraySource
+    from engine.track import load_tracker
+
+    detector = load_detector(DetectorConfig(weights="random", conf=0.25, max_det=objects, device=device))
+    trk = fuser = None
+    if tracker:
+        trk = load_tracker("sam2.1_hiera_t", weights="random", image_size=tracker_size, device=device)
+        # random weights score near the threshold: any kept detection may start a track
+        fuser = Fuser(trk, FuserConfig(spawn_conf=0.25, max_tracks=objects), names=detector.names)
+    pipeline = Pipeline(ArraySource(frames), detector=detector, tracker=trk, fuser=fuser, device=device)
+    times = {stage: [] for stage in STAGES}
+    counts = []
+    start = time.perf_counter()
+    for result in pipeline:
+        for stage, value in result.times.as_dict().items():
+            times[stage].append(value)
+        counts.append(len(result.instances))
+    wall = time.perf_counter() - start
+    warm = slice(3, None)  # the first frames load kernels and caches
+    return {"fps": len(frames) / wall, "instances_mean": float(np.mean(counts)),
+            "stages": {stage: percentiles(values[warm]) for stage, values in times.items()}}
+
+
+def ultralytics_track(frames: list[np.ndarray], *, objects: int, device: str) -> dict:
+    """Per-frame percentiles and frames/s of Ultralytics YOLO.track on the same frames and weights."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    from ultralytics import YOLO
+
+    from engine.detect.loading import build_from_yaml
+
+    model = YOLO("yolov8n-seg.yaml")
+    model.model.load_state_dict(build_from_yaml("yolov8n-seg.yaml", seed=0, spread=True).state_dict())
+    threads = torch.get_num_threads()
+    times, counts = [], []
+    start = time.perf_counter()
+    for frame in frames:
+        t0 = time.perf_counter()
+        result = model.track(frame[:, :, ::-1], persist=True, conf=0.25, iou=0.7, imgsz=640, max_det=objects,
+                             retina_masks=True, verbose=False, device=device, tracker="bytetrack.yaml")[0]
+        times.append((time.perf_counter() - t0) * 1000)
+        counts.append(0 if result.boxes is None else len(result.boxes))
+        torch.set_num_threads(threads)  # Ultralytics lowers it on its first call; keep both sides equal
+    wall = time.perf_counter() - start
+    return {"fps": len(frames) / wall, "instances_mean": float(np.mean(counts)),
+            "stages": {"total": percentiles(times[3:])}}
+
+
+def fusion_cost(objects: tuple[int, ...], *, device: str, size: tuple[int, int] = (1080, 1920),
+                repeats: int = 10) -> list[dict]:
+    """ms for one frame of fusion with ``n`` tracked objects all matched by detections."""
+    from engine.fuse import Fuser, FuserConfig
+    from engine.ops import mask_boxes
+    from engine.types import Detections, Frame, Tracks
+
+    rows = []
+    height, width = size
+    # On a GPU: the kernels against the torch references. On the CPU: the path the engine runs there
+    # (the references, and the packed popcount for mask IoU).
+    paths = ["kernels", "reference"] if torch.device(device).type == "cuda" else ["cpu"]
+    for n in objects:
+        g = torch.Generator().manual_seed(n)
+        # one compact positive blob per object on a negative background, like object logits
+        yy, xx = torch.meshgrid(torch.arange(256.0), torch.arange(256.0), indexing="ij")
+        centres = torch.rand((n, 2), generator=g) * 256
+        radius = 6 + torch.rand((n, 1, 1), generator=g) * 20
+        low = 4 * (1 - ((yy - centres[:, :1, None]) ** 2 + (xx - centres[:, 1:, None]) ** 2).sqrt() / radius)
+        low, frame_image = low.to(device), torch.zeros((height, width, 3), dtype=torch.uint8, device=device)
+        masks = torch.nn.functional.interpolate(low[:, None], size=size, mode="bilinear")[:, 0] > 0
+        tracks = Tracks(obj_ids=list(range(1, n + 1)), masks=masks, logits=low, scores=torch.ones(n, device=device))
+        dets = Detections(boxes=mask_boxes(masks), scores=torch.full((n,), 0.9, device=device),
+                          class_ids=torch.zeros(n, dtype=torch.int64, device=device), masks=masks)
+        for path in paths:
+            os.environ["STREAMSEG_OPS"] = "reference" if path == "reference" else "auto"
+            fuser = Fuser(_FixedTracker(), FuserConfig(max_tracks=n + 1), names=("object",))
+            for obj_id in tracks.obj_ids:  # adopt the objects as matched tracks
+                fuser.tracks[obj_id] = _state(obj_id)
+            frame = Frame(image=frame_image, index=0, pts=None, capture_time=0.0)
+            samples = []
+            for _ in range(repeats):
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                fuser(frame, dets, tracks)
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                samples.append((time.perf_counter() - t0) * 1000)
+            rows.append({"objects": n, "path": path, **percentiles(samples)})
+    os.environ.pop("STREAMSEG_OPS", None)
+    return rows
+
+
+class _FixedTracker:
+    def add_object(self, obj_id, *, box):  # never called: every track matches its detection exactly
+        raise AssertionError("fusion benchmark: unexpected prompt")
+
+    def remove_object(self, obj_id):
+        pass
+
+
+def _state(obj_id: int):
+    from engine.fuse import TrackState
+
+    return TrackState(id=obj_id, born=0, class_scores=np.array([1.0]), score=0.9, matches=5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--clips", type=Path, nargs="+",
+                   default=[ROOT / "tests" / "media" / "bedroom.mp4", ROOT / "tests" / "media" / "02_cups.mp4"])
+    p.add_argument("--synthetic", action="store_true", help="also a synthetic 1280x720 scene")
+    p.add_argument("--frames", type=int, default=60)
+    p.add_argument("--objects", type=int, default=10, help="detections per frame and tracks, at most")
+    p.add_argument("--tracker-size", type=int, default=None, help="default 1024 on a GPU, 256 on a CPU")
+    p.add_argument("--fusion-objects", type=int, nargs="+", default=[1, 10, 30, 100])
+    p.add_argument("--skip-fusion", action="store_true")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    tracker_size = args.tracker_size or (1024 if args.device.startswith("cuda") else 256)
+    inputs = {clip.name: read_frames(clip, args.frames) for clip in args.clips}
+    if args.synthetic:
+        inputs["synthetic-1280x720"] = synthetic_frames(args.frames)
+    report = {"environment": environment(), "args": {k: str(v) for k, v in vars(args).items()},
+              "tracker_size": tracker_size, "inputs": {}}
+    for name, frames in inputs.items():
+        entry = {"frames": len(frames), "size": list(frames[0].shape[1::-1]), "overhead": overhead(frames)}
+        entry["streamseg"] = engine_run(frames, tracker=True, objects=args.objects, tracker_size=tracker_size,
+                                        device=args.device)
+        entry["streamseg_no_tracker"] = engine_run(frames, tracker=False, objects=args.objects,
+                                                   tracker_size=tracker_size, device=args.device)
+        entry["ultralytics_track"] = ultralytics_track(frames, objects=args.objects, device=args.device)
+        report["inputs"][name] = entry
+        _print_input(name, entry)
+    if not args.skip_fusion:
+        report["fusion"] = fusion_cost(tuple(args.fusion_objects), device=args.device)
+        print(f"\nfusion, 1080p, ms per frame\n{'objects':>8}{'path':>11}{'p50':>9}{'p95':>9}")
+        for row in report["fusion"]:
+            print(f"{row['objects']:>8}{row['path']:>11}{row['p50']:>9.2f}{row['p95']:>9.2f}")
+    print(f"\n{report['environment']['device']}; wrote {write_json('pipeline', report, out=args.out)}")
+    return 0
+
+
+def _print_input(name: str, entry: dict) -> None:
+    o = entry["overhead"]
+    print(f"\n{name} ({entry['size'][0]}x{entry['size'][1]}, {entry['frames']} frames): pipeline overhead "
+          f"{o['overhead_ms']:.2f} ms/frame (source alone {o['source_ms']:.2f}, pipeline {o['pipeline_ms']:.2f})")
+    print(f"{'':<22}{'fps':>7}{'inst':>6}" + "".join(f"{s + ' p50/p95/p99':>24}" for s in ("detect", "track", "fuse", "total")))
+    for key in ("streamseg", "streamseg_no_tracker", "ultralytics_track"):
+        r = entry[key]
+        cells = []
+        for stage in ("detect", "track", "fuse", "total"):
+            s = r["stages"].get(stage)
+            cells.append(f"{s['p50']:>8.1f}{s['p95']:>8.1f}{s['p99']:>8.1f}" if s else f"{'-':>24}")
+        print(f"{key:<22}{r['fps']:>7.2f}{r['instances_mean']:>6.1f}" + "".join(cells))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
