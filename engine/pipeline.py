@@ -123,9 +123,7 @@ class Pipeline:
 
     def _process(self, frame: Frame) -> FrameResult:
         clock = StageClock(self.device)
-        if frame.image.device != self.device:
-            image = frame.image.pin_memory() if self.device.type == "cuda" else frame.image
-            frame = dataclasses.replace(frame, image=image.to(self.device, non_blocking=True))
+        frame = upload(frame, self.device)
         detections = None
         if self.detector is not None and self.frames % self.detect_every == 0:
             detections = self.detector([frame.image])[0]
@@ -142,6 +140,26 @@ class Pipeline:
         age_ms = (time.time() - frame.capture_time) * 1000.0
         return FrameResult(frame=frame, instances=instances, times=times, age_ms=age_ms, overlay=overlay,
                            stats=self.source.stats.as_dict())
+
+
+_copy_streams: dict[torch.device, torch.cuda.Stream] = {}
+
+
+def upload(frame: Frame, device: torch.device) -> Frame:
+    """``frame`` with its image on ``device``. On CUDA the image is pinned and copied on a side stream,
+    and the compute stream waits for that copy on the GPU, not the host: no host sync per frame."""
+    if frame.image.device == device:
+        return frame
+    if device.type != "cuda":
+        return dataclasses.replace(frame, image=frame.image.to(device))
+    copy_stream = _copy_streams.setdefault(device, torch.cuda.Stream(device=device))
+    pinned = frame.image.pin_memory()
+    with torch.cuda.stream(copy_stream):
+        image = pinned.to(device, non_blocking=True)
+    compute = torch.cuda.current_stream(device)
+    compute.wait_stream(copy_stream)
+    image.record_stream(compute)  # the caching allocator must not reuse it before compute is done
+    return dataclasses.replace(frame, image=image)
 
 
 def _close_quietly(sink_thread: SinkThread) -> None:

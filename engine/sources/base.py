@@ -72,6 +72,7 @@ class Source(ABC):
         self._buffer = (LatestFrameBuffer if live else BlockingFrameBuffer)(buffer_size)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._ended = False
         self._clock: tuple[float, float] | None = None  # (monotonic, pts) of the first paced picture
         self._join_timeout_s = 10.0  # longest a decoder may stay blocked in one read after close()
 
@@ -114,10 +115,32 @@ class Source(ABC):
             raise SourceError(
                 f"{self.uri}: no frame for {timeout:.0f} s; check that the source is still sending"
             ) from None
-        if frame is not None:
+        if frame is None:
+            self._ended = True
+        else:
             self.stats.delivered += 1
             self.stats.dropped = self._buffer.dropped
         return frame
+
+    def poll(self) -> Frame | None:
+        """The next frame if one is ready, without waiting; None otherwise (see ``ended``). Raises the
+        decoder's ``SourceError`` after the frames decoded before it."""
+        self.start()
+        try:
+            frame = self._buffer.get(0.0)
+        except TimeoutError:
+            return None
+        if frame is None:
+            self._ended = True
+            return None
+        self.stats.delivered += 1
+        self.stats.dropped = self._buffer.dropped
+        return frame
+
+    @property
+    def ended(self) -> bool:
+        """True once ``poll`` or ``read`` has met the end of the stream."""
+        return self._ended
 
     def __iter__(self) -> Iterator[Frame]:
         while (frame := self.read()) is not None:

@@ -12,13 +12,14 @@ from engine.sources.base import Picture, Source, SourceInfo
 
 
 class ArraySource(Source):
-    """Frames from a sequence of [H, W, 3] uint8 RGB arrays, in order; pts is index / fps."""
+    """Frames from a sequence of [H, W, 3] uint8 RGB arrays, in order; pts is index / fps. With
+    ``realtime`` they arrive at ``fps``, as from a camera."""
 
     def __init__(self, images: Sequence[np.ndarray], *, fps: float = 30.0, live: bool = False,
-                 buffer_size: int = 2, uri: str = "memory://frames") -> None:
+                 buffer_size: int = 2, realtime: bool = False, uri: str = "memory://frames") -> None:
         if not len(images):
             raise ConfigError("ArraySource needs at least one frame")
-        super().__init__(uri, live=live, buffer_size=buffer_size)
+        super().__init__(uri, live=live, buffer_size=buffer_size, realtime=realtime)
         self.images = images
         self.fps = fps
 
