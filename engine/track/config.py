@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from engine.errors import ConfigError
 
 # What `--tracker NAME` and load_tracker() accept, mapped to the config files shipped inside the sam2
@@ -67,8 +69,14 @@ class TrackerConfig:
     # conditioning frame, so the correction outlives the N-frame window. sam2 calls this
     # add_all_frames_to_correct_as_cond; the official predictor's default is False.
     reprompt_as_cond: bool = True
+    # The image encoder's dtype: "auto" follows engine.runtime.precision (bf16 on CUDA, fp32 on the CPU);
+    # the memory path always runs in fp32 (its errors compound from frame to frame).
+    encoder_dtype: str = "auto"
 
     def __post_init__(self) -> None:
+        from engine.runtime.precision import dtype_named
+
+        dtype_named(self.encoder_dtype, default=torch.float32)  # validates the name
         if self.image_size < 32 or self.image_size % 32:
             raise ConfigError(f"image_size={self.image_size}: use a multiple of 32, at least 32 "
                               "(e.g. 512, 1024)")

@@ -68,11 +68,15 @@ class _CurrentFrame:
     features: _FrameFeatures | None = None  # computed on first use: a frame with no objects costs nothing
 
 
-def encode_images(model, images: torch.Tensor  # [B, 3, S, S] float32, normalised
-                  ) -> list[_FrameFeatures]:
-    """The image encoder on a batch of frames, split into each frame's features."""
-    backbone_out = model.forward_image(images)
+def encode_images(model, images: torch.Tensor,  # [B, 3, S, S] float32, normalised
+                  *, dtype: torch.dtype = torch.float32) -> list[_FrameFeatures]:
+    """The image encoder on a batch of frames (computing in ``dtype``), split into each frame's
+    features, returned in fp32 for the memory path (engine.runtime.precision)."""
+    with torch.autocast(images.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        backbone_out = model.forward_image(images)
     _, vision_feats, vision_pos, feat_sizes = model._prepare_backbone_features(backbone_out)
+    vision_feats = [x.float() for x in vision_feats]
+    vision_pos = [x.float() for x in vision_pos]
     out = []
     for b in range(images.shape[0]):
         high_res = tuple(x[:, b:b + 1].permute(1, 2, 0).reshape(1, x.shape[2], *size)
@@ -115,6 +119,10 @@ class StreamingTracker:
             max_cond=opts.max_cond_frames if opts.evict else None,
         )
         self.device = model.device
+        from engine.runtime.precision import PrecisionPolicy, dtype_named
+
+        self.encoder_dtype = dtype_named(opts.encoder_dtype,
+                                         default=PrecisionPolicy.for_device(self.device).image_encoder)
         self._mean = torch.tensor(_IMG_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(_IMG_STD, device=self.device).view(1, 3, 1, 1)
         self._slots: dict[int, ObjectSlot] = {}  # insertion order is slot order
@@ -175,7 +183,8 @@ class StreamingTracker:
             tracker._push(frame)
         busy = [t for t in trackers if t._slots]
         if len(busy) > 1:
-            features = encode_images(busy[0].model, torch.cat([t._frame.image for t in busy]))
+            features = encode_images(busy[0].model, torch.cat([t._frame.image for t in busy]),
+                                     dtype=busy[0].encoder_dtype)
             for tracker, feats in zip(busy, features):
                 tracker._frame.features = feats
         return [tracker._propagate() for tracker in trackers]
@@ -302,7 +311,7 @@ class StreamingTracker:
     def _features(self) -> _FrameFeatures:
         frame = self._frame
         if frame.features is None:
-            frame.features = encode_images(self.model, frame.image)[0]
+            frame.features = encode_images(self.model, frame.image, dtype=self.encoder_dtype)[0]
         return frame.features
 
     def _condition_on_memory(self, slots: list[ObjectSlot], feats: _FrameFeatures) -> torch.Tensor:
