@@ -56,17 +56,26 @@ class TorchBackend(Backend):
     fixed_batch = None
     max_batch = None
 
-    def __init__(self, module: torch.nn.Module, *, device: torch.device, half: bool) -> None:
+    def __init__(self, module: torch.nn.Module, *, device: torch.device, half: bool,
+                 cuda_graphs: bool = True) -> None:
+        from engine.runtime.cuda_graphs import GraphedCall
+
         self.device = device
         self.dtype = torch.float16 if half else torch.float32
         self.module = module.to(device).to(self.dtype).eval().requires_grad_(False)
         x86 = platform.machine() in ("x86_64", "AMD64")
         if device.type == "cpu" and x86 and torch.backends.mkldnn.is_available():
             self.module.to(memory_format=torch.channels_last)
+        # On CUDA the forward replays as one graph per input shape (launch overhead down, issue 6).
+        self._forward = GraphedCall(self._eager) if device.type == "cuda" and cuda_graphs else self._eager
+
+    def _eager(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        preds, protos = self.module(images)[0]  # eval mode: ((preds, protos), raw head outputs)
+        return preds, protos
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
-            preds, protos = self.module(images)[0]  # eval mode: ((preds, protos), raw head outputs)
+            preds, protos = self._forward(images)
         return preds, protos
 
 
