@@ -21,7 +21,8 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     det.add_argument("--out", type=Path, default=None, help="output file (default: beside the weights)")
     det.set_defaults(command=cmd_export_detector)
 
-    trk = which.add_parser("tracker", help="SAM 2's parts as ONNX, static shapes")
+    trk = which.add_parser("tracker", help="SAM 2's parts as ONNX (static shapes) or TensorRT engines")
+    trk.add_argument("--format", choices=["onnx", "engine"], default="onnx")
     trk.add_argument("--tracker", default="sam2.1_hiera_t")
     trk.add_argument("--tracker-weights", default=None, help="checkpoint path or 'random'")
     trk.add_argument("--tracker-size", type=int, default=1024)
@@ -57,6 +58,14 @@ def cmd_export_tracker(args: argparse.Namespace) -> int:
     from engine.track.export import export_onnx
 
     weights = resolve_tracker_weights(args.tracker, args.tracker_weights)
+    if args.format == "engine":
+        from engine.track.tensorrt import build_tracker_engines
+
+        tracker = load_tracker(args.tracker, weights=weights, image_size=args.tracker_size, seed=args.seed,
+                               device="cuda")
+        for name, path in build_tracker_engines(tracker.model, cache_dir=args.out_dir).items():
+            print(f"{name}: {path}")
+        return 0
     tracker = load_tracker(args.tracker, weights=weights, image_size=args.tracker_size, seed=args.seed)
     for part in export_onnx(tracker.model, args.out_dir):
         print(part.path)

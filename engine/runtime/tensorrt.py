@@ -57,11 +57,13 @@ def profile_for(input_name: str, dims: tuple[int | str, ...], *, batch: int, img
                    max=(hi, c, imgsz, imgsz))
 
 
-def cache_key(onnx_sha256: str, *, trt_version: str, gpu_name: str, fp16: bool, profile: Profile) -> str:
-    """Hex key naming a cached engine: everything the built engine depends on."""
-    profile_spec = [profile.input_name, profile.min, profile.opt, profile.max]
+def cache_key(onnx_sha256: str, *, trt_version: str, gpu_name: str, fp16: bool, profile: Profile | None,
+              bf16: bool = False) -> str:
+    """Hex key naming a cached engine: everything the built engine depends on. ``profile`` None is a
+    static-shape network (every input's shape fixed in the ONNX)."""
+    profile_spec = None if profile is None else [profile.input_name, profile.min, profile.opt, profile.max]
     spec = json.dumps({"onnx": onnx_sha256, "tensorrt": trt_version, "gpu": gpu_name, "fp16": fp16,
-                       "profile": profile_spec}, sort_keys=True)
+                       "bf16": bf16, "profile": profile_spec}, sort_keys=True)
     return hashlib.sha256(spec.encode()).hexdigest()[:24]
 
 
@@ -91,7 +93,7 @@ def read_engine_file(path: Path) -> tuple[dict, bytes]:
     return {}, data
 
 
-def _tensorrt():
+def import_tensorrt():
     try:
         import tensorrt as trt
     except ImportError:
@@ -102,17 +104,18 @@ def _tensorrt():
     return trt
 
 
-def build_engine(onnx_path: Path, *, profile: Profile, fp16: bool, cache_dir: Path, metadata: dict,
-                 device: torch.device) -> Path:
+def build_engine(onnx_path: Path, *, profile: Profile | None, fp16: bool, cache_dir: Path, metadata: dict,
+                 device: torch.device, bf16: bool = False) -> Path:
     """Build (or find in ``cache_dir``) the engine for ``onnx_path``. Returns the engine file's path.
 
-    Building takes minutes for large models; the cache key (``cache_key``) makes later calls instant.
+    ``profile`` None builds a static-shape network as exported. Building takes minutes for large
+    models; the cache key (``cache_key``) makes later calls instant.
     """
-    trt = _tensorrt()
+    trt = import_tensorrt()
     onnx_bytes = Path(onnx_path).read_bytes()
     gpu_name = torch.cuda.get_device_name(device)
     key = cache_key(hashlib.sha256(onnx_bytes).hexdigest(), trt_version=trt.__version__, gpu_name=gpu_name,
-                    fp16=fp16, profile=profile)
+                    fp16=fp16, bf16=bf16, profile=profile)
     path = Path(cache_dir) / f"{Path(onnx_path).stem}-{key}.engine"
     if path.exists():
         return path
@@ -127,15 +130,18 @@ def build_engine(onnx_path: Path, *, profile: Profile, fp16: bool, cache_dir: Pa
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
-    trt_profile = builder.create_optimization_profile()
-    trt_profile.set_shape(profile.input_name, profile.min, profile.opt, profile.max)
-    config.add_optimization_profile(trt_profile)
+    if bf16:
+        config.set_flag(trt.BuilderFlag.BF16)
+    if profile is not None:
+        trt_profile = builder.create_optimization_profile()
+        trt_profile.set_shape(profile.input_name, profile.min, profile.opt, profile.max)
+        config.add_optimization_profile(trt_profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise BackendError(f"{onnx_path}: TensorRT {trt.__version__} could not build an engine on {gpu_name} "
                            "(see its log above)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_engine_file(path, {**metadata, "tensorrt": trt.__version__, "gpu": gpu_name, "fp16": fp16},
+    write_engine_file(path, {**metadata, "tensorrt": trt.__version__, "gpu": gpu_name, "fp16": fp16, "bf16": bf16},
                       bytes(serialized))
     return path
 
@@ -144,7 +150,7 @@ class TensorRTRunner:
     """A deserialized engine and one execution context; call it with ``{input name: tensor}``."""
 
     def __init__(self, path: Path, *, device: torch.device) -> None:
-        trt = _tensorrt()
+        trt = import_tensorrt()
         if device.type != "cuda":
             raise BackendError("TensorRT engines run on a CUDA device; pass device='cuda'")
         self.metadata, serialized = read_engine_file(path)
