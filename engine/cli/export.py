@@ -59,8 +59,12 @@ def cmd_export_tracker(args: argparse.Namespace) -> int:
 
     weights = resolve_tracker_weights(args.tracker, args.tracker_weights)
     if args.format == "engine":
+        from engine.runtime.device import resolve_device
+        from engine.runtime.tensorrt import import_tensorrt
         from engine.track.tensorrt import build_tracker_engines
 
+        import_tensorrt()  # the cheap checks first: TensorRT, then a CUDA device, then the model
+        resolve_device("cuda")
         tracker = load_tracker(args.tracker, weights=weights, image_size=args.tracker_size, seed=args.seed,
                                device="cuda")
         for name, path in build_tracker_engines(tracker.model, cache_dir=args.out_dir).items():
