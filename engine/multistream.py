@@ -20,7 +20,7 @@ from engine.fuse.simple import DetectionsOnly, NoInstances
 from engine.metrics import LatencyTable
 from engine.pipeline import STAGES, DetectStage, FuseStage, upload
 from engine.render import draw
-from engine.runtime.device import StageClock, resolve_device
+from engine.runtime.device import StageClock, resolve_device, timing
 from engine.sinks.base import Sink, SinkThread
 from engine.sources.base import Source
 from engine.types import Frame, FrameResult, StageTimes
@@ -136,8 +136,9 @@ class MultiStreamPipeline:
         clock.mark("detect")
         tracks = self._step_trackers([s.tracker for s, _ in batch], images)
         clock.mark("track")
-        instances = [stream.fuser(frame, det, trk)
-                     for (stream, _), frame, det, trk in zip(batch, frames, detections, tracks)]
+        with timing(clock):  # the fusers' prompts to the trackers are timed as "track"
+            instances = [stream.fuser(frame, det, trk)
+                         for (stream, _), frame, det, trk in zip(batch, frames, detections, tracks)]
         clock.mark("fuse")
         overlays = [draw(f.image, inst) if self.render else None for f, inst in zip(frames, instances)]
         clock.mark("render")

@@ -18,7 +18,7 @@ from engine.errors import ConfigError
 from engine.fuse.simple import DetectionsOnly, NoInstances
 from engine.metrics import LatencyTable
 from engine.render import draw
-from engine.runtime.device import StageClock, resolve_device
+from engine.runtime.device import StageClock, resolve_device, timing
 from engine.sinks.base import Sink, SinkThread
 from engine.sources.base import Source
 from engine.types import Detections, Frame, FrameResult, Instances, StageTimes, Tracks
@@ -130,7 +130,8 @@ class Pipeline:
         clock.mark("detect")
         tracks = self.tracker.step(frame.image) if self.tracker is not None else None
         clock.mark("track")
-        instances = self.fuser(frame, detections, tracks)
+        with timing(clock):  # the fuser's prompts to the tracker are timed as "track"
+            instances = self.fuser(frame, detections, tracks)
         clock.mark("fuse")
         overlay = draw(frame.image, instances) if self.render else None
         clock.mark("render")

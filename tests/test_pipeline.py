@@ -108,3 +108,24 @@ def test_frames_reach_the_stages_as_tensors_on_the_pipeline_device():
 
     list(Pipeline(ArraySource(moving_square_frames(2)), detector=Recorder(), device="cpu"))
     assert seen == [("cpu", torch.uint8, (96, 128, 3))] * 2
+
+
+def test_tracker_work_the_fuser_asks_for_counts_as_track_not_fuse():
+    import time as _time
+
+    from engine.runtime.device import stage_section
+    from engine.types import Instances, Tracks
+
+    class SlowPromptFuser:
+        def __call__(self, frame, detections, tracks):
+            with stage_section("track"):
+                _time.sleep(0.03)  # what a prompt to SAM 2 would cost
+            return Instances.empty(frame.height, frame.width)
+
+    class IdleTracker:
+        def step(self, image):
+            return Tracks(obj_ids=[], masks=torch.zeros((0, 96, 128), dtype=torch.bool),
+                          logits=torch.zeros((0, 24, 32)), scores=torch.zeros(0))
+
+    for r in Pipeline(ArraySource(moving_square_frames(3)), tracker=IdleTracker(), fuser=SlowPromptFuser()):
+        assert r.times.track >= 25 and r.times.fuse < 10

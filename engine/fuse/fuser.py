@@ -30,6 +30,7 @@ from torchvision.ops import box_iou
 from engine.fuse.config import FuserConfig
 from engine.ops import fuse_logits, mask_boxes, mask_iou
 from engine.ops.fuse_logits import split_id_map
+from engine.runtime.device import stage_section
 from engine.types import Detections, Frame, Instances, Tracks
 
 
@@ -119,60 +120,67 @@ class Fuser:
         what is left by box IoU between the detection and where the track is (its mask's box) or was
         last seen (a lost track's last box): a track that drifted off its object, or lost it behind an
         occluder, keeps its id and is re-prompted. Confident detections left over spawn tracks."""
-        cfg = self.config
         if len(dets) == 0:
             return set()
         ids = list(tracks.obj_ids) if tracks is not None else []
         iou = (mask_iou(tracks.masks, dets.masks).cpu().numpy() if ids
                else np.zeros((0, len(dets)), dtype=np.float32))  # [N, M]
-        det_scores = dets.scores.tolist()
-        det_classes = dets.class_ids.tolist()
-        det_boxes = dets.boxes.float().cpu()
-        pairs: list[tuple[int, int, str]] = []  # (track id, detection, "match" | "drift" | "reacquire")
+        classes, boxes = dets.class_ids.tolist(), dets.boxes.float().cpu()
+        pairs = self._pair_by_masks(ids, iou, classes)
+        pairs += self._pair_by_boxes(tracks, pairs, classes, boxes)
+        scores = dets.scores.tolist()
+        matched: set[int] = set()
+        for obj_id, d, kind in pairs:
+            self._observe(obj_id, classes[d], scores[d])
+            if kind != "match":
+                self._prompt(current, obj_id, boxes[d])
+                if kind == "drift":
+                    self.counters.reprompted += 1
+                else:
+                    self.counters.reacquired += 1
+            matched.add(obj_id)
+        paired = {d for _, d, _ in pairs}
+        fresh = [d for d in np.argsort(scores)[::-1].tolist()  # most confident first
+                 if d not in paired and scores[d] >= self.config.spawn_conf
+                 and not (iou.shape[0] and iou[:, d].max() >= self.config.spawn_max_overlap)]
+        room = self.config.max_tracks - len(self.tracks)
+        for d in self._confirmed(fresh, boxes)[:max(0, room)]:
+            matched.add(self._spawn(current, classes[d], scores[d], boxes[d]))
+        return matched
+
+    def _pair_by_masks(self, ids: list[int], iou: np.ndarray,  # [N, M]
+                       classes: list[int]) -> list[tuple[int, int, str]]:
+        """Stage 1: (track id, detection, "match" | "drift") by optimal assignment on mask IoU."""
+        cfg = self.config
         if ids:
             # A pair that agrees (IoU >= reprompt_iou) needs no class agreement: classes flicker. A
             # weaker pair would re-prompt the track onto the detection, moving its identity: only a
             # detection of the track's own class may do that.
             track_class = np.array([self._class_of(i) if i in self.tracks and self.tracks[i].matches
                                     else -1 for i in ids])
-            other = (track_class[:, None] != np.array(det_classes)[None, :]) & (track_class[:, None] >= 0)
+            other = (track_class[:, None] != np.array(classes)[None, :]) & (track_class[:, None] >= 0)
             iou = np.where(other & (iou < cfg.reprompt_iou), 0.0, iou)
-        for t, d in _assign(iou, cfg.match_iou):
-            pairs.append((ids[t], d, "drift" if iou[t, d] < cfg.reprompt_iou else "match"))
+        return [(ids[t], d, "drift" if iou[t, d] < cfg.reprompt_iou else "match")
+                for t, d in _assign(iou, cfg.match_iou)]
+
+    def _pair_by_boxes(self, tracks: Tracks | None, pairs: list[tuple[int, int, str]], classes: list[int],
+                       boxes: torch.Tensor) -> list[tuple[int, int, str]]:
+        """Stage 2: tracks and detections stage 1 left, paired by box IoU with where each track is or
+        was last seen, within one class: (track id, detection, "reacquire")."""
         paired_tracks = {obj_id for obj_id, _, _ in pairs}
         paired_dets = {d for _, d, _ in pairs}
         left_tracks = [i for i in self.tracks if i not in paired_tracks]
-        left_dets = [d for d in range(len(dets)) if d not in paired_dets]
-        if left_tracks and left_dets:
-            where = [self._whereabouts(i, tracks) for i in left_tracks]
-            known = [k for k, box in enumerate(where) if box is not None]
-            if known:
-                overlap = box_iou(torch.tensor([where[k] for k in known]), det_boxes[left_dets]).numpy()
-                # Re-acquiring is a guess from geometry alone: only a detection of the track's own
-                # class may claim it (two objects leaving by one edge are told apart by class).
-                track_class = np.array([self._class_of(left_tracks[k]) for k in known])
-                overlap[track_class[:, None] != np.array([det_classes[d] for d in left_dets])[None, :]] = 0.0
-                for k, j in _assign(overlap, cfg.reacquire_box_iou):
-                    pairs.append((left_tracks[known[k]], left_dets[j], "reacquire"))
-                    paired_dets.add(left_dets[j])
-        matched: set[int] = set()
-        for obj_id, d, kind in pairs:
-            self._observe(obj_id, det_classes[d], det_scores[d])
-            if kind != "match":
-                self._prompt(current, obj_id, det_boxes[d])
-                if kind == "drift":
-                    self.counters.reprompted += 1
-                else:
-                    self.counters.reacquired += 1
-            matched.add(obj_id)
-        fresh = [d for d in np.argsort(det_scores)[::-1].tolist()  # most confident first
-                 if d not in paired_dets and det_scores[d] >= cfg.spawn_conf
-                 and not (iou.shape[0] and iou[:, d].max() >= cfg.spawn_max_overlap)]
-        room = self.config.max_tracks - len(self.tracks)
-        for d in self._confirmed(fresh, det_boxes)[:max(0, room)]:
-            obj_id = self._spawn(current, det_classes[d], det_scores[d], det_boxes[d])
-            matched.add(obj_id)
-        return matched
+        left_dets = [d for d in range(len(classes)) if d not in paired_dets]
+        where = {i: box for i in left_tracks if (box := self._whereabouts(i, tracks)) is not None}
+        if not where or not left_dets:
+            return []
+        known = list(where)
+        overlap = box_iou(torch.tensor([where[i] for i in known]), boxes[left_dets]).numpy()
+        # Re-acquiring is a guess from geometry alone: only a detection of the track's own class may
+        # claim it (two objects leaving by one edge are told apart by class).
+        track_class = np.array([self._class_of(i) for i in known])
+        overlap[track_class[:, None] != np.array([classes[d] for d in left_dets])[None, :]] = 0.0
+        return [(known[k], left_dets[j], "reacquire") for k, j in _assign(overlap, self.config.reacquire_box_iou)]
 
     def _confirmed(self, fresh: list[int], boxes: torch.Tensor) -> list[int]:
         """The detections in ``fresh`` seen on ``spawn_after`` consecutive detection frames; the others
@@ -229,7 +237,8 @@ class Fuser:
     def _prompt(self, current: _Frame, obj_id: int, box: torch.Tensor) -> None:
         """(Re-)prompt the tracker with a box on the current frame; its answer replaces the object's
         propagated output for this frame."""
-        added = self.tracker.add_object(obj_id, box=[float(v) for v in box.tolist()])
+        with stage_section("track"):  # SAM 2's work on the prompt is tracking time, not fusion time
+            added = self.tracker.add_object(obj_id, box=[float(v) for v in box.tolist()])
         i = added.obj_ids.index(obj_id)
         current.objects[obj_id] = _Current(logits=added.logits[i], score=float(added.scores.reshape(-1)[i]))
 
@@ -254,7 +263,8 @@ class Fuser:
                 self.counters.merged += 1
 
     def _retire(self, current: _Frame, obj_id: int) -> None:
-        self.tracker.remove_object(obj_id)
+        with stage_section("track"):
+            self.tracker.remove_object(obj_id)
         self.tracks.pop(obj_id, None)
         current.objects.pop(obj_id, None)
 

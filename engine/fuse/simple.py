@@ -13,6 +13,7 @@ import torch
 
 from engine.errors import ConfigError
 from engine.ops import mask_boxes
+from engine.runtime.device import stage_section
 from engine.types import Detections, Frame, Instances, Tracks
 
 
@@ -49,7 +50,8 @@ class PromptedTracks:
 
     def __call__(self, frame: Frame, detections: Detections | None, tracks: Tracks | None) -> Instances:
         for obj_id, box in self.prompts.get(frame.index, {}).items():
-            added = self.tracker.add_object(obj_id, box=box)
+            with stage_section("track"):
+                added = self.tracker.add_object(obj_id, box=box)
             tracks = _merge(tracks, added)
         if tracks is None or len(tracks) == 0:
             return Instances.empty(frame.height, frame.width, device=frame.image.device)

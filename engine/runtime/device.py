@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 
@@ -31,6 +34,9 @@ class StageClock:
     On the CPU each ``mark`` reads the wall clock. On CUDA it records an event on the current stream,
     and ``finish`` synchronises once and reads every interval, so timing a frame costs one sync: the
     one that hands the result out.
+
+    ``section(stage)`` moves the time spent inside it from the stage being timed to ``stage``: the
+    fuser's prompts to the tracker are tracker work, and count as "track".
     """
 
     def __init__(self, device: torch.device) -> None:
@@ -38,33 +44,69 @@ class StageClock:
         self._t0 = time.perf_counter()
         self._names: list[str] = []
         self._marks: list = []
-        if self._cuda:
-            self._start = torch.cuda.Event(enable_timing=True)
-            self._start.record()
+        self._sections: list[tuple[str, int, object, object]] = []  # (to stage, open stage, start, end)
+        self._start = self._now()
+
+    def _now(self):
+        if not self._cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def _ms(self, start, end) -> float:
+        return start.elapsed_time(end) if self._cuda else (end - start) * 1000.0
 
     def mark(self, stage: str) -> None:
         """The stage named ``stage`` ends now."""
         self._names.append(stage)
-        if self._cuda:
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-            self._marks.append(event)
-        else:
-            self._marks.append(time.perf_counter())
+        self._marks.append(self._now())
+
+    @contextmanager
+    def section(self, stage: str) -> Iterator[None]:
+        start = self._now()
+        try:
+            yield
+        finally:
+            self._sections.append((stage, len(self._names), start, self._now()))
 
     def finish(self) -> tuple[dict[str, float], float]:
         """(milliseconds per stage, total wall milliseconds since the clock started)."""
+        if self._cuda and self._marks:
+            self._marks[-1].synchronize()
         stages: dict[str, float] = {}
-        if self._cuda:
-            if self._marks:
-                self._marks[-1].synchronize()
-            previous = self._start
-            for name, event in zip(self._names, self._marks):
-                stages[name] = stages.get(name, 0.0) + previous.elapsed_time(event)
-                previous = event
-        else:
-            previous = self._t0
-            for name, t in zip(self._names, self._marks):
-                stages[name] = stages.get(name, 0.0) + (t - previous) * 1000.0
-                previous = t
+        previous = self._start
+        for name, mark in zip(self._names, self._marks):
+            stages[name] = stages.get(name, 0.0) + self._ms(previous, mark)
+            previous = mark
+        for target, open_stage, start, end in self._sections:
+            if open_stage < len(self._names):
+                moved = self._ms(start, end)
+                source = self._names[open_stage]
+                stages[source] = max(0.0, stages[source] - moved)
+                stages[target] = stages.get(target, 0.0) + moved
         return stages, (time.perf_counter() - self._t0) * 1000.0
+
+
+_current_clock: ContextVar[StageClock | None] = ContextVar("streamseg_stage_clock", default=None)
+
+
+@contextmanager
+def timing(clock: StageClock) -> Iterator[StageClock]:
+    """Make ``clock`` the one ``stage_section`` reports to while a frame is processed."""
+    token = _current_clock.set(clock)
+    try:
+        yield clock
+    finally:
+        _current_clock.reset(token)
+
+
+@contextmanager
+def stage_section(stage: str) -> Iterator[None]:
+    """Count the time inside as ``stage`` on the frame's clock, if a pipeline is timing one."""
+    clock = _current_clock.get()
+    if clock is None:
+        yield
+    else:
+        with clock.section(stage):
+            yield
