@@ -11,7 +11,8 @@ goes on.
 - Memory: the tracker's ``memory_bytes()`` after 100 (and, with ``--long``, 2,000) frames; the official
   predictor's inference state (its frames and per-frame outputs) after 100 frames, for comparison.
 
-    python -m benchmarks.tracker [--image-size 256] [--objects 1 4 10] [--frames 30] [--long] [--out PATH]
+    python -m benchmarks.tracker [--image-size 256] [--objects 1 4 10] [--frames 30] [--long]
+                                 [--encoder torch|onnxruntime|tensorrt] [--out PATH]
 
 Writes JSON (device, versions, date, results) under benchmarks/out/ and prints a table.
 """
@@ -99,14 +100,17 @@ def _official(state_dict: dict, frames: np.ndarray, image_size: int, device: str
 
 
 def time_both(state_dict: dict, frames: np.ndarray, boxes: list, *, image_size: int, warmup: int,
-              device: str) -> tuple[list[float], list[float]]:
+              device: str, encoder: str = "torch") -> tuple[list[float], list[float]]:
     """Per-frame ms of (official, ours), frame by frame in turn so that a shared machine's load hits both
     alike; the prompted frame 0 and the next ``warmup`` frames are left out."""
     from engine.track import StreamingTracker
+    from engine.track.config import TrackerConfig
+    from engine.track.model import build_model
 
     predictor, state = _official(state_dict, frames, image_size, device)
-    tracker = StreamingTracker.from_config(CONFIG, seed=0, image_size=image_size, device=device)
-    tracker.model.load_state_dict(state_dict)
+    model = build_model(CONFIG, image_size=image_size, device=device)
+    model.load_state_dict(state_dict)  # before the tracker: an exported encoder is taken from these weights
+    tracker = StreamingTracker(model, options=TrackerConfig(image_size=image_size, encoder_backend=encoder))
     official, ours = [], []
     with torch.inference_mode():
         for obj_id, box in enumerate(boxes):
@@ -177,7 +181,7 @@ def memory_held(state_dict: dict, clip: Path, *, objects: int, image_size: int, 
 
 def run(*, clip: Path, image_size: int = 256, objects: Sequence[int] = (1, 4, 10), frames: int = 30,
         warmup: int = 3, long: bool = False, memory_objects: int = 1, device: str = "cpu",
-        seed: int = 0) -> dict:
+        seed: int = 0, encoder: str = "torch") -> dict:
     """Time both trackers at each object count, then measure memory; returns the JSON payload."""
     from engine.track.model import build_model
 
@@ -188,7 +192,7 @@ def run(*, clip: Path, image_size: int = 256, objects: Sequence[int] = (1, 4, 10
         boxes = boxes_for(n, image_size)
         # official first, then ours, per count: a machine that drifts hits both within minutes
         official, ours = time_both(state_dict, video, boxes, image_size=image_size, warmup=warmup,
-                                   device=device)
+                                   device=device, encoder=encoder)
         o, s = _percentiles(official), _percentiles(ours)
         speed.append(SpeedResult(objects=n, frames=len(ours), ours=s, official=o,
                                  speedup_p50=o["p50"] / s["p50"], speedup_mean=o["mean"] / s["mean"]))
@@ -196,13 +200,13 @@ def run(*, clip: Path, image_size: int = 256, objects: Sequence[int] = (1, 4, 10
                          device=device)
     return {"benchmark": "tracker", "environment": environment(),
             "settings": {"clip": str(clip), "config": CONFIG, "image_size": image_size, "frames": frames,
-                         "warmup": warmup, "weights": f"random (seed {seed})"},
+                         "warmup": warmup, "weights": f"random (seed {seed})", "encoder": encoder},
             "speed": [asdict(r) for r in speed], "memory": asdict(memory)}
 
 
 def print_table(payload: dict) -> None:
     print(f"{payload['environment']['device']}, image size {payload['settings']['image_size']}, "
-          f"{payload['environment']['torch_threads']} threads")
+          f"{payload['environment']['torch_threads']} threads, image encoder in {payload['settings']['encoder']}")
     print(f"{'objects':>7} {'ours p50':>9} {'p95':>8} {'p99':>8} {'official p50':>13} {'p95':>8} {'p99':>8} "
           f"{'speedup':>8}")
     for r in payload["speed"]:
@@ -226,10 +230,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--long", action="store_true", help="also measure memory after 2,000 frames")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--encoder", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
+                        help="what runs our image encoder (the CLI's default on a CPU is onnxruntime)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     payload = run(clip=args.clip, image_size=args.image_size, objects=args.objects, frames=args.frames,
-                  warmup=args.warmup, long=args.long, device=args.device)
+                  warmup=args.warmup, long=args.long, device=args.device, encoder=args.encoder)
     out = write_json("tracker", payload, out=args.out)
     print_table(payload)
     print(f"wrote {out}")

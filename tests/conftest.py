@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,9 @@ CLIPS = sorted(MEDIA.glob("*.mp4"))
 # Ultralytics writes settings under $HOME and looks up hosts on import; keep both inside the test run.
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / "streamseg-yolo"))
+# streamseg's cache (fetched weights, exported encoders) starts empty for every test run and stays out of $HOME.
+os.environ["STREAMSEG_CACHE"] = tempfile.mkdtemp(prefix="streamseg-test-cache-")
+atexit.register(shutil.rmtree, os.environ["STREAMSEG_CACHE"], ignore_errors=True)
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; none is present")
 

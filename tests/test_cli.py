@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def streamseg(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "STREAMSEG_CACHE": "/nonexistent-streamseg-cache"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # conftest points STREAMSEG_CACHE at an empty folder
     return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=ROOT)
 

@@ -71,6 +71,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                      help="sam2 checkpoint path or 'random' (default: the fetched official checkpoint)")
     trk.add_argument("--tracker-size", type=int, default=None,
                      help="tracker image size (default: 1024 on a GPU, 512 on a CPU)")
+    trk.add_argument("--tracker-encoder", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"],
+                     help="what runs SAM 2's image encoder (default: onnxruntime on a CPU, torch on a GPU)")
     trk.add_argument("--spawn-conf", type=float, default=None,
                      help="detection confidence that starts a track (default 0.5; --conf on random weights)")
     trk.add_argument("--max-tracks", type=int, default=32, help="most objects tracked at once (default 32)")
@@ -98,7 +100,7 @@ def _options(args: argparse.Namespace, *, source: str, demo: bool = False) -> Ru
         detector=args.detector, weights=args.weights, backend=args.backend, conf=args.conf, iou=args.iou,
         imgsz=args.imgsz, seed=args.seed, detect_every=args.detect_every, tracker=args.tracker,
         tracker_weights=args.tracker_weights, tracker_size=args.tracker_size,
-        prompts=tuple(_parse_prompt(p) for p in args.prompt), spawn_conf=args.spawn_conf,
+        tracker_encoder=args.tracker_encoder, prompts=tuple(_parse_prompt(p) for p in args.prompt), spawn_conf=args.spawn_conf,
         max_tracks=args.max_tracks, live=args.live, realtime=args.realtime,
         buffer=args.buffer, reconnect_attempts=args.reconnect_attempts, io_timeout_s=args.io_timeout,
         random_fallback=demo,
@@ -133,8 +135,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         preview_host="127.0.0.1", preview_port=args.preview_port, max_frames=args.max_frames,
         device=args.device, detector="yolov8n-seg", weights=None, backend="auto", conf=0.25, iou=0.7,
         imgsz=640, seed=0, detect_every=1, tracker="sam2.1_hiera_t", tracker_weights=None,
-        tracker_size=tracker_size, prompt=[], spawn_conf=None, max_tracks=max_tracks, live=None, realtime=False, buffer=2, reconnect_attempts=5,
-        io_timeout=5.0)
+        tracker_size=tracker_size, tracker_encoder="auto", prompt=[], spawn_conf=None, max_tracks=max_tracks,
+        live=None, realtime=False, buffer=2, reconnect_attempts=5, io_timeout=5.0)
     return _execute(_options(ns, source=str(clip), demo=True), quiet=args.quiet)
 
 

@@ -69,12 +69,18 @@ class _CurrentFrame:
 
 
 def encode_images(model, images: torch.Tensor,  # [B, 3, S, S] float32, normalised
-                  *, dtype: torch.dtype = torch.float32) -> list[_FrameFeatures]:
-    """The image encoder on a batch of frames (computing in ``dtype``), split into each frame's
-    features, returned in fp32 for the memory path (engine.runtime.precision)."""
-    with torch.autocast(images.device.type, dtype=dtype, enabled=dtype != torch.float32):
-        backbone_out = model.forward_image(images)
-    _, vision_feats, vision_pos, feat_sizes = model._prepare_backbone_features(backbone_out)
+                  *, dtype: torch.dtype = torch.float32, encoder=None) -> list[_FrameFeatures]:
+    """The image encoder on a batch of frames (the model's own computing in ``dtype``, or ``encoder``,
+    an exported one), split into each frame's features, returned in fp32 for the memory path."""
+    if encoder is not None:
+        *levels, pos = encoder(images)  # [B, C_i, h_i, w_i] each, as the model's forward_image gives them
+        feat_sizes = [tuple(x.shape[-2:]) for x in levels]
+        vision_feats = [x.flatten(2).permute(2, 0, 1) for x in levels]  # [h_i * w_i, B, C_i]
+        vision_pos = [pos.flatten(2).permute(2, 0, 1)]  # only the last level's is ever read
+    else:
+        with torch.autocast(images.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            backbone_out = model.forward_image(images)
+        _, vision_feats, vision_pos, feat_sizes = model._prepare_backbone_features(backbone_out)
     vision_feats = [x.float() for x in vision_feats]
     vision_pos = [x.float() for x in vision_pos]
     out = []
@@ -123,6 +129,11 @@ class StreamingTracker:
 
         self.encoder_dtype = dtype_named(opts.encoder_dtype,
                                          default=PrecisionPolicy.for_device(self.device).image_encoder)
+        self.image_encoder = None  # None: the model's own, in torch; else an exported one (engine.track.encoder)
+        if opts.encoder_backend != "torch":
+            from engine.track.encoder import exported_image_encoder
+
+            self.image_encoder = exported_image_encoder(model, opts.encoder_backend, device=self.device)
         self._mean = torch.tensor(_IMG_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(_IMG_STD, device=self.device).view(1, 3, 1, 1)
         self._slots: dict[int, ObjectSlot] = {}  # insertion order is slot order
@@ -184,7 +195,7 @@ class StreamingTracker:
         busy = [t for t in trackers if t._slots]
         if len(busy) > 1:
             features = encode_images(busy[0].model, torch.cat([t._frame.image for t in busy]),
-                                     dtype=busy[0].encoder_dtype)
+                                     dtype=busy[0].encoder_dtype, encoder=busy[0].image_encoder)
             for tracker, feats in zip(busy, features):
                 tracker._frame.features = feats
         return [tracker._propagate() for tracker in trackers]
@@ -311,7 +322,8 @@ class StreamingTracker:
     def _features(self) -> _FrameFeatures:
         frame = self._frame
         if frame.features is None:
-            frame.features = encode_images(self.model, frame.image, dtype=self.encoder_dtype)[0]
+            frame.features = encode_images(self.model, frame.image, dtype=self.encoder_dtype,
+                                           encoder=self.image_encoder)[0]
         return frame.features
 
     def _condition_on_memory(self, slots: list[ObjectSlot], feats: _FrameFeatures) -> torch.Tensor:
