@@ -163,7 +163,7 @@ def _tracker(opts: RunOptions, device, built: BuiltPipeline):
                                       notes=built.notes)
     size = opts.tracker_size or (1024 if device.type == "cuda" else 512)
     encoder = opts.tracker_encoder
-    if encoder == "auto":  # ONNX Runtime runs hiera about 2x faster than torch on a CPU; not so on a GPU
+    if encoder == "auto":  # ONNX Runtime runs hiera 1.2x faster than torch on a CPU (engine.track.encoder)
         encoder = "torch" if device.type == "cuda" else "onnxruntime"
     tracker = load_tracker(opts.tracker, weights=weights, image_size=size, device=str(device),
                            seed=opts.seed, options=TrackerConfig(encoder_backend=encoder))
@@ -219,16 +219,17 @@ def _sinks(opts: RunOptions, *, fps: float | None, live: bool, built: BuiltPipel
 
 def random_weights_banner(networks: list[str]) -> str:
     """The loud warning printed before a run on random weights."""
-    width = 78
     lines = [
         "RANDOM WEIGHTS: " + ", ".join(networks) + " initialised at random.",
-        "The masks, classes, scores and ids this run produces MEAN NOTHING; it only exercises the",
-        "engine (decode, networks, tracking, fusion, outputs) with real computational cost.",
+        "The masks, classes, scores and ids this run produces MEAN NOTHING;",
+        "it only exercises the engine (decode, networks, tracking, fusion, outputs)",
+        "at its real computational cost.",
         "For real results, on a machine that is online:",
         "    streamseg fetch yolov8n-seg && streamseg fetch sam2.1_hiera_tiny",
         "then run again (fetched weights are found automatically), or pass",
         "    --weights PATH/yolov8n-seg.pt --tracker-weights PATH/sam2.1_hiera_tiny.pt",
     ]
+    width = max(len(line) for line in lines) + 4
     bar = "#" * width
     body = [f"# {line:<{width - 4}} #" for line in lines]
     return "\n".join([bar, *body, bar])

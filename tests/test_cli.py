@@ -60,6 +60,17 @@ def test_run_writes_video_and_jsonl_and_prints_the_latency_table(tmp_path, bedro
     assert [rec["frame"] for rec in lines] == list(range(12))
 
 
+def test_the_demo_runs_offline_on_the_bundled_clip_under_the_random_weights_banner(tmp_path):
+    """README command 1 after the install, cut to 4 frames: no weights in the (empty) cache."""
+    proc = streamseg("demo", "--out-dir", str(tmp_path), "--max-frames", "4", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "RANDOM WEIGHTS" in proc.stderr and "MEAN NOTHING" in proc.stderr and "streamseg fetch" in proc.stderr
+    assert "4 frames in" in proc.stdout and "\ntrack " in proc.stdout, proc.stdout
+    assert _frames(tmp_path / "demo.mp4")[0] == 4
+    records = [json.loads(line) for line in (tmp_path / "demo.jsonl").read_text().splitlines()]
+    assert [r["frame"] for r in records] == [0, 1, 2, 3]
+
+
 @pytest.mark.parametrize("args, needles", [
     (["run", "{tmp}/missing.mp4"], ["missing.mp4"]),
     (["run", "ftp://127.0.0.1/x.mp4"], ["ftp://127.0.0.1/x.mp4"]),

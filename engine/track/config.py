@@ -73,7 +73,7 @@ class TrackerConfig:
     # the memory path always runs in fp32 (its errors compound from frame to frame).
     encoder_dtype: str = "auto"
     # What runs the image encoder: "torch" (in ``encoder_dtype``), or its ONNX export in "onnxruntime" (CPU;
-    # about 2x torch there) or as a "tensorrt" engine (bf16), see engine.track.encoder. The recurrent path
+    # 1.2x torch there) or as a "tensorrt" engine (bf16), see engine.track.encoder. The recurrent path
     # always runs in torch.
     encoder_backend: str = "torch"
 
@@ -82,7 +82,8 @@ class TrackerConfig:
         from engine.track.encoder import ENCODER_BACKENDS
 
         if self.encoder_backend not in ENCODER_BACKENDS:
-            raise ConfigError(f"encoder_backend={self.encoder_backend!r}: choose from {', '.join(ENCODER_BACKENDS)}")
+            raise ConfigError(f"encoder_backend={self.encoder_backend!r}: choose from "
+                              f"{', '.join(ENCODER_BACKENDS)}")
 
         dtype_named(self.encoder_dtype, default=torch.float32)  # validates the name
         if self.image_size < 32 or self.image_size % 32:

@@ -1,23 +1,25 @@
 """SAM 2's image encoder run from its ONNX export: in ONNX Runtime, or as a TensorRT engine.
 
 The image encoder is feed-forward and the largest single cost of a tracking frame with few objects. On
-the CPU, ONNX Runtime runs hiera about twice as fast as torch (benchmarks/tracker.py measures it), so
-the CLI uses it there by default; on a GPU, ``tensorrt`` builds a bf16 engine from the same export. The
-recurrent path (memory attention, mask decoder, memory encoder) stays in torch either way.
+the CPU, ONNX Runtime runs hiera-t faster than torch (117 against 141 ms at 256 px on 2 cores,
+2026-11-24), so the CLI uses it there by default; on a GPU, ``tensorrt`` builds a bf16 engine from the
+same export. The recurrent path (memory attention, mask decoder, memory encoder) stays in torch.
 
 The export is cached under ``cache_dir()/tracker``, keyed by a digest of the model's weights, its image
 size and the torch and sam2 versions, so only the first run with given weights pays the export (a few
-seconds for hiera-t). The export is taken from the model's weights when the tracker is built: load the
-weights first (``load_tracker`` does), since weights loaded into the model later would not reach it. ``StreamingTracker`` calls an encoder as ``encoder(images)`` with ``images``
-[B, 3, S, S] float32, normalised, and gets the exported outputs: hr0 [B, C/8, S/4, S/4], hr1
-[B, C/4, S/8, S/8], feat [B, C, S/16, S/16] and pos [B, C, S/16, S/16], float32 on the images' device.
+seconds for hiera-t). It is taken from the model's weights when the tracker is built: load the weights
+first (``load_tracker`` does); weights loaded into the model later would not reach it.
+
+``StreamingTracker`` calls an encoder as ``encoder(images)`` with ``images`` [B, 3, S, S] float32,
+normalised, and gets the exported outputs: hr0 [B, C/8, S/4, S/4], hr1 [B, C/4, S/8, S/8], feat
+[B, C, S/16, S/16] and pos [B, C, S/16, S/16], float32 on the images' device.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
-import copy
 import os
 import tempfile
 from importlib.metadata import version
@@ -44,6 +46,9 @@ class OnnxImageEncoder:
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
+        # Idle ORT workers spin by default and steal the cores from the torch work that follows (the
+        # memory path): with spinning a tracker step was 15% slower than with torch's own encoder.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # hiera's export trips a harmless shape-merge warning on load
         try:
             self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
