@@ -52,9 +52,11 @@ __device__ __forceinline__ void walk_segment(const uint8_t* __restrict__ mask, i
   }
 }
 
-// One thread per (mask, segment, x), x fastest so a warp reads 32 neighbouring columns.
-__global__ void count_transitions_kernel(const uint8_t* __restrict__ masks, int64_t n, int64_t h,
-                                         int64_t w, int32_t* __restrict__ segment_counts) {
+// The walk both passes share, so that they number segments alike: one thread per (mask, segment, x),
+// x fastest so a warp reads 32 neighbouring columns. Calls fn(mask, slot, x, segment), where slot is the
+// segment's index in the [N, S] counts / offsets.
+template <typename Fn>
+__device__ __forceinline__ void for_each_segment(int64_t n, int64_t h, int64_t w, Fn fn) {
   const int64_t per_column = segments_per_column(h);
   const int64_t per_mask = w * per_column;
   const int64_t total = n * per_mask;
@@ -63,10 +65,17 @@ __global__ void count_transitions_kernel(const uint8_t* __restrict__ masks, int6
     const int64_t x = t % w;
     const int64_t segment = (t / w) % per_column;
     const int64_t mask = t / per_mask;
+    fn(mask, mask * per_mask + x * per_column + segment, x, segment);
+  }
+}
+
+__global__ void count_transitions_kernel(const uint8_t* __restrict__ masks, int64_t n, int64_t h,
+                                         int64_t w, int32_t* __restrict__ segment_counts) {
+  for_each_segment(n, h, w, [&](int64_t mask, int64_t slot, int64_t x, int64_t segment) {
     int32_t count = 0;
     walk_segment(masks + mask * h * w, h, w, x, segment, [&](int64_t) { ++count; });
-    segment_counts[mask * per_mask + x * per_column + segment] = count;
-  }
+    segment_counts[slot] = count;
+  });
 }
 
 struct RunningPrefix {
@@ -110,18 +119,11 @@ __global__ void write_transitions_kernel(const uint8_t* __restrict__ masks, int6
                                          int64_t w, const int32_t* __restrict__ segment_offsets,
                                          const int64_t* __restrict__ mask_offsets,
                                          int32_t* __restrict__ positions) {
-  const int64_t per_column = segments_per_column(h);
-  const int64_t per_mask = w * per_column;
-  const int64_t total = n * per_mask;
-  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < total;
-       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t x = t % w;
-    const int64_t segment = (t / w) % per_column;
-    const int64_t mask = t / per_mask;
-    int32_t* out = positions + mask_offsets[mask] + segment_offsets[mask * per_mask + x * per_column + segment];
+  for_each_segment(n, h, w, [&](int64_t mask, int64_t slot, int64_t x, int64_t segment) {
+    int32_t* out = positions + mask_offsets[mask] + segment_offsets[slot];
     walk_segment(masks + mask * h * w, h, w, x, segment,
                  [&](int64_t j) { *out++ = static_cast<int32_t>(j); });
-  }
+  });
 }
 
 }  // namespace
