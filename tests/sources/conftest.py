@@ -13,7 +13,21 @@ from pathlib import Path
 
 import pytest
 
+from engine.sources import SyntheticScene, to_video
 from tests.rtsp_server import RtspServer
+
+
+@pytest.fixture(scope="session")
+def resolution_change(tmp_path_factory) -> Path:
+    """An MPEG-TS stream whose pictures go from 320x240 to 256x144 after 30 frames, as a camera's does
+    when its resolution is changed while it streams (TS segments concatenate into one stream). Played
+    from a file and served over RTSP."""
+    out = tmp_path_factory.mktemp("res")
+    big = to_video(SyntheticScene(seed=1, frames=30, width=320, height=240), out / "a.ts")
+    small = to_video(SyntheticScene(seed=2, frames=30, width=256, height=144), out / "b.ts")
+    both = out / "change.ts"
+    both.write_bytes(big.read_bytes() + small.read_bytes())
+    return both
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine.errors import SourceError
-from engine.sources import FileSource, HttpSource, SyntheticScene, open_source, to_video
+from engine.sources import FileSource, HttpSource, open_source
 
 MEDIA = Path(__file__).parents[1] / "media"
 CLIPS = sorted(MEDIA.glob("*.mp4"))
@@ -44,18 +44,6 @@ def test_a_still_image_is_a_one_frame_video() -> None:
         frames = list(src)
     assert len(frames) == 1
     assert tuple(frames[0].image.shape) == (src.info.height, src.info.width, 3)
-
-
-@pytest.fixture(scope="module")
-def resolution_change(tmp_path_factory) -> Path:
-    """An MPEG-TS stream whose pictures go from 320x240 to 256x144 after 30 frames, as a camera's does
-    when its resolution is changed while it streams (TS segments concatenate into one stream)."""
-    out = tmp_path_factory.mktemp("res")
-    big = to_video(SyntheticScene(seed=1, frames=30, width=320, height=240), out / "a.ts")
-    small = to_video(SyntheticScene(seed=2, frames=30, width=256, height=144), out / "b.ts")
-    both = out / "change.ts"
-    both.write_bytes(big.read_bytes() + small.read_bytes())
-    return both
 
 
 def test_a_resolution_change_mid_stream_changes_the_frame_size(resolution_change: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 from tests.rtsp_server import APT_PACKAGES, RtspServer
 
 from engine.errors import SourceError
-from engine.sources import RtspSource, SyntheticScene, open_source, to_video
+from engine.sources import RtspSource, open_source
 
 READ_TIMEOUT_S = 20.0  # far above any wait here (the longest, a reconnection, takes ~4 s)
 
@@ -113,19 +113,8 @@ def test_slow_consumer_gets_the_newest_frames_and_drops_are_counted(rtsp_server)
     assert src.stats.dropped + src.stats.delivered <= src.stats.decoded
 
 
-@pytest.fixture(scope="module")
-def changing_stream(tmp_path_factory) -> Path:
-    """60 frames of H.264 in MPEG-TS: 320x240, then 256x144 from frame 30."""
-    out = tmp_path_factory.mktemp("rtsp_res")
-    big = to_video(SyntheticScene(seed=1, frames=30, width=320, height=240), out / "a.ts")
-    small = to_video(SyntheticScene(seed=2, frames=30, width=256, height=144), out / "b.ts")
-    both = out / "change.ts"
-    both.write_bytes(big.read_bytes() + small.read_bytes())
-    return both
-
-
-def test_resolution_change_mid_stream(rtsp_server_for, changing_stream: Path) -> None:
-    server = rtsp_server_for(changing_stream)
+def test_resolution_change_mid_stream(rtsp_server_for, resolution_change: Path) -> None:
+    server = rtsp_server_for(resolution_change)
     src = open_source(server.url, live=False, reconnect_attempts=0)  # every frame; the end is final
     sizes = []
     with src, pytest.raises(SourceError, match=r"stream lost \(the server ended the stream\); reconnection"):
