@@ -185,7 +185,7 @@ def _fuser(opts: RunOptions, detector, tracker, built: BuiltPipeline):
 
     spawn_conf = opts.spawn_conf
     if spawn_conf is None:
-        spawn_conf = FuserConfig.spawn_conf
+        spawn_conf = FuserConfig().spawn_conf
         if detector.random_weights:
             # Random weights score every detection near the threshold; their scores mean nothing, so
             # a track starts from any detection the detector keeps.

@@ -149,7 +149,7 @@ class MultiStreamPipeline:
             # A tick's stage times are shared by the frames it carried: each frame waited for them all.
             times = StageTimes(decode=frame.decode_ms, detect=stages["detect"], track=stages["track"],
                                fuse=stages["fuse"], render=stages["render"], total=total)
-            stats = {**stream.source.stats.as_dict(), "late": stream.late}
+            stats = dataclasses.replace(stream.source.stats, late=stream.late)
             out.append((stream, FrameResult(frame=frame, instances=inst, times=times, overlay=overlay,
                                             age_ms=(time.time() - frame.capture_time) * 1000.0, stats=stats)))
         return out

@@ -140,7 +140,7 @@ class Pipeline:
                            fuse=stages["fuse"], render=stages["render"], total=total)
         age_ms = (time.time() - frame.capture_time) * 1000.0
         return FrameResult(frame=frame, instances=instances, times=times, age_ms=age_ms, overlay=overlay,
-                           stats=self.source.stats.as_dict())
+                           stats=self.source.stats.snapshot())
 
 
 _copy_streams: dict[torch.device, torch.cuda.Stream] = {}

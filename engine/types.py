@@ -8,7 +8,7 @@ holds GPU tensors until a sink needs bytes.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 
@@ -173,6 +173,26 @@ class StageTimes:
         return {f.name: round(getattr(self, f.name), 3) for f in fields(self)}
 
 
+@dataclass(slots=True)
+class SourceStats:
+    """A stream's counters. The source owns the live object and updates it on its decode thread; each
+    ``FrameResult`` carries a ``snapshot`` taken when the frame was handed out."""
+
+    decoded: int = 0  # pictures the decoder produced
+    delivered: int = 0  # frames handed to the consumer
+    dropped: int = 0  # frames a live buffer discarded to stay current
+    reconnects: int = 0  # successful reconnections after a lost stream
+    gap_s: float = 0.0  # seconds spent without frames while reconnecting
+    corrupt: int = 0  # damaged packets the decoder rejected and skipped (they produce no picture)
+    late: int = 0  # frames a multi-stream pipeline dropped for being older than its latency budget
+
+    def snapshot(self) -> SourceStats:
+        return replace(self)
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
 @dataclass(frozen=True, slots=True)
 class FrameResult:
     """What the pipeline hands out for every frame: the public, stable output."""
@@ -182,7 +202,7 @@ class FrameResult:
     times: StageTimes
     age_ms: float  # wall-clock ms from capture to this result being handed out
     overlay: torch.Tensor | None = None  # [H, W, 3] uint8 rendered picture, when a sink or the caller asked
-    stats: dict[str, float] = field(default_factory=dict)  # source counters at this frame (drops, reconnects)
+    stats: SourceStats = field(default_factory=SourceStats)  # the stream's counters when this frame was handed out
 
     @property
     def index(self) -> int:

@@ -184,8 +184,8 @@ class _Progress:
         self._last = now
         fps = self._frames / (now - self._t0)
         stats = result.stats
-        line = (f"frame {result.frame.index:>6}  {fps:6.1f} fps  dropped {int(stats.get('dropped', 0))}  "
-                f"reconnects {int(stats.get('reconnects', 0))}  age {result.age_ms:7.1f} ms")
+        line = (f"frame {result.frame.index:>6}  {fps:6.1f} fps  dropped {stats.dropped}  "
+                f"reconnects {stats.reconnects}  age {result.age_ms:7.1f} ms")
         print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
         self._printed = True
 

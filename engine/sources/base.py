@@ -17,14 +17,14 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from engine.errors import SourceError
 from engine.sources.buffer import BlockingFrameBuffer, LatestFrameBuffer
-from engine.types import Frame
+from engine.types import Frame, SourceStats
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,19 +36,6 @@ class SourceInfo:
     fps: float | None  # the stream's average rate, None where it does not say
     frame_count: int | None  # frames the container declares; None for live streams or when unknown
     codec: str
-
-
-@dataclass(slots=True)
-class SourceStats:
-    decoded: int = 0  # pictures the decoder produced
-    delivered: int = 0  # frames handed to the consumer
-    dropped: int = 0  # frames a live buffer discarded to stay current
-    reconnects: int = 0  # successful reconnections after a lost stream
-    gap_s: float = 0.0  # seconds spent without frames while reconnecting
-    corrupt: int = 0  # damaged packets the decoder rejected and skipped (they produce no picture)
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
