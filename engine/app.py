@@ -12,6 +12,8 @@ from pathlib import Path
 
 from engine.errors import ConfigError, WeightsError
 from engine.pipeline import Pipeline
+from engine.prompts import PromptQueue
+from engine.types import UserPrompt
 from engine.runtime.device import resolve_device
 from engine.weights import KNOWN_WEIGHTS, KnownWeights, cache_dir
 
@@ -57,10 +59,10 @@ class RunOptions:
             raise ConfigError(f"--buffer must be >= 1, got {self.buffer}")
         if not 0.0 <= self.conf <= 1.0 or not 0.0 <= self.iou <= 1.0:
             raise ConfigError(f"--conf and --iou must be in [0, 1], got {self.conf} and {self.iou}")
-        from engine.fuse.simple import check_prompt_box
+        from engine.types import UserPrompt
 
         for obj_id, box in self.prompts:
-            check_prompt_box(obj_id, box)
+            UserPrompt(obj_id=obj_id, box=box)
         if self.prompts and self.tracker == "none":
             raise ConfigError("--prompt needs a tracker; drop --tracker none")
         if self.prompts and self.detector != "none":
@@ -86,6 +88,7 @@ def build_pipeline(opts: RunOptions) -> BuiltPipeline:
     info = source.info
     built = BuiltPipeline(pipeline=None)  # type: ignore[arg-type]
     try:
+        prompts = _prompts(opts, info)
         detector = _detector(opts, device, built)
         tracker = _tracker(opts, device, built)
         fuser = _fuser(opts, detector, tracker, built)
@@ -94,8 +97,20 @@ def build_pipeline(opts: RunOptions) -> BuiltPipeline:
         source.close()
         raise
     built.pipeline = Pipeline(source, detector=detector, tracker=tracker, fuser=fuser, sinks=sinks,
-                              device=device, detect_every=opts.detect_every, max_frames=opts.max_frames)
+                              prompts=prompts, device=device, detect_every=opts.detect_every,
+                              max_frames=opts.max_frames)
     return built
+
+
+def _prompts(opts: RunOptions, info) -> PromptQueue:
+    """``--prompt`` boxes as user prompts on the first frame, checked against the source's frame size
+    before any model loads."""
+    queue = PromptQueue()
+    for obj_id, box in opts.prompts:
+        prompt = UserPrompt(obj_id=obj_id, box=box)
+        prompt.check_in_frame(info.height, info.width)
+        queue.put(prompt)
+    return queue
 
 
 def resolve_detector_weights(model: str, given: str | None, *, fallback: bool = False,
@@ -173,15 +188,14 @@ def _tracker(opts: RunOptions, device, built: BuiltPipeline):
 
 
 def _fuser(opts: RunOptions, detector, tracker, built: BuiltPipeline):
-    from engine.fuse.simple import PromptedTracks
+    from engine.fuse import Fuser, FuserConfig, TracksOnly
 
     if tracker is None:
         return None  # the pipeline's default: detections only, or nothing
     if detector is None:
         if not opts.prompts:
             raise ConfigError("with --detector none the tracker needs --prompt ID:X1,Y1,X2,Y2 boxes to follow")
-        return PromptedTracks(tracker, {0: dict(opts.prompts)})
-    from engine.fuse import Fuser, FuserConfig
+        return TracksOnly()
 
     spawn_conf = opts.spawn_conf
     if spawn_conf is None:
@@ -191,7 +205,7 @@ def _fuser(opts: RunOptions, detector, tracker, built: BuiltPipeline):
             # a track starts from any detection the detector keeps.
             spawn_conf = opts.conf
             built.notes.append(f"random detector weights: tracks start from any detection (--spawn-conf {opts.conf})")
-    return Fuser(tracker, FuserConfig(spawn_conf=spawn_conf, max_tracks=opts.max_tracks), names=detector.names)
+    return Fuser(FuserConfig(spawn_conf=spawn_conf, max_tracks=opts.max_tracks), names=detector.names)
 
 
 def _sinks(opts: RunOptions, *, fps: float | None, live: bool, built: BuiltPipeline) -> list:

@@ -99,8 +99,9 @@ class StreamingTracker:
     the frame of the latest ``step``.
     """
 
-    def __init__(self, model, *, options: TrackerConfig | None = None) -> None:
+    def __init__(self, model, *, options: TrackerConfig | None = None, random_weights: bool = False) -> None:
         self.model = model
+        self.random_weights = random_weights  # the model was built from its config, not a checkpoint
         opts = options or TrackerConfig(image_size=model.image_size)
         if opts.image_size != model.image_size:
             opts = replace(opts, image_size=model.image_size)
@@ -150,7 +151,8 @@ class StreamingTracker:
         from engine.track.model import build_model
 
         opts = _with_image_size(options, image_size)
-        return cls(build_model(config, image_size=opts.image_size, device=device, seed=seed), options=opts)
+        return cls(build_model(config, image_size=opts.image_size, device=device, seed=seed), options=opts,
+                   random_weights=True)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, config: str = "configs/sam2.1/sam2.1_hiera_t.yaml",
