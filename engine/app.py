@@ -117,7 +117,9 @@ def resolve_detector_weights(model: str, given: str | None, *, fallback: bool = 
                              notes: list[str] | None = None) -> str:
     """``--weights`` as given, else the official file for ``model`` fetched into the cache, else
     ``random`` when ``fallback`` (noted in ``notes``), else a WeightsError saying how to get them."""
-    import engine.detect  # noqa: F401  (registers the official weights)
+    from engine.detect.registry import load_known_weights
+
+    load_known_weights()
 
     return _weights_for(model, given, option="--weights", fallback=fallback, notes=notes,
                         what="detector", known=KNOWN_WEIGHTS.get(model))

@@ -33,8 +33,8 @@ class KnownWeights:
     config: str | None = None  # the model config that goes with it (sam2 checkpoints)
 
 
-# Filled by engine.detect.registry and engine.track.registry through register(); kept in one table so
-# `streamseg fetch --list` shows every model.
+# Filled by each detector family (engine.detect.yolo.weights) and engine.track.registry through
+# register(); kept in one table so `streamseg fetch --list` shows every model.
 KNOWN_WEIGHTS: dict[str, KnownWeights] = {}
 
 

@@ -33,7 +33,8 @@ def add_to(sub: argparse._SubParsersAction) -> None:
 
 def cmd_export_detector(args: argparse.Namespace) -> int:
     from engine.app import resolve_detector_weights
-    from engine.detect import DetectorConfig, build_engine, export_onnx
+    from engine.detect import DetectorConfig
+    from engine.detect.yolo import build_engine, export_onnx
 
     weights = resolve_detector_weights(args.detector, args.weights)
     config = DetectorConfig(model=args.detector, weights=weights, backend="torch", device="cpu",
