@@ -110,7 +110,7 @@ def ultralytics_track(frames: list[np.ndarray], *, objects: int, device: str) ->
     os.environ.setdefault("YOLO_OFFLINE", "1")
     from ultralytics import YOLO
 
-    from engine.detect.loading import build_from_yaml
+    from engine.detect.yolo.loading import build_from_yaml
 
     model = YOLO("yolov8n-seg.yaml")
     model.model.load_state_dict(build_from_yaml("yolov8n-seg.yaml", seed=0, spread=True).state_dict())

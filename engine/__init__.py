@@ -24,12 +24,13 @@ __version__ = "0.1.0"
 _LAZY = {
     "Pipeline": "engine.pipeline",
     "open_source": "engine.sources",
-    "RunOptions": "engine.app",
+    "RunOptions": "engine.options",
     "build_pipeline": "engine.app",
 }
 
 if TYPE_CHECKING:
-    from engine.app import RunOptions, build_pipeline
+    from engine.app import build_pipeline
+    from engine.options import RunOptions
     from engine.pipeline import Pipeline
     from engine.sources import open_source
 

@@ -8,65 +8,17 @@ from the model config, meaningless, announced by a banner). Nothing is ever down
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from engine.errors import ConfigError, WeightsError
+from engine.options import RunOptions
 from engine.pipeline import Pipeline
 from engine.prompts import PromptQueue
-from engine.types import UserPrompt
 from engine.runtime.device import resolve_device
+from engine.types import UserPrompt
 from engine.weights import KNOWN_WEIGHTS, KnownWeights, cache_dir
 
-
-@dataclass(frozen=True, slots=True)
-class RunOptions:
-    """Everything ``streamseg run`` takes (see ``streamseg run --help`` for each option)."""
-
-    source: str
-    out: Path | None = None
-    jsonl: Path | None = None
-    preview: bool = False
-    preview_host: str = "127.0.0.1"
-    preview_port: int = 8080
-    max_frames: int | None = None
-    device: str = "auto"
-    detector: str = "yolov8n-seg"  # or "none"
-    weights: str | None = None  # path, "random", or None for the fetched official file
-    backend: str = "auto"
-    conf: float = 0.25
-    iou: float = 0.7
-    imgsz: int = 640
-    seed: int = 0
-    detect_every: int = 1
-    tracker: str = "sam2.1_hiera_t"  # or "none"
-    tracker_weights: str | None = None
-    tracker_size: int | None = None  # None: 1024 on CUDA, 512 on the CPU
-    tracker_encoder: str = "auto"  # auto: onnxruntime on the CPU, torch on CUDA (engine.track.encoder)
-    prompts: tuple[tuple[int, tuple[float, float, float, float]], ...] = ()
-    spawn_conf: float | None = None  # None: FuserConfig's, or --conf on random weights (see _fuser)
-    max_tracks: int = 32
-    live: bool | None = None
-    realtime: bool = False
-    buffer: int = 2
-    reconnect_attempts: int = 5
-    io_timeout_s: float = 5.0
-    random_fallback: bool = False  # the demo: no trained weights at hand -> random weights + banner
-
-    def __post_init__(self) -> None:
-        if self.max_frames is not None and self.max_frames < 1:
-            raise ConfigError(f"--max-frames must be >= 1, got {self.max_frames}")
-        if self.buffer < 1:
-            raise ConfigError(f"--buffer must be >= 1, got {self.buffer}")
-        if not 0.0 <= self.conf <= 1.0 or not 0.0 <= self.iou <= 1.0:
-            raise ConfigError(f"--conf and --iou must be in [0, 1], got {self.conf} and {self.iou}")
-        from engine.types import UserPrompt
-
-        for obj_id, box in self.prompts:
-            UserPrompt(obj_id=obj_id, box=box)
-        if self.prompts and self.tracker == "none":
-            raise ConfigError("--prompt needs a tracker; drop --tracker none")
-        if self.prompts and self.detector != "none":
-            raise ConfigError("--prompt is for --detector none; with a detector, tracks come from detections")
+__all__ = ["BuiltPipeline", "RunOptions", "build_pipeline", "random_weights_banner", "resolve_detector_weights",
+           "resolve_tracker_weights"]
 
 
 @dataclass(slots=True)
@@ -83,8 +35,7 @@ def build_pipeline(opts: RunOptions) -> BuiltPipeline:
     from engine.sources import open_source
 
     device = resolve_device(opts.device)
-    source = open_source(opts.source, live=opts.live, buffer_size=opts.buffer, realtime=opts.realtime,
-                         reconnect_attempts=opts.reconnect_attempts, io_timeout_s=opts.io_timeout_s)
+    source = open_source(opts.source, **opts.params("source"))
     info = source.info
     built = BuiltPipeline(pipeline=None)  # type: ignore[arg-type]
     try:
@@ -184,7 +135,7 @@ def _tracker(opts: RunOptions, device, built: BuiltPipeline):
         encoder = "torch" if device.type == "cuda" else "onnxruntime"
     tracker = load_tracker(opts.tracker, weights=weights, image_size=size, device=str(device),
                            seed=opts.seed, options=TrackerConfig(encoder_backend=encoder))
-    if weights == "random":
+    if tracker.random_weights:
         built.random_weights.append(f"tracker {opts.tracker}")
     return tracker
 

@@ -38,8 +38,9 @@ def _working_directory_unchanged():
     assert not (added or removed or changed), f"added {added}, removed {removed}, changed {changed}"
 
 
-def streamseg(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # conftest points STREAMSEG_CACHE at an empty folder
+def streamseg(*args: str, timeout: float = 180, env: dict | None = None) -> subprocess.CompletedProcess:
+    # conftest points STREAMSEG_CACHE at an empty folder
+    env = {**(env if env is not None else os.environ), "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=ROOT)
 
