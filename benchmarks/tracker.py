@@ -81,22 +81,10 @@ def _percentiles(samples_ms: Sequence[float]) -> dict[str, float]:
 
 def _official(state_dict: dict, frames: np.ndarray, image_size: int, device: str):
     """The official predictor with ``state_dict`` and an inference state over ``frames``."""
-    import sam2.sam2_video_predictor as svp
-    from sam2.build_sam import build_sam2_video_predictor
+    from engine.track.official import official_predictor, official_state
 
-    predictor = build_sam2_video_predictor(CONFIG, None, device=device,
-                                           hydra_overrides_extra=[f"++model.image_size={image_size}"])
-    predictor.load_state_dict(state_dict)
-    images = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
-    images = (images - torch.tensor((0.485, 0.456, 0.406))[:, None, None]) / torch.tensor(
-        (0.229, 0.224, 0.225))[:, None, None]
-    loader = svp.load_video_frames
-    svp.load_video_frames = lambda **_: (images.to(device), frames.shape[1], frames.shape[2])
-    try:
-        state = predictor.init_state("in-memory")
-    finally:
-        svp.load_video_frames = loader
-    return predictor, state
+    predictor = official_predictor(state_dict, config=CONFIG, image_size=image_size, device=device)
+    return predictor, official_state(predictor, frames)
 
 
 def time_both(state_dict: dict, frames: np.ndarray, boxes: list, *, image_size: int, warmup: int,

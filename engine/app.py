@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine.errors import ConfigError, WeightsError
+from engine.errors import ConfigError
 from engine.options import RunOptions
 from engine.pipeline import Pipeline
+from engine.processor import SharedStages
 from engine.prompts import PromptQueue
 from engine.runtime.device import resolve_device
 from engine.types import UserPrompt
-from engine.weights import KNOWN_WEIGHTS, KnownWeights, cache_dir
+from engine.weights import KNOWN_WEIGHTS, resolve_weights
 
 __all__ = ["BuiltPipeline", "RunOptions", "build_pipeline", "random_weights_banner", "resolve_detector_weights",
            "resolve_tracker_weights"]
@@ -47,8 +48,8 @@ def build_pipeline(opts: RunOptions) -> BuiltPipeline:
     except BaseException:
         source.close()
         raise
-    built.pipeline = Pipeline(source, detector=detector, tracker=tracker, fuser=fuser, sinks=sinks,
-                              prompts=prompts, device=device, detect_every=opts.detect_every,
+    built.pipeline = Pipeline(source, shared=SharedStages(detector=detector), tracker=tracker, fuser=fuser,
+                              sinks=sinks, prompts=prompts, device=device, detect_every=opts.detect_every,
                               max_frames=opts.max_frames)
     return built
 
@@ -66,44 +67,21 @@ def _prompts(opts: RunOptions, info) -> PromptQueue:
 
 def resolve_detector_weights(model: str, given: str | None, *, fallback: bool = False,
                              notes: list[str] | None = None) -> str:
-    """``--weights`` as given, else the official file for ``model`` fetched into the cache, else
-    ``random`` when ``fallback`` (noted in ``notes``), else a WeightsError saying how to get them."""
+    """``--weights`` resolved (``engine.weights.resolve_weights``), the official file being ``model``'s."""
     from engine.detect.registry import load_known_weights
 
     load_known_weights()
-
-    return _weights_for(model, given, option="--weights", fallback=fallback, notes=notes,
-                        what="detector", known=KNOWN_WEIGHTS.get(model))
+    return resolve_weights(given, model=model, what="detector", option="--weights",
+                           official=KNOWN_WEIGHTS.get(model), fallback=fallback, notes=notes)
 
 
 def resolve_tracker_weights(name: str, given: str | None, *, fallback: bool = False,
                             notes: list[str] | None = None) -> str:
-    """As ``resolve_detector_weights``, for ``--tracker-weights`` of tracker ``name``."""
-    from engine.track.config import resolve_model_config
-    from engine.track.registry import TRACKER_WEIGHTS
+    """``--tracker-weights`` resolved, the official file being the checkpoint of tracker ``name``."""
+    from engine.track.registry import official_checkpoint
 
-    config = resolve_model_config(name)
-    known = next((w for w in TRACKER_WEIGHTS if w.config == config), None)
-    return _weights_for(name, given, option="--tracker-weights", fallback=fallback, notes=notes,
-                        what="tracker", known=known)
-
-
-def _weights_for(model: str, given: str | None, *, option: str, fallback: bool, notes: list[str] | None,
-                 what: str, known: KnownWeights | None) -> str:
-    if given is not None:
-        return given
-    if known is not None:
-        cached = cache_dir() / known.filename
-        if cached.is_file():
-            return str(cached)
-    hint = (f"run 'streamseg fetch {known.name}' on a machine that is online" if known is not None
-            else f"pass {option} PATH")
-    if fallback:
-        if notes is not None:
-            notes.append(f"no trained {what} weights found ({hint}); using random weights")
-        return "random"
-    raise WeightsError(f"no trained weights for {what} {model!r}: {hint}, or pass {option} PATH, "
-                       f"or {option} random to run on meaningless random weights")
+    return resolve_weights(given, model=name, what="tracker", option="--tracker-weights",
+                           official=official_checkpoint(name), fallback=fallback, notes=notes)
 
 
 def _detector(opts: RunOptions, device, built: BuiltPipeline):

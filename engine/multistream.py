@@ -16,7 +16,7 @@ import torch
 
 from engine.errors import ConfigError
 from engine.interfaces import Detector
-from engine.processor import FrameProcessor, Running, Stream, check_stream
+from engine.processor import FrameProcessor, Running, SharedStages, Stream, check_stream
 from engine.runtime.device import resolve_device
 from engine.types import Frame, FrameResult
 
@@ -32,19 +32,22 @@ class MultiStreamPipeline:
         budget_ms: a frame older than this when gathered is dropped; None keeps every frame.
         detect_every: run the detector on every k-th tick.
         max_frames: stop each stream after this many results.
+        shared: the shared stages at once (``engine.processor.SharedStages``), instead of ``detector``.
     """
 
     def __init__(self, streams: Sequence[Stream], *, detector: Detector | None = None,
                  device: str | torch.device = "cpu", budget_ms: float | None = None, detect_every: int = 1,
-                 max_frames: int | None = None, render: bool = False, poll_interval_s: float = 0.002) -> None:
+                 max_frames: int | None = None, render: bool = False, poll_interval_s: float = 0.002,
+                 shared: SharedStages | None = None) -> None:
         if not streams:
             raise ConfigError("a multi-stream pipeline needs at least one stream")
+        shared = SharedStages.of(shared, detector)
         for k, stream in enumerate(streams):
-            check_stream(stream, detector, label=f"stream {k}")
+            check_stream(stream, shared.detector, label=f"stream {k}")
         self.streams = list(streams)
         self.device = resolve_device(device)
         self.processor = FrameProcessor(
-            detector=detector, device=self.device, detect_every=detect_every,
+            shared, device=self.device, detect_every=detect_every,
             render=render or any(s.wants_overlay for st in streams for s in st.sinks))
         self.budget_ms = budget_ms
         self.max_frames = max_frames

@@ -15,7 +15,7 @@ import torch
 from engine.errors import ConfigError
 from engine.interfaces import Detector, Fusion, PromptableTracker
 from engine.metrics import LatencyTable
-from engine.processor import FrameProcessor, Running, Stream, check_stream
+from engine.processor import FrameProcessor, Running, SharedStages, Stream, check_stream
 from engine.prompts import PromptQueue
 from engine.runtime.device import resolve_device
 from engine.sinks.base import Sink
@@ -41,20 +41,23 @@ class Pipeline:
         max_frames: stop after this many frames.
         stall_timeout_s: a source that delivers nothing for this long ends the run with an error (for a
             live source, at least its reconnect budget, ``give_up_after_s``).
+        shared: the shared stages at once (``engine.processor.SharedStages``), instead of ``detector``.
     """
 
     def __init__(self, source: Source, *, detector: Detector | None = None,
                  tracker: PromptableTracker | None = None, fuser: Fusion | None = None,
                  sinks: Sequence[Sink] = (), prompts: PromptQueue | None = None,
                  device: str | torch.device = "cpu", detect_every: int = 1, render: bool = False,
-                 max_frames: int | None = None, stall_timeout_s: float = 30.0) -> None:
+                 max_frames: int | None = None, stall_timeout_s: float = 30.0,
+                 shared: SharedStages | None = None) -> None:
+        shared = SharedStages.of(shared, detector)
         if detect_every > 1 and tracker is None:
             raise ConfigError("detecting every k-th frame needs a tracker to carry the frames between")
         self.stream = Stream(source, tracker=tracker, fusion=fuser, sinks=list(sinks),
                              prompts=prompts if prompts is not None else PromptQueue())
-        check_stream(self.stream, detector)
+        check_stream(self.stream, shared.detector)
         self.device = resolve_device(device)
-        self.processor = FrameProcessor(detector=detector, device=self.device, detect_every=detect_every,
+        self.processor = FrameProcessor(shared, device=self.device, detect_every=detect_every,
                                         render=render or any(s.wants_overlay for s in self.stream.sinks))
         self.max_frames = max_frames
         # A live source reconnecting is silent on purpose, for at most its own reconnect budget, and

@@ -82,6 +82,23 @@ def check_stream(stream: Stream, detector: Detector | None, *, label: str = "the
                           "resolve (engine.interfaces.Fusion)")
 
 
+@dataclass(frozen=True, slots=True)
+class SharedStages:
+    """The stages every stream of a pipeline shares: each runs once per processor call, on the frames of
+    all the streams in it (one batch per multi-stream tick)."""
+
+    detector: Detector | None = None
+
+    @classmethod
+    def of(cls, shared: SharedStages | None, detector: Detector | None) -> SharedStages:
+        """``shared``, or the stages a loop was given one by one (its ``detector=``)."""
+        if shared is None:
+            return cls(detector=detector)
+        if detector is not None:
+            raise ConfigError("give the detector once: as detector= or in shared=")
+        return shared
+
+
 @dataclass(slots=True, eq=False)
 class _Work:
     """One frame on its way through the stages."""
@@ -99,17 +116,18 @@ class FrameProcessor:
     """Runs frames through the stages; see the module docstring.
 
     Args:
-        detector: shared by every stream, or None.
+        shared: the stages every stream shares (the detector).
         device: where frames and networks run.
         detect_every: run the detector on every k-th call (trackers carry the frames between).
         render: render overlays (``FrameResult.overlay``).
     """
 
-    def __init__(self, *, detector: Detector | None, device: torch.device, detect_every: int = 1,
+    def __init__(self, shared: SharedStages, *, device: torch.device, detect_every: int = 1,
                  render: bool = False) -> None:
         if detect_every < 1:
             raise ConfigError(f"detect_every must be >= 1, got {detect_every}")
-        self.detector = detector
+        self.shared = shared
+        self.detector = shared.detector
         self.device = device
         self.detect_every = detect_every
         self.render = render

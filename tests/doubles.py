@@ -12,7 +12,7 @@ import torch
 from engine.errors import SourceError
 from engine.eval.doubles import MaskTracker
 from engine.interfaces import Fusion
-from engine.processor import FrameProcessor, Stream
+from engine.processor import FrameProcessor, SharedStages, Stream
 from engine.sources.base import Picture
 from engine.sources.memory import ArraySource as MemorySource
 from engine.types import Detections, Frame, FrameResult
@@ -92,7 +92,7 @@ class FusionHarness:
         blank = np.zeros((tracker.height, tracker.width, 3), dtype=np.uint8)
         self.stream = Stream(MemorySource([blank]), tracker=tracker, fusion=fusion)
         self.detector = ScriptedDetector(names)
-        self.processor = FrameProcessor(detector=self.detector, device=torch.device("cpu"))
+        self.processor = FrameProcessor(SharedStages(detector=self.detector), device=torch.device("cpu"))
 
     def step(self, detections: Detections, index: int = 0) -> FrameResult:
         self.detector.next = detections

@@ -2,9 +2,8 @@
 
 URLs are Ultralytics' GitHub release assets at the tag its own downloader uses
 (``attempt_download_asset(release="v8.4.0")`` in ultralytics 8.4.190, ``ultralytics/utils/downloads.py``).
-No SHA-256 digest for these files could be confirmed from this machine (Ultralytics publishes none in its
-docs, and the release pages are out of reach here), so ``sha256`` is None: ``engine.weights.fetch`` then
-prints the digest of what it downloaded so it can be pinned with ``--sha256``.
+Ultralytics publishes no SHA-256 digest for these files in its docs, so ``sha256`` is None:
+``engine.weights.fetch`` then prints the digest of what it downloaded so it can be pinned with ``--sha256``.
 """
 
 from __future__ import annotations
