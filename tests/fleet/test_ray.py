@@ -20,12 +20,13 @@ from engine.fleet.placement import StreamSpec, WorkerSpec
 from engine.fleet.supervisor import EventKind, RaySupervisor, StreamState
 from tests.fleet import ray_doubles
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]  # a guard against hangs; ~70 s is typical
 
-# Kill to first result of the new session. Measured 2-4 s on a 2-core machine under load (Ray notices
-# the dead process in ~1.5 s and starts a new one in ~0.5 s; the new worker imports the engine and loads
-# its models); the bound leaves room for a machine shared with other test runs.
-RESUME_BOUND_S = 20.0
+# Kill to the first result of the new session: Ray notices the dead process (~1.5 s) and starts a new
+# one (~0.5 s), which imports torch and the engine (9-16 s alone on a 2-core machine at load average 15)
+# and loads its models. Measured 6.3 s at load average 13, 10.3 s at 17, and 26.5 s with the whole suite running
+# beside it; the bound is for such a shared machine, not a promise for an idle one.
+RESUME_BOUND_S = 40.0
 FRAMES, FPS = 120, 20  # six seconds a stream: the kill lands mid-run with time left to resume
 REPO = Path(__file__).resolve().parents[2]
 
@@ -106,7 +107,7 @@ def test_a_killed_worker_s_streams_resume_and_the_others_lose_nothing(ray_cluste
     def frames_of(name: str) -> int:
         return next((s.frames for s in supervisor.status() if s.name == name), 0)
 
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90  # two workers importing torch at once, on a loaded machine
     while not all(frames_of(s.name) >= 20 for s in streams):
         assert time.monotonic() < deadline and runner.is_alive(), f"streams did not start: {supervisor.status()}"
         time.sleep(0.1)
