@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from engine.data import Collector, CollectorConfig, FrameEvidence, SelectorConfig
 from engine.errors import SinkError
@@ -24,15 +23,6 @@ from engine.sources.synthetic import SyntheticScene
 from tests.data.helpers import random_evidence, truth_result
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny tensors: with two threads on a loaded 2-core machine, OpenMP hand-offs cost more than the work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _journal(folder: Path) -> list[dict]:
@@ -53,7 +43,7 @@ def _check_files_valid(folder: Path) -> int:
 
 
 @pytest.mark.slow  # ~30 s of CPU: 10,000 frames scored under tracemalloc
-def test_memory_stays_bounded_over_10000_frames(tmp_path, one_thread):
+def test_memory_stays_bounded_over_10000_frames(tmp_path):
     scene = SyntheticScene(seed=2, frames=40, width=160, height=120, objects=3)
     results = [truth_result(scene, i) for i in range(scene.frames)]
     rng = np.random.default_rng(0)
@@ -154,7 +144,7 @@ def test_a_rerun_into_the_same_collection_does_not_overwrite_frames(tmp_path):
         collector.close()
 
 
-def test_budget_and_validation_split(tmp_path, one_thread):
+def test_budget_and_validation_split(tmp_path):
     scene = SyntheticScene(seed=6, frames=200, width=64, height=48, objects=3)
     config = CollectorConfig(selector=SelectorConfig(window=10, per_window=1, min_spacing=2, budget=7), val_every=3)
     collector = Collector(tmp_path / "c", names=scene.class_names, config=config)
