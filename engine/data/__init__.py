@@ -4,6 +4,7 @@ trainers, fine-tune the engine's networks on them, and refine mask boundaries.
 - ``uncertainty``: a frame's uncertainty score from the engine's own evidence (``FrameEvidence``).
 - ``selector``: the top-k-per-window frame selector with spacing and a budget, in bounded memory.
 - ``collector``: the two above plus incremental COCO / YOLO-seg / Label Studio exports (``exports``).
+- ``labels``: putting an annotator's labels into a collection; the synthetic scenes' truth as annotator.
 - ``dataset``: reading a collection back for training, with clear errors for bad ones.
 - ``finetune``: SAM 2 (mask decoder + prompt encoder, frozen image encoder) and YOLOv8-seg fine-tuning.
 - ``refine``: boundary refinement of final masks (dense CRF, guided filter).

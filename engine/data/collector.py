@@ -38,8 +38,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.data.exports import (InstanceRecord, coco_annotation, coco_categories, coco_image, instance_records,
-                                 label_studio_config, label_studio_task, yolo_label_lines)
+from engine.data.exports import (
+    InstanceRecord,
+    coco_annotation,
+    coco_categories,
+    coco_image,
+    instance_records,
+    label_studio_config,
+    label_studio_task,
+    yolo_label_lines,
+)
 from engine.data.selector import FrameSelector, Kept, SelectorConfig
 from engine.data.uncertainty import FrameEvidence, UncertaintyScore, UncertaintyWeights, uncertainty
 from engine.errors import ConfigError, SinkError

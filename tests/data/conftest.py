@@ -13,7 +13,7 @@ from engine.data import Collector, CollectorConfig, SelectorConfig
 from engine.sources.synthetic import SyntheticScene
 from tests.data.helpers import random_evidence, truth_result
 
-SCENE = dict(seed=7, frames=60, width=128, height=96, objects=3)
+SCENE = {"seed": 7, "frames": 60, "width": 128, "height": 96, "objects": 3}
 
 
 @pytest.fixture(autouse=True, scope="package")  # before the module fixtures that train

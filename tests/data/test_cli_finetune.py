@@ -142,3 +142,16 @@ def _assert_one_line(capsys, code: int, message: str) -> None:
     assert code == 1, err
     assert len(errors) == 1 and message in errors[0], err
     assert not any("Traceback" in line for line in err)
+
+
+def test_sam2_epochs_count_every_training_instance_of_every_view(labelled_collection):
+    import argparse
+    import math
+
+    from engine.cli.finetune import _epochs_to_steps
+    from engine.data.dataset import read_collection
+
+    train = [s for s in read_collection(labelled_collection).samples if s.split == "train" and s.rles]
+    instances = sum(len(s.rles) for s in train)
+    args = argparse.Namespace(data=labelled_collection, epochs=3, views=2, batch=4, seed=0)
+    assert _epochs_to_steps(args) == math.ceil(3 * instances * 2 / 4)

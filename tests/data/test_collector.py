@@ -43,8 +43,9 @@ def _check_files_valid(folder: Path) -> int:
 
 
 @pytest.mark.slow  # ~30 s of CPU: 10,000 frames scored under tracemalloc
+@pytest.mark.timeout(1200)  # a guard against a hang; a shared, loaded 2-core machine needs the margin
 def test_memory_stays_bounded_over_10000_frames(tmp_path):
-    scene = SyntheticScene(seed=2, frames=40, width=160, height=120, objects=3)
+    scene = SyntheticScene(seed=2, frames=40, width=96, height=72, objects=3)
     results = [truth_result(scene, i) for i in range(scene.frames)]
     rng = np.random.default_rng(0)
     evidence = [random_evidence(i, rng, objects=3, size=12) for i in range(64)]
@@ -60,7 +61,7 @@ def test_memory_stays_bounded_over_10000_frames(tmp_path):
             held = max(held, collector.selector.held)
         return held
 
-    held = stream(range(0, 1_000))  # warm-up: lazy imports and caches are not the collector's growth
+    held = stream(range(1_000))  # warm-up: lazy imports and caches are not the collector's growth
     tracemalloc.start()
     try:
         held = max(held, stream(range(1_000, 2_000)))
@@ -74,7 +75,7 @@ def test_memory_stays_bounded_over_10000_frames(tmp_path):
     collector.close()
     assert held <= config.selector.per_window
     assert collector.kept - kept_2000 >= 150  # it kept frames all along: 2 per 100-frame window
-    # 160 more frames were kept (9 MB of pictures if they stayed in memory); Python's memory may grow
+    # 160 more frames were kept (3.3 MB of pictures if they stayed in memory); Python's memory may grow
     # only by their file names (the collection's set of names, ~100 bytes each) and allocator noise.
     growth = at_10000 - at_2000
     assert growth < 100 * (collector.kept - kept_2000) + 128 * 1024, growth

@@ -17,7 +17,7 @@ from engine.sources.synthetic import SyntheticScene
 from tests.data.helpers import random_evidence, truth_result
 from tests.data.label_studio_schema import TASKS, config_problems
 
-SCENE = dict(seed=3, frames=120, width=160, height=120, objects=5)
+SCENE = {"seed": 3, "frames": 120, "width": 160, "height": 120, "objects": 5}
 
 
 @pytest.fixture(scope="module")

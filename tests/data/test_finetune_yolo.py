@@ -51,6 +51,7 @@ def test_fine_tunes_offline_and_the_result_loads_with_weights(labelled_collectio
 
 
 @pytest.mark.slow  # two Ultralytics training processes
+@pytest.mark.timeout(900)  # two processes with their own time limits; margin for a loaded machine
 def test_a_killed_yolo_fine_tune_resumes(labelled_collection, tmp_path):
     out = tmp_path / "killed.pt"
     command = [sys.executable, "-m", "engine", "finetune", "yolo", "--data", str(labelled_collection), "--out",
@@ -67,7 +68,7 @@ def test_a_killed_yolo_fine_tune_resumes(labelled_collection, tmp_path):
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=400, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "yolo: resuming from epoch" in done.stderr
     report = json.loads((out.with_name(out.name + ".run") / "report.json").read_text())

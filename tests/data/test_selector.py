@@ -97,11 +97,11 @@ def test_indices_must_increase():
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    (dict(window=0), "window"),  # no window
-    (dict(per_window=0), "per_window"),  # keeps nothing
-    (dict(budget=0), "budget"),  # no budget
-    (dict(min_spacing=-1), "min_spacing"),  # negative spacing
-    (dict(window=10, per_window=3, min_spacing=5), "apart"),  # 3 frames 5 apart cannot fit in 10
+    ({"window": 0}, "window"),  # no window
+    ({"per_window": 0}, "per_window"),  # keeps nothing
+    ({"budget": 0}, "budget"),  # no budget
+    ({"min_spacing": -1}, "min_spacing"),  # negative spacing
+    ({"window": 10, "per_window": 3, "min_spacing": 5}, "apart"),  # 3 frames 5 apart cannot fit in 10
 ])
 def test_bad_selector_settings_are_refused(kwargs, message):
     with pytest.raises(ConfigError, match=message):

@@ -19,7 +19,7 @@ def _crisp(n: int = 2, size: int = 32) -> torch.Tensor:  # [n, size, size]: +20 
 
 
 def _evidence(**kw) -> FrameEvidence:
-    base = dict(frame=0, mask_logits=_crisp(), detection_scores=torch.tensor([0.95]), matched_iou=torch.tensor([1.0]))
+    base = {"frame": 0, "mask_logits": _crisp(), "detection_scores": torch.tensor([0.95]), "matched_iou": torch.tensor([1.0])}
     return FrameEvidence(**{**base, **kw})
 
 
@@ -98,9 +98,9 @@ def test_more_disagreement_never_lowers_the_score():
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    (dict(disagreement=-0.1), "weights"),  # negative weight
-    (dict(disagreement=0, entropy=0, margin=0, events=0), "weights"),  # all zero
-    (dict(margin_band=0.0), "margin_band"),  # no band
+    ({"disagreement": -0.1}, "weights"),  # negative weight
+    ({"disagreement": 0, "entropy": 0, "margin": 0, "events": 0}, "weights"),  # all zero
+    ({"margin_band": 0.0}, "margin_band"),  # no band
 ])
 def test_bad_weights_are_refused(kwargs, message):
     with pytest.raises(ConfigError, match=message):
@@ -108,10 +108,10 @@ def test_bad_weights_are_refused(kwargs, message):
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    (dict(mask_logits=torch.zeros(4, 4)), "mask_logits"),  # 2-D logits
-    (dict(detection_scores=torch.zeros(2, 1)), "detection_scores"),  # 2-D scores
-    (dict(spawns=-1), "spawns"),  # negative count
-    (dict(score_threshold=1.5), "score_threshold"),  # threshold outside [0, 1]
+    ({"mask_logits": torch.zeros(4, 4)}, "mask_logits"),  # 2-D logits
+    ({"detection_scores": torch.zeros(2, 1)}, "detection_scores"),  # 2-D scores
+    ({"spawns": -1}, "spawns"),  # negative count
+    ({"score_threshold": 1.5}, "score_threshold"),  # threshold outside [0, 1]
 ])
 def test_malformed_evidence_is_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -175,7 +175,7 @@ def _load_state(run_dir: Path, fingerprint: dict) -> dict | None:
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a torch.load failure has many types; any of them means the file is unusable
+    except Exception:  # noqa: BLE001  (torch.load fails with many types; any means the file is unusable)
         raise ConfigError(f"{path} is damaged; pass --restart to begin the fine-tune again") from None
     if state.get("fingerprint") != fingerprint:
         old = state.get("fingerprint") or {}

@@ -72,9 +72,9 @@ def finetune_sam2(options: Sam2Options, *, log=print) -> RunResult:
     """Fine-tune and write ``options.out``; the run folder (``OUT.run``) holds state, views and report."""
     from engine.track.model import build_model
 
-    out, run_dir = prepare_output(options.out, restart=options.restart)
     collection = read_collection(options.data)
     train, held_out = split_samples(collection, options.val_fraction, options.seed)
+    out, run_dir = prepare_output(options.out, restart=options.restart)
     random_weights = str(options.weights) == RANDOM
     if not random_weights and not Path(options.weights).is_file():
         raise ConfigError(f"--weights {options.weights}: no such file; pass a sam2 checkpoint or 'random'")

@@ -119,9 +119,16 @@ class ViewCache:
         self.model_key = model_key
         self._memory: OrderedDict[Path, View] = OrderedDict()  # least recently used first
         self._memory_bytes, self._limit = 0, memory_bytes
+        self._paths: dict[tuple[Path, int], Path] = {}  # a key reads the image: once per run is enough
         folder.mkdir(parents=True, exist_ok=True)
 
     def path(self, sample: Sample, view: int) -> Path:
+        known = self._paths.get((sample.image, view))
+        if known is None:
+            known = self._paths[(sample.image, view)] = self._key_path(sample, view)
+        return known
+
+    def _key_path(self, sample: Sample, view: int) -> Path:
         digest = hashlib.sha256()
         for part in (self.model_key, self.size, AUGMENTATION_VERSION, self.seed if view else 0, view):
             digest.update(repr(part).encode())

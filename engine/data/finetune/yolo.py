@@ -110,8 +110,8 @@ def check_yolo_dataset(data: str | os.PathLike) -> tuple[Path, dict]:
 
 def finetune_yolo(options: YoloOptions, *, log=print) -> YoloResult:
     """Train with Ultralytics' trainer (resuming an unfinished run) and write ``options.out``."""
-    out, run_dir = prepare_output(options.out, restart=options.restart)
     yaml_path, _ = check_yolo_dataset(options.data)
+    out, run_dir = prepare_output(options.out, restart=options.restart)
     model = _starting_model(options)
     save_dir = run_dir / "ultralytics"
     fingerprint = {k: str(v) for k, v in asdict(options).items()
@@ -193,7 +193,7 @@ def _resumable(save_dir: Path, run_dir: Path, fingerprint: dict) -> tuple[Path, 
             continue
         try:
             ckpt, _ = torch_safe_load(str(path))
-        except Exception:  # a checkpoint cut short by a kill: try the one before
+        except Exception:  # noqa: BLE001, S112  (a checkpoint cut short by a kill: try the one before)
             continue
         epoch = int(ckpt.get("epoch", -1))  # Ultralytics sets -1 when it strips a finished run's checkpoint
         if epoch < 0 or epoch + 1 >= int(ckpt.get("train_args", {}).get("epochs", 0)):
