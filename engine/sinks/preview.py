@@ -3,7 +3,9 @@
 ``GET /`` is a small page showing the stream and the latest frame's stats, ``GET /stream.mjpg`` the
 multipart JPEG stream, ``GET /frame.jpg`` the latest picture, ``GET /stats.json`` the latest numbers.
 Viewers never slow the pipeline: each one is sent the newest picture when it is ready for one, and
-frames are JPEG-encoded only while somebody is watching. Bound to 127.0.0.1 unless told otherwise.
+frames are JPEG-encoded only while somebody is watching, at most ``max_fps`` a second (a monitor needs
+no more, and an engine running faster than that would spend its cores encoding pictures nobody can
+follow). Bound to 127.0.0.1 unless told otherwise.
 
 Connections are bounded in time and number, so no client can hold the server's threads: a connection
 that sends no request, or stops reading its stream, is dropped after ``idle_timeout_s``; past
@@ -19,6 +21,7 @@ import select
 import socket
 import sys
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -62,6 +65,7 @@ class PreviewServer:
         idle_timeout_s: a connection that sends nothing, or accepts no data, for this long is closed.
         max_connections: connections served at once (a browser tab holds one for the stream and one
             for its stats while polling); more are answered 503 and closed.
+        max_fps: most pictures encoded and sent a second while somebody watches; None: every frame.
 
     Raises:
         SinkError: the address cannot be bound (port in use, no such interface), or a bad setting.
@@ -70,11 +74,15 @@ class PreviewServer:
     wants_overlay = True
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 8080, quality: int = 80,
-                 idle_timeout_s: float = 10.0, max_connections: int = 32) -> None:
-        if idle_timeout_s <= 0 or max_connections < 1 or not 1 <= quality <= 100:
-            raise SinkError(f"preview: idle_timeout_s must be > 0, max_connections >= 1 and quality in "
-                            f"1..100, got {idle_timeout_s}, {max_connections} and {quality}")
+                 idle_timeout_s: float = 10.0, max_connections: int = 32,
+                 max_fps: float | None = 30.0) -> None:
+        if idle_timeout_s <= 0 or max_connections < 1 or not 1 <= quality <= 100 or (max_fps or 1) <= 0:
+            raise SinkError(f"preview: idle_timeout_s and max_fps must be > 0, max_connections >= 1 and "
+                            f"quality in 1..100, got {idle_timeout_s}, {max_fps}, {max_connections} and "
+                            f"{quality}")
         self.quality = quality
+        self._min_interval_s = 1.0 / max_fps if max_fps else 0.0
+        self._encoded_at = float("-inf")  # monotonic time of the last picture encoded
         self._cond = threading.Condition()
         self._jpeg: bytes | None = None
         self._seq = 0  # bumps with every new picture; viewers wait for a change
@@ -109,7 +117,9 @@ class PreviewServer:
         stats = {"frame": result.frame.index, "instances": len(result.instances),
                  "total_ms": round(result.times.total, 1), "age_ms": round(result.age_ms, 1)}
         jpeg = None
-        if self._viewers or self._jpeg is None:
+        now = time.monotonic()
+        if self._jpeg is None or (self._viewers and now - self._encoded_at >= self._min_interval_s):
+            self._encoded_at = now
             image = (result.overlay if result.overlay is not None else result.frame.image).cpu().numpy()
             ok, buf = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, self.quality])
             jpeg = buf.tobytes() if ok else None

@@ -104,6 +104,29 @@ def _reset(sock: socket.socket) -> None:
     sock.close()
 
 
+def test_watched_frames_are_encoded_at_most_max_fps(monkeypatch):
+    """An engine faster than a monitor needs: 50 frames in about a second, a cap of 10 a second."""
+    server = PreviewServer(port=0, max_fps=10)
+    calls = []
+    real = cv2.imencode
+    monkeypatch.setattr(cv2, "imencode", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    try:
+        server.write(_result(0, (0, 0, 0)))
+        viewer = _connect(server)
+        viewer.sendall(b"GET /stream.mjpg HTTP/1.0\r\n\r\n")
+        assert _wait_until(lambda: server.viewers == 1)
+        calls.clear()
+        started = time.monotonic()
+        for i in range(50):
+            server.write(_result(i + 1, (i, 0, 0)))
+            time.sleep(0.02)
+        elapsed = time.monotonic() - started
+        assert 1 <= len(calls) <= elapsed * 10 + 1
+        viewer.close()
+    finally:
+        server.close()
+
+
 def test_a_busy_port_fails_naming_the_port_and_the_option():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
