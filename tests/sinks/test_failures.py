@@ -155,3 +155,20 @@ def test_a_killed_run_leaves_whole_lines_and_a_playable_video(tmp_path):
     assert len(lines) >= 100 and [r["frame"] for r in lines] == list(range(len(lines)))
     assert 30 <= count <= len(lines)
     assert times == sorted(times) and times[0] == 0.0
+
+
+def test_a_source_that_fails_before_its_first_frame_leaves_no_output_files(tmp_path):
+    """No empty files for a stream that never delivered a frame, and an earlier file at the path
+    stays as it was."""
+    from engine.errors import SourceError
+    from engine.pipeline import Pipeline
+    from engine.sinks import JsonlWriter, Mp4Writer
+    from tests.doubles import ArraySource, moving_square_frames
+
+    earlier = tmp_path / "r.jsonl"
+    earlier.write_text('{"frame": 0}\n')
+    sinks = [JsonlWriter(earlier), Mp4Writer(tmp_path / "o.mp4", fps=30)]
+    with pytest.raises(SourceError, match="broke at frame 0"):
+        Pipeline(ArraySource(moving_square_frames(3), fail_after=0), sinks=sinks).run()
+    assert earlier.read_text() == '{"frame": 0}\n'
+    assert not (tmp_path / "o.mp4").exists()
