@@ -56,3 +56,12 @@ def media_dir() -> Path:
 @pytest.fixture(scope="session")
 def bedroom_clip() -> Path:
     return MEDIA / "bedroom.mp4"
+
+
+@pytest.fixture(scope="session")
+def user_checkpoints(tmp_path_factory):
+    """yolov8n-seg.pt and sam2.1_hiera_tiny.pt saved as Ultralytics and Meta save theirs, with seeded
+    random weights and nothing marking them random (tests/checkpoints.py); built once per session."""
+    from tests.checkpoints import write_user_checkpoints
+
+    return write_user_checkpoints(tmp_path_factory.mktemp("user-checkpoints"))
