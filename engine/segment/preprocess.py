@@ -4,8 +4,11 @@ Every backend here was trained on ImageNet-normalised RGB: ``(x / 255 - mean) / 
 mean and std (segmentation_models_pytorch's ``preprocess_input`` with its encoders' ``imagenet``
 settings; torchvision's ``SemanticSegmentation`` preset; transformers' ``Mask2FormerImageProcessor``).
 All three resize the uint8 picture first (bilinear, antialiased) and normalise after, so this module
-does the same with the same function (``torchvision.transforms.v2.functional.resize`` on uint8), on
-whatever device the frames are on.
+does the same with the same function, on whatever device the frames are on: transformers (and smp, which
+has no resize of its own) use ``torchvision.transforms.v2.functional.resize``, whose CPU uint8 kernel
+rounds differently from the v1 ``torchvision.transforms.functional.resize`` that torchvision's own
+preset calls (1 grey level apart in ~7 % of values, enough to move ~0.2 % of a random model's labels);
+``legacy_resize`` picks v1 for the torchvision backend.
 
 Input size: the shorter side becomes ``imgsz`` and the longer side ``int(imgsz * long / short)``
 (torchvision's and transformers' rule); where the network needs it (smp, Mask2Former: stride 32) both
@@ -19,6 +22,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+from torchvision.transforms import functional as tvF1
 from torchvision.transforms.v2 import functional as tvF
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -53,12 +57,14 @@ def as_batch(images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:  # 
 
 
 def normalised_input(batch: torch.Tensor, size: tuple[int, int], *, device: torch.device,
-                     dtype: torch.dtype = torch.float32) -> torch.Tensor:  # -> [B, 3, h, w]
-    """Resize a [B, H, W, 3] uint8 batch to ``size`` (uint8, bilinear, antialiased) and normalise it
-    with ImageNet's mean and std, on ``device``."""
-    x = batch.to(device, non_blocking=True).permute(0, 3, 1, 2)
+                     legacy_resize: bool = False, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Resize a [B, H, W, 3] uint8 batch to ``size`` (uint8, bilinear, antialiased; v1 torchvision
+    resize when ``legacy_resize``) and normalise it with ImageNet's mean and std, on ``device``.
+    Returns [B, 3, h, w] ``dtype``."""
+    x = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).contiguous()
     if tuple(x.shape[2:]) != tuple(size):
-        x = tvF.resize(x.contiguous(), list(size), interpolation=tvF.InterpolationMode.BILINEAR, antialias=True)
+        resize = tvF1.resize if legacy_resize else tvF.resize
+        x = resize(x, list(size), interpolation=tvF.InterpolationMode.BILINEAR, antialias=True)
     mean = torch.tensor(IMAGENET_MEAN, device=device, dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device, dtype=torch.float32).view(1, 3, 1, 1)
     return ((x.float() / 255.0 - mean) / std).to(dtype)

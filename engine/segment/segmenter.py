@@ -68,7 +68,8 @@ class SemanticSegmenter:
         indices = list(range(b)) if frame_indices is None else [int(i) for i in frame_indices]
         if len(indices) != b:
             raise ValueError(f"{b} frames but {len(indices)} frame indices")
-        x = normalised_input(batch, self.input_size(h, w), device=self.device)
+        x = normalised_input(batch, self.input_size(h, w), device=self.device,
+                             legacy_resize=self.config.backend == "deeplabv3-mobilenet")
         if self.config.backend == "mask2former":
             return self._mask2former(x, (h, w), indices)
         out = self.module(x)
