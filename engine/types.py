@@ -121,6 +121,22 @@ class SemanticMap:
 
 
 @dataclass(frozen=True, slots=True)
+class PanopticMap:
+    """A frame's panoptic segmentation: every pixel has a class and a track id, a stuff class, or void."""
+
+    semantic: torch.Tensor  # [H, W] int64 label-set class index per pixel; -1 = void
+    instance: torch.Tensor  # [H, W] int64 track id on instance pixels; 0 = no instance (stuff, void)
+    frame_index: int  # Frame.index
+
+    def __post_init__(self) -> None:
+        if self.semantic.dim() != 2 or self.semantic.shape != self.instance.shape \
+                or self.semantic.dtype != torch.int64 or self.instance.dtype != torch.int64:
+            raise ValueError(f"PanopticMap: semantic {tuple(self.semantic.shape)} {self.semantic.dtype} and "
+                             f"instance {tuple(self.instance.shape)} {self.instance.dtype} must be one [H, W] "
+                             "int64 size")
+
+
+@dataclass(frozen=True, slots=True)
 class Tracks:
     """The tracker's propagated objects for one frame, in slot order."""
 
