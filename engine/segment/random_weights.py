@@ -27,8 +27,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from engine.segment.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
@@ -107,7 +107,7 @@ def spread_random_weights(model: nn.Module, backend: str, *, seed: int) -> nn.Mo
     if backend == "mask2former":
         _spread_mask2former(model, x)
         return model
-    run = lambda: model(x)  # noqa: E731
+    run = lambda: model(x)
     _calibrate_batchnorm(model, run)
     final = model.classifier[-1] if backend == "deeplabv3-mobilenet" else model.segmentation_head[0]
     _normalise_layer(final, run, channel_dim=1)
@@ -115,15 +115,15 @@ def spread_random_weights(model: nn.Module, backend: str, *, seed: int) -> nn.Mo
 
 
 def _spread_mask2former(model: nn.Module, x: torch.Tensor) -> None:
-    run = lambda: model(pixel_values=x)  # noqa: E731
+    run = lambda: model(pixel_values=x)
     # Pixel embeddings centred per channel (else each query's mask logit is one offset over the picture and
     # a single class wins everywhere); channel 0 is then made a constant 1, so the mask embedder's bias on
     # it becomes every mask's prior logit.
-    projection = [m for n, m in model.named_modules() if n.endswith("mask_projection")][0]
+    projection = next(m for n, m in model.named_modules() if n.endswith("mask_projection"))
     _normalise_layer(projection, run, channel_dim=1, gain=1.0)
     projection.weight[0].zero_()
     projection.bias[0] = 1.0
-    embedder = [m for m in model.modules() if type(m).__name__ == "Mask2FormerMLPPredictionHead"][0]
+    embedder = next(m for m in model.modules() if type(m).__name__ == "Mask2FormerMLPPredictionHead")
     last = [m for m in embedder.modules() if isinstance(m, nn.Linear)][-1]
     for _ in range(2):  # the decoder attends through its own masks: rescaling changes what it measures
         last.weight[0].zero_()
