@@ -99,7 +99,7 @@ class SemanticMap:
         if isinstance(self.frame_index, bool) or not isinstance(self.frame_index, int) or self.frame_index < 0:
             raise ValueError(f"SemanticMap.frame_index must be a frame index >= 0, got {self.frame_index!r}")
         if not isinstance(self.fresh, bool):
-            raise ValueError(f"SemanticMap.fresh must be True or False, got {self.fresh!r}")
+            raise TypeError(f"SemanticMap.fresh must be True or False, got {self.fresh!r}")
         if self.logits is not None and (self.logits.dim() != 3 or not self.logits.is_floating_point()):
             raise ValueError(f"SemanticMap.logits must be [C, h, w] float, got {tuple(self.logits.shape)} "
                              f"{self.logits.dtype}")

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from engine.errors import BackendError, ConfigError, WeightsError
 from engine.types import Detections
@@ -153,7 +153,7 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
                            "weights 'random'")
     try:
         state = torch.load(str(file), map_location="cpu", weights_only=True)
-    except Exception as exc:  # damaged bytes surface as many exception types, all meaning "unreadable"
+    except Exception as exc:  # noqa: BLE001 - damaged bytes surface as many exception types, all "unreadable"
         raise WeightsError(f"{path}: not a readable weights file ({type(exc).__name__}); pass a state dict "
                            "saved with torch.save") from None
     if isinstance(state, dict):

@@ -59,20 +59,35 @@ class PanopticScores:
 
 def panoptic_quality(truth: PanopticFrame, predicted: PanopticFrame, *, things: Collection[int],
                      stuffs: Collection[int]) -> PanopticScores:
-    """PQ, SQ and RQ of one frame, computed by torchmetrics' ``PanopticQuality`` (panopticapi's rules:
-    segments match at IoU > 0.5; void truth pixels are ignored, and a predicted segment more than half
-    void is not a false positive). Thing segments are (class, track id); stuff is one segment per class."""
+    """PQ, SQ and RQ of one frame (Kirillov et al. 2019), segments matched and counted by torchmetrics'
+    ``PanopticQuality``. Thing segments are (class, track id); stuff is one segment per class.
+
+    Void follows panopticapi's ``pq_compute``: truth pixels of class -1 are not scored (a predicted segment
+    more than half on them is no false positive, and they leave the IoUs). A predicted -1 is no segment:
+    truth segments it covers stay unmatched, false negatives. torchmetrics would instead ignore a truth
+    segment that is mostly predicted void, so a missed thing (void after fusion) would cost nothing;
+    predicted -1 is therefore handed to it as one extra stuff category, whose own counts are left out.
+    The averages are over the classes with any true positive, false positive or false negative.
+    """
     from torchmetrics.detection import PanopticQuality
 
-    void = _void_category(things, stuffs)
-    metric = PanopticQuality(things=set(things), stuffs=set(stuffs), allow_unknown_preds_category=True,
-                             return_sq_and_rq=True)
-    pq, sq, rq = metric(_as_pairs(predicted, things, void), _as_pairs(truth, things, void)).tolist()
-    return PanopticScores(pq=float(pq), sq=float(sq), rq=float(rq))
-
-
-def _void_category(things: Collection[int], stuffs: Collection[int]) -> int:
-    return max([*things, *stuffs], default=0) + 1  # a category id that is neither: torchmetrics ignores it
+    unlabelled = max([*things, *stuffs], default=0) + 1  # predicted void: no segment
+    void = unlabelled + 1  # truth void: torchmetrics' void category (one above every category it knows)
+    metric = PanopticQuality(things=set(things), stuffs={*stuffs, unlabelled})
+    metric.update(_as_pairs(predicted, things, unlabelled), _as_pairs(truth, things, void))
+    keep = torch.ones(len(metric.true_positives), dtype=torch.bool)
+    keep[metric.cat_id_to_continuous_id[unlabelled]] = False
+    iou = metric.iou_sum[keep]
+    tp, fp, fn = (getattr(metric, name)[keep].double() for name in
+                  ("true_positives", "false_positives", "false_negatives"))
+    counted = (tp + fp + fn) > 0
+    if not counted.any():
+        return PanopticScores(pq=float("nan"), sq=float("nan"), rq=float("nan"))
+    sq = torch.where(tp > 0, iou / tp.clamp_min(1), torch.zeros_like(iou))
+    rq = tp / (tp + 0.5 * fp + 0.5 * fn).clamp_min(1e-12)
+    pq = sq * rq
+    return PanopticScores(pq=float(pq[counted].mean()), sq=float(sq[counted].mean()),
+                          rq=float(rq[counted].mean()))
 
 
 def _as_pairs(frame: PanopticFrame, things: Collection[int], void: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ Pixel" (NeurIPS Datasets and Benchmarks), Section 4, implemented from the paper'
       AQ = 1/|G| Σ_g 1/|g| Σ_{p: |p ∩ g| > 0} TPA(p, g) · IoU_id(p, g)
 
   so every pixel of a track counts, and a track split over several predicted ids is penalised by how it
-  splits (the paper's Figure 3 examples: a 5-frame track predicted as ids 1,1,2,2,2 gets AQ 0.52).
+  splits (a 5-frame track predicted as ids 1,1,2,2,2: (2 * 2/5 + 3 * 3/5) / 5 = 0.52).
   Track ids are class-specific (a predicted track that changes class becomes two tracks). Thing pixels of
   the truth without an instance id (crowd regions) are left out of both sides.
 - SQ (segmentation quality) = the semantic mIoU over the whole video, over the classes present in truth

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from engine.errors import ConfigError, WeightsError
 from engine.segment.config import SegmenterConfig
@@ -109,7 +109,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # damaged files surface as a dozen exception types, all meaning "unreadable"
+    except Exception as exc:  # noqa: BLE001 - damaged files surface as a dozen exception types, all "unreadable"
         reason = (str(exc).splitlines() or [""])[0][:160]
         raise WeightsError(f"{path}: not a readable weights file ({type(exc).__name__}: {reason}); pass a "
                            "state dict saved with torch.save or safetensors") from None
@@ -138,15 +138,13 @@ def _from_state_dict(config: SegmenterConfig, path: Path) -> nn.Module:
     if head is None:
         raise WeightsError(_wrong_architecture(config, path, f"it has no {_HEAD_KEY[config.backend]}"))
     module = _new_module(config, _count_classes(config.backend, state))
+    # Strict: smp's load_state_dict, when not strict, drops tensors of the wrong shape with a warning and
+    # loads the rest, which would leave part of the model random.
     try:
-        result = module.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches
-        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc))
-        raise WeightsError(_wrong_architecture(config, path, detail[:200])) from None
-    if result.missing_keys or result.unexpected_keys:
-        detail = (f"{len(result.missing_keys)} missing keys (e.g. {result.missing_keys[:2]}), "
-                  f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:2]})")
-        raise WeightsError(_wrong_architecture(config, path, detail))
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # missing or unexpected keys, shape mismatches
+        lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+        raise WeightsError(_wrong_architecture(config, path, (lines[0] if lines else str(exc))[:200])) from None
     return module
 
 

@@ -250,7 +250,7 @@ class SyntheticScene:
             ay = float(rng.uniform(0.3, 0.9) * max(h / 2 - reach, 0.0))
         periods = rng.uniform(3.0, 7.0, size=2)  # seconds: each wide swing leaves and returns in a clip
         hue = (k / max(n, 1) + rng.uniform(0.0, 0.5 / max(n, 1))) % 1.0
-        colour = tuple(int(round(c * 255)) for c in colorsys.hsv_to_rgb(hue, 1.0, 1.0))
+        colour = tuple(round(c * 255) for c in colorsys.hsv_to_rgb(hue, 1.0, 1.0))
         return SceneObject(
             id=k, class_id=class_id, colour=colour, depth=depth,
             radius=radius, aspect=float(rng.uniform(0.5, 1.0)), cx=w / 2, cy=h / 2, ax=ax, ay=ay,

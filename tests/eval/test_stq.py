@@ -1,5 +1,12 @@
-"""STQ on hand-computed cases, including the STEP paper's Figure 3 examples: one ground-truth track over
-five frames (one pixel per frame here) and predictions that switch ids. AQ = 1/|g| Σ_p TPA · IoU_id."""
+"""STQ on hand-computed cases: one ground-truth track over five frames (one pixel per frame here) and
+predictions that switch ids, drift onto stuff or leave crowd regions; AQ = 1/|g| Σ_p TPA · IoU_id, each
+expected value worked out in the comment beside it from the paper's definitions.
+
+The single-track cases are those of the reference implementation by the paper's authors (deeplab2's
+``segmentation_and_tracking_quality_test.py``), whose values agree with the hand computations here. The
+paper's own worked figure is not reproduced: its numbers were not available to check against, so no case
+here claims them.
+"""
 
 from __future__ import annotations
 
@@ -38,7 +45,7 @@ GT = _video([CAR] * 5, [1] * 5)
     # frame 0 called sky: TPA 4, IoU 4/5 -> AQ 4 * 0.8 / 5 = 0.64; SQ: car 4/5, sky 0/1 -> 0.4
     pytest.param([SKY, CAR, CAR, CAR, CAR], [0, 1, 1, 1, 1], 0.64, 0.4, id="missed-frame-as-stuff"),
 ])
-def test_paper_examples(classes, ids, aq, sq) -> None:
+def test_single_track_examples(classes, ids, aq, sq) -> None:
     result = _stq(GT, _video(classes, ids))
     assert result.aq == pytest.approx(aq) and result.sq == pytest.approx(sq)
     assert result.stq == pytest.approx(math.sqrt(aq * sq))
@@ -55,6 +62,20 @@ def test_a_prediction_spilling_onto_stuff_is_a_false_positive() -> None:
     truth = _video([SKY, CAR, CAR, CAR, CAR], [0, 1, 1, 1, 1])
     result = _stq(truth, _video([CAR] * 5, [1] * 5))  # TPA 4, FPA 1: IoU 0.8 -> AQ 4 * 0.8 / 4 = 0.8
     assert (result.aq, result.sq, result.gt_tracks) == pytest.approx((0.8, 0.4, 1))
+
+
+@pytest.mark.parametrize(("classes", "ids", "aq", "sq"), [
+    # p2 spans frames 0-2 (frame 0 is sky): TPA 2, IoU 2/(4+3-2) = 2/5; p1 TPA 2, IoU 2/4.
+    # AQ (2 * 2/5 + 2 * 1/2) / 4 = 0.45; SQ: car 4/5, sky 0 -> 0.4
+    pytest.param([CAR] * 5, [2, 2, 2, 1, 1], 0.45, 0.4, id="spill-and-switch"),
+    # p2 on frames 0-1: TPA 1, IoU 1/(4+2-1) = 1/5; frame 2 called sky; p1 TPA 2, IoU 2/4.
+    # AQ (1 * 1/5 + 2 * 1/2) / 4 = 0.3; SQ: car 3/5, sky 0/2 -> 0.3
+    pytest.param([CAR, CAR, SKY, CAR, CAR], [2, 2, 0, 1, 1], 0.3, 0.3, id="spill-switch-and-miss"),
+])
+def test_a_track_starting_after_a_sky_frame(classes, ids, aq, sq) -> None:
+    truth = _video([SKY, CAR, CAR, CAR, CAR], [0, 1, 1, 1, 1])
+    result = _stq(truth, _video(classes, ids))
+    assert (result.aq, result.sq) == pytest.approx((aq, sq))
 
 
 def test_two_tracks_with_areas() -> None:

@@ -16,14 +16,15 @@ from engine.types import Instances, SemanticMap
 
 FRAMES = 6
 N_STUFF, N_THING = 5, 4
-IS_THING = (False,) * N_STUFF + (True,) * N_THING  # the scene's stuff, then its four shapes
+IS_THING = (False,) * N_STUFF + (True,) * N_THING  # the scene's stuff, then its four shape classes
 CLASS_MAP = tuple(range(N_STUFF, N_STUFF + N_THING))  # scene class id -> label-set class
 THINGS, STUFFS = list(CLASS_MAP), list(range(N_STUFF))
 
 
 @pytest.fixture(scope="module")
 def scene() -> SyntheticScene:
-    return SyntheticScene(seed=3, frames=FRAMES, width=120, height=80, objects=4, stuff=True)
+    # five objects: two discs (tracks 1 and 5) share a class; all five stay in view for the six frames
+    return SyntheticScene(seed=11, frames=FRAMES, width=120, height=80, objects=5, stuff=True)
 
 
 def _truth(scene, i) -> PanopticFrame:
@@ -109,28 +110,51 @@ def test_a_missed_thing_is_a_false_negative_and_loses_its_track(scene) -> None:
     assert result.sq == pytest.approx(iou[present].mean())
 
 
-def test_an_id_swap_keeps_pq_and_lowers_association_by_the_split(scene) -> None:
-    a, b, at = 1, 2, 3  # tracks 1 and 2 exchange ids from frame 3 on
+def _swapped(scene, a: int, b: int, at: int) -> tuple[list[PanopticFrame], list[PanopticFrame]]:
+    """Truth, and the fused doubles with tracks ``a`` and ``b`` exchanging ids from frame ``at`` on."""
     truth = [_truth(scene, i) for i in range(FRAMES)]
     fused = [_fused(scene, i, swap=(a, b) if i >= at else None) for i in range(FRAMES)]
-    for t, f in zip(truth, fused):
+    for t, f in zip(truth, fused):  # every segment is still exact: PQ cannot see the swap
         assert panoptic_quality(t, f, things=THINGS, stuffs=STUFFS).pq == pytest.approx(1.0)
+    return truth, fused
 
-    def area(track, frames):
-        return sum(int((truth[i].instance == track).sum()) for i in frames)
 
+def _area(truth, track: int, frames) -> int:
+    return sum(int((truth[i].instance == track).sum()) for i in frames)
+
+
+def test_an_id_swap_between_tracks_of_one_class_splits_both(scene) -> None:
+    a, b, at = 1, 5, 3  # two discs (class 0) exchange ids from frame 3 on
+    assert scene.objects[a - 1].class_id == scene.objects[b - 1].class_id
+    truth, fused = _swapped(scene, a, b, at)
     before, after = range(at), range(at, FRAMES)
-    pa = area(a, before) + area(b, after)  # predicted id a: a's pixels, then b's
-    pb = area(b, before) + area(a, after)
-    total = 0.0
+    pa = _area(truth, a, before) + _area(truth, b, after)  # predicted id a: a's pixels, then b's
+    pb = _area(truth, b, before) + _area(truth, a, after)
+    total = 0.0  # Σ over the two swapped tracks of 1/|g| Σ_p TPA · TPA / (|g| + |p| - TPA)
     for g, (first, second) in {a: (pa, pb), b: (pb, pa)}.items():
-        size = area(g, range(FRAMES))
-        tp1, tp2 = area(g, before), area(g, after)
+        size = _area(truth, g, range(FRAMES))
+        tp1, tp2 = _area(truth, g, before), _area(truth, g, after)
         total += (tp1 * tp1 / (size + first - tp1) + tp2 * tp2 / (size + second - tp2)) / size
     tracks = len({int(v) for t in truth for v in np.unique(t.instance) if v})
     result = _stq(truth, fused)
     assert result.aq == pytest.approx((total + (tracks - 2)) / tracks) and result.sq == 1.0
     assert result.aq < 1.0
+
+
+def test_an_id_swap_between_classes_makes_class_specific_tracks(scene) -> None:
+    """STQ's track ids are class-specific: after the swap, id a on b's (other-class) pixels is another
+    predicted track than id a on a's, so each predicted track holds pixels of one truth track only and a
+    track g split into TPA1 + TPA2 = |g| pixels scores (TPA1² + TPA2²) / |g|²."""
+    a, b, at = 1, 2, 3  # a disc and a box
+    assert scene.objects[a - 1].class_id != scene.objects[b - 1].class_id
+    truth, fused = _swapped(scene, a, b, at)
+    total = 0.0
+    for g in (a, b):
+        size = _area(truth, g, range(FRAMES))
+        total += (_area(truth, g, range(at)) ** 2 + _area(truth, g, range(at, FRAMES)) ** 2) / size ** 2
+    tracks = len({int(v) for t in truth for v in np.unique(t.instance) if v})
+    result = _stq(truth, fused)
+    assert result.aq == pytest.approx((total + (tracks - 2)) / tracks) and result.sq == 1.0
 
 
 def test_uncovered_thing_pixels_can_be_kept_as_a_region_without_id(scene) -> None:

@@ -63,10 +63,15 @@ def test_smp_backends_match_smp_preprocessing_and_model(smp_segmenter, frames) -
     assert [r.frame_index for r in ours] == [0, 7] and all(r.fresh for r in ours)
 
 
-def test_torchvision_deeplabv3_matches_its_own_preset(frames) -> None:
+@pytest.fixture(scope="module")
+def mobilenet_segmenter():
+    return load_segmenter(SegmenterConfig(backend="deeplabv3-mobilenet", imgsz=IMGSZ, device="cpu"))
+
+
+def test_torchvision_deeplabv3_matches_its_own_preset(mobilenet_segmenter, frames) -> None:
     from torchvision.models.segmentation import DeepLabV3_MobileNet_V3_Large_Weights
 
-    seg = load_segmenter(SegmenterConfig(backend="deeplabv3-mobilenet", imgsz=IMGSZ, device="cpu"))
+    seg = mobilenet_segmenter
     preset = DeepLabV3_MobileNet_V3_Large_Weights.DEFAULT.transforms(resize_size=IMGSZ)  # no download
     ours = seg(torch.stack(frames))
     assert seg.input_size(*FRAME_SIZE) == (64, 106)  # torchvision's own rule, no rounding
@@ -93,8 +98,7 @@ def test_mask2former_matches_its_image_processor(frames, tiny_mask2former_config
             out = seg.module(pixel_values=inputs["pixel_values"])
         semantic = processor.post_process_semantic_segmentation(out, target_sizes=[FRAME_SIZE])[0]
         assert _agreement(result.labels, semantic) >= PARITY
-        # Spread random Mask2Former queries mostly agree on their class: one class covers ~90 % of a frame.
-        _not_flat(result.labels, most_share=0.97)
+        _not_flat(result.labels, least_classes=3)
         assert result.logits is not None and result.logits.shape == (19, 384, 384)
         panoptic = processor.post_process_panoptic_segmentation(
             out, threshold=0.5, label_ids_to_fuse=set(CITYSCAPES.stuff_ids), target_sizes=[FRAME_SIZE])[0]
@@ -123,6 +127,22 @@ def test_user_weights_file_gives_the_same_labels_as_the_model_it_was_saved_from(
                                           imgsz=IMGSZ, device="cpu"))
     assert not user.random_weights and smp_segmenter.random_weights
     for a, b in zip(user(frames), smp_segmenter(frames)):
+        assert torch.equal(a.labels, b.labels)
+
+
+def test_torchvision_checkpoint_with_its_training_head_loads(mobilenet_segmenter, frames, tmp_path) -> None:
+    """torchvision's own DeepLabV3 checkpoints carry the auxiliary training classifier; it is dropped."""
+    from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large
+
+    trained = deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=19, aux_loss=True)
+    result = trained.load_state_dict(mobilenet_segmenter.module.state_dict(), strict=False)
+    assert result.missing_keys and all(k.startswith("aux_classifier.") for k in result.missing_keys)
+    path = tmp_path / "deeplabv3_mobilenet.pth"
+    torch.save(trained.state_dict(), path)
+    user = load_segmenter(SegmenterConfig(backend="deeplabv3-mobilenet", weights=str(path), imgsz=IMGSZ,
+                                          device="cpu"))
+    assert not user.random_weights
+    for a, b in zip(user(frames), mobilenet_segmenter(frames)):
         assert torch.equal(a.labels, b.labels)
 
 
