@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
+from engine.errors import SinkError
 from engine.segment import CITYSCAPES
 from engine.sinks.panoptic import PanopticWriter
 from engine.types import PanopticMap
@@ -61,3 +63,28 @@ def test_json_is_valid_after_each_flush(tmp_path) -> None:
     assert len(doc["annotations"]) == 2
     writer.close()
     assert len(json.loads((tmp_path / "panoptic.json").read_text())["annotations"]) == 3
+
+
+def _blocked_directory(tmp_path):
+    (tmp_path / "file").write_text("")
+    return tmp_path / "file" / "out"  # its parent is a regular file
+
+
+def _blocked_json(tmp_path):
+    (tmp_path / "panoptic.json.part").mkdir()  # the JSON's temporary file cannot be written
+    return tmp_path
+
+
+@pytest.mark.parametrize(("make", "expected"), [
+    pytest.param(_blocked_directory, "cannot create .*; choose another --panoptic-dir", id="parent-is-a-file"),
+    pytest.param(_blocked_json, "writing .*panoptic.json failed", id="json-unwritable"),
+])
+def test_unwritable_output_is_one_clear_line(tmp_path, make, expected) -> None:
+    directory = make(tmp_path)
+    with pytest.raises(SinkError, match=expected) as info:
+        writer = PanopticWriter(directory, CITYSCAPES.coco_categories(), flush_every=10)
+        writer.write_map(_map(0))
+        writer.close()
+    assert "\n" not in str(info.value)
+    if (directory / "panoptic").is_dir():  # the frame written before the fault is still there, whole
+        assert np.asarray(Image.open(directory / "panoptic" / "000000.png")).shape == (40, 60, 3)
