@@ -23,9 +23,32 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from engine.errors import SinkError
+from engine.ops import rle_encode
 from engine.types import PanopticMap
+
+
+def stuff_records(panoptic: PanopticMap, *, names: tuple[str, ...], is_thing: tuple[bool, ...]) -> list[dict]:
+    """A frame's stuff segments as JSONL records, one per stuff class present, in class order:
+    ``{"class_id": label-set class index, "label": name, "area": pixels, "mask": COCO compressed RLE}``.
+
+    Stuff pixels are those with a stuff class and no instance (``PanopticMap.instance == 0``), so a stuff
+    mask never overlaps an instance mask of the same frame. ``pycocotools.mask.decode({"size":
+    m["size"], "counts": m["counts"].encode()})`` gives the mask back.
+    """
+    semantic, instance = panoptic.semantic, panoptic.instance
+    stuff = torch.tensor([not t for t in is_thing], dtype=torch.bool, device=semantic.device)
+    free = (semantic >= 0) & (instance == 0)
+    present = torch.unique(semantic[free]).tolist()
+    classes = [c for c in present if stuff[c]]
+    if not classes:
+        return []
+    masks = torch.stack([free & (semantic == c) for c in classes])  # [K, H, W] bool
+    areas = masks.flatten(1).sum(1).tolist()
+    return [{"class_id": c, "label": names[c], "area": int(a), "mask": rle}
+            for c, a, rle in zip(classes, areas, rle_encode(masks))]
 
 
 class PanopticWriter:

@@ -1,6 +1,7 @@
 """The COCO panoptic writer's files follow the format's rules (checked the way panopticapi's
 ``pq_compute`` reads them): every id in a PNG is listed once in its ``segments_info`` and every listed
-id is in the PNG, areas and boxes match the pixels, categories exist and kinds agree, 0 is void."""
+id is in the PNG, areas and boxes match the pixels, categories exist and kinds agree, 0 is void. And the
+JSONL's stuff records decode with pycocotools and never overlap the instances."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from PIL import Image
 
 from engine.errors import SinkError
 from engine.segment import CITYSCAPES
-from engine.sinks.panoptic import PanopticWriter
+from engine.sinks.panoptic import PanopticWriter, stuff_records
 from engine.types import PanopticMap
 
 
@@ -88,3 +89,17 @@ def test_unwritable_output_is_one_clear_line(tmp_path, make, expected) -> None:
     assert "\n" not in str(info.value)
     if (directory / "panoptic").is_dir():  # the frame written before the fault is still there, whole
         assert np.asarray(Image.open(directory / "panoptic" / "000000.png")).shape == (40, 60, 3)
+
+
+def test_stuff_records_decode_with_pycocotools_and_never_overlap_instances() -> None:
+    from pycocotools import mask as mask_util
+
+    panoptic = _map(3)
+    records = stuff_records(panoptic, names=CITYSCAPES.names, is_thing=CITYSCAPES.is_thing)
+    assert [(r["class_id"], r["label"]) for r in records] == [(0, "road"), (10, "sky")]
+    instances = (panoptic.instance > 0).numpy()
+    for r in records:
+        mask = mask_util.decode({"size": r["mask"]["size"], "counts": r["mask"]["counts"].encode()}).astype(bool)
+        assert (mask == (panoptic.semantic.numpy() == r["class_id"])).all() and r["area"] == mask.sum()
+        assert not (mask & instances).any()
+    assert json.loads(json.dumps(records)) == records  # plain JSON values
