@@ -167,3 +167,25 @@ def test_uncovered_thing_pixels_can_be_kept_as_a_region_without_id(scene) -> Non
     assert torch.equal(kept.semantic, smap.labels) and int(kept.instance.max()) == 0
     assert (voided.semantic.numpy()[things] == -1).all()
     assert (voided.semantic.numpy()[~things] == truth.semantic[~things]).all()
+
+
+def test_an_instance_of_a_class_the_label_set_lacks_leaves_void_not_stuff(scene) -> None:
+    truth = _truth(scene, 0)
+    smap = SemanticMap(labels=torch.from_numpy(truth.semantic).long(), frame_index=0, fresh=True)
+    instances = _instances(scene, 0)
+    unmapped = int(instances.class_ids[0])
+    class_map = tuple(-1 if c == unmapped else m for c, m in enumerate(CLASS_MAP))
+    out = fuse_panoptic(instances, smap, is_thing=IS_THING, class_map=class_map)
+    gone = instances.masks[instances.class_ids == unmapped].any(0)
+    assert (out.semantic[gone] == -1).all() and (out.instance[gone] == 0).all()
+    kept = instances.masks[instances.class_ids != unmapped].any(0)
+    assert torch.equal(out.instance[kept], torch.from_numpy(truth.instance)[kept])
+
+
+def test_detector_classes_map_to_label_set_things_by_name() -> None:
+    from engine.fuse.panoptic import class_map_by_name
+    from engine.segment import CITYSCAPES
+
+    detector = ("person", "dog", "car", " Motorcycle", "sky", "train")
+    # sky is stuff in Cityscapes: an instance is never painted as stuff
+    assert class_map_by_name(detector, CITYSCAPES.names, CITYSCAPES.is_thing) == (11, -1, 13, 17, -1, 16)
