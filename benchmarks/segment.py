@@ -1,6 +1,6 @@
 """Cost per frame of each semantic backend and of Mask R-CNN, on 1280x720 frames.
 
-    python -m benchmarks.segment --frames 5 --every 1 5 --imgsz 512
+    python -m benchmarks.segment --frames 5 --every 1 5 --imgsz 512 [--threads 1]
 
 Each segmenter (random spread weights: the cost does not depend on the values) is loaded once and run
 through a fresh ``SegmentCadence`` for each ``every`` over ``frames`` synthetic street frames
@@ -93,7 +93,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--imgsz", type=int, default=512, help="the segmenters' input size (shorter side)")
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument("--no-detectors", action="store_true")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's own). On a machine other jobs load, use 1: "
+                             "measured here at load 10 on 2 cores, YOLOv8n-seg took ~9 s a frame with 2 threads "
+                             "(each parallel region waits for a descheduled thread) and ~0.55 s with 1")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     frames = street_frames(args.frames)
     detectors = {} if args.no_detectors else detector_costs(frames)
     detect_ms = percentiles(detectors["yolov8n-seg"])["mean"] if detectors else None
