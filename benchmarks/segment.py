@@ -35,24 +35,31 @@ def street_frames(count: int, *, width: int = 1280, height: int = 720) -> list[t
     return [torch.from_numpy(scene.render(i)) for i in range(count + 1)]
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # GPU work is asynchronous: a frame ends when its kernels have
+
+
 def _per_frame_ms(step: Callable[[int, torch.Tensor], object], frames: Sequence[torch.Tensor]) -> list[float]:
     """Milliseconds of ``step(i, frame)`` per frame; frame 0 is a warm-up (first-call allocations and
     kernel selection) and is not counted."""
     step(0, frames[0])
+    _sync()
     samples = []
     for i, frame in enumerate(frames[1:], start=1):
         started = time.perf_counter()
         step(i, frame)
+        _sync()
         samples.append((time.perf_counter() - started) * 1000.0)
     return samples
 
 
 def segmenter_costs(backend: str, frames: Sequence[torch.Tensor], *, every: Sequence[int],
-                    imgsz: int) -> dict[int, list[float]]:
+                    imgsz: int, device: str) -> dict[int, list[float]]:
     """Per-frame milliseconds of ``backend`` through a cadence of each ``every`` (one model load)."""
     from engine.segment import SegmentCadence, SegmenterConfig, load_segmenter
 
-    seg = load_segmenter(SegmenterConfig(backend=backend, imgsz=imgsz, device="cpu"))
+    seg = load_segmenter(SegmenterConfig(backend=backend, imgsz=imgsz, device=device))
     h, w = frames[0].shape[:2]
     out = {}
     for k in every:
@@ -65,13 +72,13 @@ def segmenter_costs(backend: str, frames: Sequence[torch.Tensor], *, every: Sequ
     return out
 
 
-def detector_costs(frames: Sequence[torch.Tensor]) -> dict[str, list[float]]:
+def detector_costs(frames: Sequence[torch.Tensor], *, device: str) -> dict[str, list[float]]:
     """Per-frame milliseconds of YOLOv8n-seg (the engine's detector) and Mask R-CNN, one frame a call."""
     from engine.detect import DetectorConfig, load_detector
     from engine.detect.maskrcnn import MaskRCNNConfig, load_maskrcnn
 
-    yolo = load_detector(DetectorConfig(weights="random", backend="torch", device="cpu"))
-    maskrcnn = load_maskrcnn(MaskRCNNConfig(device="cpu"))
+    yolo = load_detector(DetectorConfig(weights="random", backend="torch", device=device))
+    maskrcnn = load_maskrcnn(MaskRCNNConfig(device=device))
     return {"yolov8n-seg": _per_frame_ms(lambda i, f: yolo([f]), frames),
             "maskrcnn": _per_frame_ms(lambda i, f: maskrcnn([f]), frames)}
 
@@ -93,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--imgsz", type=int, default=512, help="the segmenters' input size (shorter side)")
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument("--no-detectors", action="store_true")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's own). On a machine other jobs load, use 1: "
                              "measured here at load 10 on 2 cores, YOLOv8n-seg took ~9 s a frame with 2 threads "
@@ -101,11 +109,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     frames = street_frames(args.frames)
-    detectors = {} if args.no_detectors else detector_costs(frames)
+    detectors = {} if args.no_detectors else detector_costs(frames, device=args.device)
     detect_ms = percentiles(detectors["yolov8n-seg"])["mean"] if detectors else None
     rows = {}
     for backend in args.backends:
-        for k, samples in segmenter_costs(backend, frames, every=args.every, imgsz=args.imgsz).items():
+        for k, samples in segmenter_costs(backend, frames, every=args.every, imgsz=args.imgsz,
+                                             device=args.device).items():
             row = percentiles(samples)
             if detect_ms is not None:
                 row["share_of_detect_plus_segment"] = row["mean"] / (row["mean"] + detect_ms)
