@@ -18,10 +18,12 @@ from engine.track.config import IMAGE_MEAN, IMAGE_STD, resolve_model_config
 
 
 def official_predictor(state_dict: dict[str, torch.Tensor], *, config: str = "sam2.1_hiera_t", image_size: int,
-                       device: str | torch.device = "cpu", reprompt_as_cond: bool = False):
+                       device: str | torch.device = "cpu", reprompt_as_cond: bool = False,
+                       vos_optimized: bool = False):
     """A ``SAM2VideoPredictor`` (sam2's own builder and overrides) holding ``state_dict``.
 
-    ``reprompt_as_cond`` sets sam2's ``add_all_frames_to_correct_as_cond``, as ``TrackerConfig`` does.
+    ``reprompt_as_cond`` sets sam2's ``add_all_frames_to_correct_as_cond``, as ``TrackerConfig`` does;
+    ``vos_optimized`` builds sam2's ``SAM2VideoPredictorVOS`` (its forwards under ``torch.compile``).
     """
     from sam2.build_sam import build_sam2_video_predictor
 
@@ -29,7 +31,7 @@ def official_predictor(state_dict: dict[str, torch.Tensor], *, config: str = "sa
     if reprompt_as_cond:
         overrides.append("++model.add_all_frames_to_correct_as_cond=true")
     predictor = build_sam2_video_predictor(resolve_model_config(config), None, device=str(device),
-                                           hydra_overrides_extra=overrides)
+                                           hydra_overrides_extra=overrides, vos_optimized=vos_optimized)
     predictor.load_state_dict(state_dict)
     return predictor
 
