@@ -226,8 +226,9 @@ def hd_stream(frames: list[np.ndarray], *, mode: str, objects: int, tracker_size
     """The whole engine over ``frames`` (see 4. in the module docstring); ``warm`` first frames are left
     out of the percentiles (graph captures, lazy initialisation)."""
     from engine.detect import DetectorConfig, load_detector
-    from engine.fuse.simple import PromptedTracks
+    from engine.fuse import Fuser, FuserConfig, TracksOnly
     from engine.pipeline import Pipeline
+    from engine.prompts import PromptQueue
     from engine.sources import ArraySource
     from engine.track import load_tracker
 
@@ -235,14 +236,15 @@ def hd_stream(frames: list[np.ndarray], *, mode: str, objects: int, tracker_size
     detector = load_detector(DetectorConfig(weights="random", conf=0.25, max_det=objects, device=device))
     trk = load_tracker("sam2.1_hiera_t", weights="random", image_size=tracker_size, device=device)
     height, width = frames[0].shape[:2]
-    if mode == "prompted":
-        fuser = PromptedTracks(trk, {0: hd_boxes(objects, width, height)})
+    prompts = PromptQueue()
+    if mode == "prompted":  # the user's boxes on frame 0; the detector still runs on every frame
+        fuser = TracksOnly()
+        for obj_id, box in hd_boxes(objects, width, height).items():
+            prompts.track(box=box, obj_id=obj_id)
     else:
-        from engine.fuse import Fuser, FuserConfig
-
-        fuser = Fuser(trk, FuserConfig(spawn_conf=0.25, max_tracks=objects), names=detector.names)
+        fuser = Fuser(FuserConfig(spawn_conf=0.25, max_tracks=objects), names=detector.names)
     pipeline = Pipeline(ArraySource(frames, fps=30.0), detector=detector, tracker=trk, fuser=fuser,
-                        device=device)
+                        prompts=prompts, device=device)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     times: dict[str, list[float]] = {}

@@ -31,21 +31,25 @@ class BuiltPipeline:
 
 
 def build_pipeline(opts: RunOptions) -> BuiltPipeline:
-    """Open the source first (a bad input fails before any output file is created), then the
-    networks, then the sinks."""
+    """Open the source first, then the sinks (each checks its output; files appear with the first frame),
+    then the networks: a bad input or output fails in seconds, before any model loads, and nothing is
+    written for a run that never delivers a frame."""
     from engine.sources import open_source
 
     device = resolve_device(opts.device)
     source = open_source(opts.source, **opts.params("source"))
     info = source.info
     built = BuiltPipeline(pipeline=None)  # type: ignore[arg-type]
+    sinks: list = []
     try:
         prompts = _prompts(opts, info)
+        sinks = _sinks(opts, fps=info.fps, live=info.live, built=built)
         detector = _detector(opts, device, built)
         tracker = _tracker(opts, device, built)
         fuser = _fuser(opts, detector, tracker, built)
-        sinks = _sinks(opts, fps=info.fps, live=info.live, built=built)
     except BaseException:
+        for sink in sinks:
+            sink.close()
         source.close()
         raise
     built.pipeline = Pipeline(source, shared=SharedStages(detector=detector), tracker=tracker, fuser=fuser,
