@@ -30,14 +30,16 @@ class Stage(str, Enum):
     @classmethod
     def named(cls, name: str | Stage) -> Stage:
         """The stage called ``name``; ValueError naming the known stages for any other name."""
-        try:
-            return cls(name)
-        except ValueError:
+        stage = _STAGE_BY_NAME.get(name)  # a dict, not cls(name): called several times per stage a frame
+        if stage is None:
             known = ", ".join(s.value for s in cls)
-            raise ValueError(f"unknown stage {name!r}; the stages are {known}") from None
+            raise ValueError(f"unknown stage {name!r}; the stages are {known}")
+        return stage
 
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.value for s in Stage)
+# Keyed by both the value and the member: an Enum member hashes by its member name, not its str value.
+_STAGE_BY_NAME: dict[str | Stage, Stage] = {**{s.value: s for s in Stage}, **{s: s for s in Stage}}
 TIMING_KEYS: tuple[str, ...] = (*STAGE_NAMES, "total")  # StageTimes.as_dict() keys, in this order
 
 
