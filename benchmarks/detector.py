@@ -81,7 +81,7 @@ def bench_detector(frames: list[np.ndarray], *, instances: tuple[int, ...] = (1,
     from ultralytics import YOLO
 
     from engine.detect import DetectorConfig, load_detector
-    from engine.detect.loading import build_from_yaml
+    from engine.detect.yolo.loading import build_from_yaml
 
     reference = YOLO("yolov8n-seg.yaml")
     reference.model.load_state_dict(build_from_yaml("yolov8n-seg.yaml", seed=seed, spread=True).state_dict())

@@ -36,9 +36,9 @@ import numpy as np
 import torch
 
 from benchmarks.common import environment, percentiles, write_json
+from engine.types import TIMING_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("decode", "detect", "track", "fuse", "render", "total")
 
 
 def read_frames(clip: Path, count: int) -> list[np.ndarray]:
@@ -99,9 +99,9 @@ def engine_run(frames: list[np.ndarray], *, tracker: bool, objects: int, tracker
     if tracker:
         trk = load_tracker("sam2.1_hiera_t", weights="random", image_size=tracker_size, device=device)
         # random weights score near the threshold: any kept detection may start a track
-        fuser = Fuser(trk, FuserConfig(spawn_conf=0.25, max_tracks=objects), names=detector.names)
+        fuser = Fuser(FuserConfig(spawn_conf=0.25, max_tracks=objects), names=detector.names)
     pipeline = Pipeline(ArraySource(frames), detector=detector, tracker=trk, fuser=fuser, device=device)
-    times = {stage: [] for stage in STAGES}
+    times = {stage: [] for stage in TIMING_KEYS}
     counts = []
     start = time.perf_counter()
     for result in pipeline:
@@ -119,7 +119,7 @@ def ultralytics_track(frames: list[np.ndarray], *, objects: int, device: str) ->
     os.environ.setdefault("YOLO_OFFLINE", "1")
     from ultralytics import YOLO
 
-    from engine.detect.loading import build_from_yaml
+    from engine.detect.yolo.loading import build_from_yaml
 
     model = YOLO("yolov8n-seg.yaml")
     model.model.load_state_dict(build_from_yaml("yolov8n-seg.yaml", seed=0, spread=True).state_dict())
@@ -164,7 +164,7 @@ def fusion_cost(objects: tuple[int, ...], *, device: str, size: tuple[int, int] 
                           class_ids=torch.zeros(n, dtype=torch.int64, device=device), masks=masks)
         for path in paths:
             os.environ["STREAMSEG_OPS"] = "reference" if path == "reference" else "auto"
-            fuser = Fuser(_FixedTracker(), FuserConfig(max_tracks=n + 1), names=("object",))
+            fuser = Fuser(FuserConfig(max_tracks=n + 1), names=("object",))
             for obj_id in tracks.obj_ids:  # adopt the objects as matched tracks
                 fuser.tracks[obj_id] = _state(obj_id)
             frame = Frame(image=frame_image, index=0, pts=None, capture_time=0.0)
@@ -173,7 +173,7 @@ def fusion_cost(objects: tuple[int, ...], *, device: str, size: tuple[int, int] 
                 if device.startswith("cuda"):
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
-                fuser(frame, dets, tracks)
+                _fuse_one_frame(fuser, frame, dets, tracks)
                 if device.startswith("cuda"):
                     torch.cuda.synchronize()
                 samples.append((time.perf_counter() - t0) * 1000)
@@ -182,12 +182,13 @@ def fusion_cost(objects: tuple[int, ...], *, device: str, size: tuple[int, int] 
     return rows
 
 
-class _FixedTracker:
-    def add_object(self, obj_id, *, box):  # never called: every track matches its detection exactly
-        raise AssertionError("fusion benchmark: unexpected prompt")
-
-    def remove_object(self, obj_id):
-        pass
+def _fuse_one_frame(fuser, frame, dets, tracks) -> None:
+    """The fuse stage of one frame: every track matches its detection exactly, so nothing is decided
+    and nothing reaches a tracker."""
+    decided = fuser.associate(frame, dets, tracks) + fuser.retire(frame, tracks)
+    if decided:
+        raise AssertionError(f"fusion benchmark: unexpected decisions {decided[:3]}")
+    fuser.resolve(frame, dets, tracks)
 
 
 def _state(obj_id: int):
@@ -225,8 +226,9 @@ def hd_stream(frames: list[np.ndarray], *, mode: str, objects: int, tracker_size
     """The whole engine over ``frames`` (see 4. in the module docstring); ``warm`` first frames are left
     out of the percentiles (graph captures, lazy initialisation)."""
     from engine.detect import DetectorConfig, load_detector
-    from engine.fuse.simple import PromptedTracks
+    from engine.fuse import Fuser, FuserConfig, TracksOnly
     from engine.pipeline import Pipeline
+    from engine.prompts import PromptQueue
     from engine.sources import ArraySource
     from engine.track import load_tracker
 
@@ -234,14 +236,15 @@ def hd_stream(frames: list[np.ndarray], *, mode: str, objects: int, tracker_size
     detector = load_detector(DetectorConfig(weights="random", conf=0.25, max_det=objects, device=device))
     trk = load_tracker("sam2.1_hiera_t", weights="random", image_size=tracker_size, device=device)
     height, width = frames[0].shape[:2]
-    if mode == "prompted":
-        fuser = PromptedTracks(trk, {0: hd_boxes(objects, width, height)})
+    prompts = PromptQueue()
+    if mode == "prompted":  # the user's boxes on frame 0; the detector still runs on every frame
+        fuser = TracksOnly()
+        for obj_id, box in hd_boxes(objects, width, height).items():
+            prompts.track(box=box, obj_id=obj_id)
     else:
-        from engine.fuse import Fuser, FuserConfig
-
-        fuser = Fuser(trk, FuserConfig(spawn_conf=0.25, max_tracks=objects), names=detector.names)
+        fuser = Fuser(FuserConfig(spawn_conf=0.25, max_tracks=objects), names=detector.names)
     pipeline = Pipeline(ArraySource(frames, fps=30.0), detector=detector, tracker=trk, fuser=fuser,
-                        device=device)
+                        prompts=prompts, device=device)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     times: dict[str, list[float]] = {}

@@ -144,32 +144,15 @@ class BaselineFailed(RuntimeError):
 
 
 def build_baseline(name: str, state_dict: dict, image_size: int, device: str) -> _Baseline:
-    from sam2.build_sam import build_sam2_video_predictor
+    from engine.track.official import official_predictor
 
     vos = name == "vos_optimized"
-    predictor = build_sam2_video_predictor(CONFIG, None, device=device, vos_optimized=vos,
-                                           hydra_overrides_extra=[f"++model.image_size={image_size}"])
-    predictor.load_state_dict(state_dict)  # the compiled forwards keep the modules: weights load as usual
+    # the compiled forwards keep the modules: weights load as usual
+    predictor = official_predictor(state_dict, config=CONFIG, image_size=image_size, device=device,
+                                   vos_optimized=vos)
     cuda = device.startswith("cuda")
     return _Baseline(name=name, predictor=predictor, autocast=torch.bfloat16 if vos and cuda else None,
                      tf32=vos and cuda)
-
-
-def _inference_state(predictor, frames: np.ndarray):
-    """``init_state`` on in-memory frames: sam2's loader is replaced by one returning the normalised clip."""
-    import sam2.sam2_video_predictor as svp
-
-    device = predictor.device
-    images = torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor((0.485, 0.456, 0.406), device=device)[:, None, None]
-    std = torch.tensor((0.229, 0.224, 0.225), device=device)[:, None, None]
-    images = (images - mean) / std
-    loader = svp.load_video_frames
-    svp.load_video_frames = lambda **_: (images, frames.shape[1], frames.shape[2])
-    try:
-        return predictor.init_state("in-memory")
-    finally:
-        svp.load_video_frames = loader
 
 
 @dataclass
@@ -205,6 +188,7 @@ def time_pair(model, baseline: _Baseline, frames: np.ndarray, boxes: list, *, wa
     """Our tracker and ``baseline`` on ``frames``, frame by frame in turn; frame 0 (prompts) and the next
     ``warmup`` frames are not timed."""
     from engine.track import StreamingTracker
+    from engine.track.official import official_state
 
     tracker = StreamingTracker(model, options=options)
     on_device = torch.from_numpy(frames).to(device)  # the baseline holds its clip on the device too
@@ -213,7 +197,7 @@ def time_pair(model, baseline: _Baseline, frames: np.ndarray, boxes: list, *, wa
     start = time.perf_counter()
     with torch.inference_mode():
         with baseline.running():
-            state = _inference_state(baseline.predictor, frames)
+            state = official_state(baseline.predictor, frames)
             for obj_id, box in enumerate(boxes):
                 baseline.predictor.add_new_points_or_box(state, 0, obj_id, box=box)
             propagation = baseline.predictor.propagate_in_video(state)
@@ -276,6 +260,7 @@ def _state_bytes(obj) -> int:
 def memory_held(model, official: _Baseline, clip: Path, *, objects: int, image_size: int, long: bool,
                 device: str, options) -> MemoryResult:
     from engine.track import StreamingTracker
+    from engine.track.official import official_state
 
     checkpoints = (100, 2000) if long else (100,)
     frames = read_clip(clip, checkpoints[-1] + 1, image_size)
@@ -290,7 +275,7 @@ def memory_held(model, official: _Baseline, clip: Path, *, objects: int, image_s
         if index in checkpoints:
             ours[index] = tracker.memory_bytes()
     with torch.inference_mode():
-        state = _inference_state(official.predictor, frames[:101])
+        state = official_state(official.predictor, frames[:101])
         for obj_id, box in enumerate(boxes):
             official.predictor.add_new_points_or_box(state, 0, obj_id, box=box)
         for _ in official.predictor.propagate_in_video(state):

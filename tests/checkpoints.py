@@ -10,7 +10,7 @@ them, and every branch the engine takes for trained weights, is the one users re
   ``ultralytics.utils.torch_utils.strip_optimizer``, turns it into the released file (``model`` = the fp16
   EMA model, ``train_args`` filtered, optimizer dropped, version and licence added). Both steps are taken
   here, the second by Ultralytics' own function. The network is ``yolov8n-seg.yaml`` with COCO's class
-  names, its random weights spread by ``engine.detect.spread_random_weights`` so that it detects things
+  names, its random weights spread by ``engine.detect.yolo.random_weights.spread_random_weights`` so that it detects things
   (with a plain random init it detects nothing, and the trained-weights branches would see no detection),
   then a little more confident: every class logit is raised by ``CONFIDENCE_SHIFT``. Spreading alone
   leaves the best scores on the test clips just under 0.5, the fuser's default spawn threshold, and no
@@ -43,7 +43,7 @@ def write_yolo_checkpoint(path: Path, *, seed: int = 0) -> Path:
     from ultralytics.utils import YAML
     from ultralytics.utils.torch_utils import strip_optimizer
 
-    from engine.detect import spread_random_weights
+    from engine.detect.yolo.random_weights import spread_random_weights
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -47,7 +47,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make
 from engine.errors import ConfigError
 from engine.fleet.degrade import DegradeEvent, DegradeKind
 from engine.sinks.mqtt import MqttStats
-from engine.types import FrameResult, SourceStats
+from engine.types import TIMING_KEYS, FrameResult, SourceStats
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,13 @@ class FleetMetrics:
     or tests in one process do not mix their counts.
 
     Args:
-        stages: the stage names of the per-stage latency histogram, in the pipeline's order; a stage
-            missing from a result's times is not observed for that result.
+        stages: the stage names of the per-stage latency histogram, in the pipeline's order (default:
+            every stage and the total, ``engine.types.TIMING_KEYS``); a stage missing from a result's times is not
+            observed for that result.
         buckets_s: histogram bucket bounds in seconds.
     """
 
-    def __init__(self, *, stages: Sequence[str], buckets_s: Sequence[float] = LATENCY_BUCKETS_S) -> None:
+    def __init__(self, *, stages: Sequence[str] = TIMING_KEYS, buckets_s: Sequence[float] = LATENCY_BUCKETS_S) -> None:
         if not stages or len(set(stages)) != len(stages):
             raise ConfigError(f"metrics need a list of distinct stage names, got {list(stages)}")
         self.stages = tuple(stages)

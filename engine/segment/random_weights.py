@@ -25,6 +25,7 @@ The labels mean nothing: there is no training.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -109,7 +110,7 @@ def spread_random_weights(model: nn.Module, backend: str, *, seed: int) -> nn.Mo
     if backend == "mask2former":
         _spread_mask2former(model, x)
         return model
-    run = lambda: model(x)
+    run = partial(model, x)
     _calibrate_batchnorm(model, run)
     final = model.classifier[-1] if backend == "deeplabv3-mobilenet" else model.segmentation_head[0]
     _normalise_layer(final, run, channel_dim=1)
@@ -117,7 +118,7 @@ def spread_random_weights(model: nn.Module, backend: str, *, seed: int) -> nn.Mo
 
 
 def _spread_mask2former(model: nn.Module, x: torch.Tensor) -> None:
-    run = lambda: model(pixel_values=x)
+    run = partial(model, pixel_values=x)
     # Pixel embeddings centred per channel (else each query's mask logit is one offset over the picture and
     # a single class wins everywhere); channel 0 is then made a constant 1, so the mask embedder's bias on
     # it becomes every mask's prior logit.

@@ -8,6 +8,11 @@ import torch
 
 from engine.errors import ConfigError
 
+# The normalisation sam2's frame loaders apply (sam2.utils.misc.load_video_frames): ImageNet's mean and
+# std, on RGB in [0, 1].
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
+
 # What `--tracker NAME` and load_tracker() accept, mapped to the config files shipped inside the sam2
 # package (hydra config names, relative to the package).
 MODEL_CONFIGS: dict[str, str] = {

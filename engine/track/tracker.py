@@ -30,13 +30,11 @@ import torch
 import torch.nn.functional as F
 
 from engine.errors import ConfigError
-from engine.track.config import TrackerConfig
+from engine.ops import resize_threshold
+from engine.track.config import IMAGE_MEAN, IMAGE_STD, TrackerConfig
 from engine.track.memory import (FrameOutput, MemoryFrame, MemoryPolicy, ObjectSlot, assemble_memory,
                                  select_memory)
 from engine.types import Tracks
-
-_IMG_MEAN = (0.485, 0.456, 0.406)  # the normalisation sam2's frame loaders apply
-_IMG_STD = (0.229, 0.224, 0.225)
 _PREV_LOGIT_CLAMP = 32.0  # sam2 clamps the previous logits it feeds back with a correction prompt
 
 
@@ -104,8 +102,9 @@ class StreamingTracker:
     the frame of the latest ``step``.
     """
 
-    def __init__(self, model, *, options: TrackerConfig | None = None) -> None:
+    def __init__(self, model, *, options: TrackerConfig | None = None, random_weights: bool = False) -> None:
         self.model = model
+        self.random_weights = random_weights  # the model was built from its config, not a checkpoint
         opts = options or TrackerConfig(image_size=model.image_size)
         if opts.image_size != model.image_size:
             opts = replace(opts, image_size=model.image_size)
@@ -116,8 +115,7 @@ class StreamingTracker:
         p = opts.max_obj_ptrs or p_model
         if n > n_model:
             raise ConfigError(f"num_maskmem={n}: this model has temporal encodings for {n_model} memory "
-                              "frames; "
-                              f"use at most {n_model}")
+                              f"frames; use at most {n_model}")
         if p > p_model:
             raise ConfigError(f"max_obj_ptrs={p}: this model was trained with {p_model} object pointers; "
                               f"use at most {p_model}")
@@ -139,8 +137,8 @@ class StreamingTracker:
             from engine.track.encoder import exported_image_encoder
 
             self.image_encoder = exported_image_encoder(model, opts.encoder_backend, device=self.device)
-        self._mean = torch.tensor(_IMG_MEAN, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(_IMG_STD, device=self.device).view(1, 3, 1, 1)
+        self._mean = torch.tensor(IMAGE_MEAN, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(IMAGE_STD, device=self.device).view(1, 3, 1, 1)
         # None: the grouped step (one memory-attention call per memory layout, no padding); else the
         # padded step, eager or replayed from CUDA graphs (engine.track.step_graphs), per ``options.step``
         self._step = _padded_step_for(model, opts, self._policy)
@@ -162,7 +160,8 @@ class StreamingTracker:
         from engine.track.model import build_model
 
         opts = _with_image_size(options, image_size)
-        return cls(build_model(config, image_size=opts.image_size, device=device, seed=seed), options=opts)
+        return cls(build_model(config, image_size=opts.image_size, device=device, seed=seed), options=opts,
+                   random_weights=True)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, config: str = "configs/sam2.1/sam2.1_hiera_t.yaml",
@@ -422,8 +421,7 @@ class StreamingTracker:
             m = torch.as_tensor(mask, device=self.device)
             if m.dim() != 2 or tuple(m.shape) != (frame.height, frame.width):
                 raise ConfigError(f"add_object({obj_id}): mask must be [{frame.height}, {frame.width}] like "
-                                  "the "
-                                  f"frame, got {tuple(m.shape)}")
+                                  f"the frame, got {tuple(m.shape)}")
             m = m.bool().float()[None, None]
             if m.shape[-2:] != (size, size):
                 m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
@@ -434,8 +432,7 @@ class StreamingTracker:
             b = torch.as_tensor(box, dtype=torch.float32).flatten().cpu()
             if b.numel() != 4 or not torch.isfinite(b).all() or b[2] < b[0] or b[3] < b[1]:
                 raise ConfigError(f"add_object({obj_id}): box must be [x1, y1, x2, y2] with x1 <= x2, "
-                                  "y1 <= y2, "
-                                  f"got {box!r}")
+                                  f"y1 <= y2, got {box!r}")
             coords.append(b.view(2, 2))
             codes.append(torch.tensor([2, 3], dtype=torch.int32))  # sam2's box-corner labels
         if points is not None or labels is not None:
@@ -444,8 +441,7 @@ class StreamingTracker:
             lab = torch.as_tensor(labels if labels is not None else [], dtype=torch.int32).flatten().cpu()
             if points is None or labels is None or p.shape[0] != lab.shape[0] or p.shape[0] == 0:
                 raise ConfigError(f"add_object({obj_id}): points [[x, y], ...] need one label each "
-                                  "(1 foreground, "
-                                  f"0 background), got {points!r} and {labels!r}")
+                                  f"(1 foreground, 0 background), got {points!r} and {labels!r}")
             if not bool(((lab == 0) | (lab == 1)).all()):
                 raise ConfigError(f"add_object({obj_id}): point labels must be 0 or 1, got {labels!r}")
             coords.append(p)
@@ -459,9 +455,10 @@ class StreamingTracker:
     def _tracks(self, obj_ids: list[int], low_res: torch.Tensor,  # [N, 1, h, w]
                 scores: torch.Tensor) -> Tracks:  # scores: [N, 1]
         frame = self._frame
-        full = F.interpolate(low_res, size=(frame.height, frame.width), mode="bilinear", align_corners=False)
-        return Tracks(obj_ids=obj_ids, masks=full[:, 0] > 0.0, logits=low_res[:, 0].float(),
-                      scores=scores[:, 0].float())
+        logits = low_res[:, 0].float()
+        # Bilinear upsampling then logit > 0, as sam2's predictor does (its CUDA kernel where built).
+        return Tracks(obj_ids=obj_ids, masks=resize_threshold(logits, size=(frame.height, frame.width)),
+                      logits=logits, scores=scores[:, 0].float())
 
     def _empty_tracks(self) -> Tracks:
         frame, low = self._frame, self.model.image_size // 4

@@ -54,7 +54,7 @@ def sam2_weights(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def yolo_weights(tmp_path_factory) -> Path:
     """A YOLOv8n-seg checkpoint file as Ultralytics writes one ({"model": SegmentationModel}), seeded."""
-    from engine.detect.loading import build_from_yaml
+    from engine.detect.yolo.loading import build_from_yaml
 
     path = tmp_path_factory.mktemp("weights") / "yolo_start.pt"
     torch.save({"model": build_from_yaml("yolov8n-seg.yaml", seed=0, spread=False).half(), "train_args": {}}, path)

@@ -16,7 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from engine.errors import ConfigError
 from engine.fleet.degrade import DegradeEvent, DegradeKind, QualityLevel
 from engine.fleet.metrics import FleetMetrics, MetricsServer, MetricsSink
-from engine.pipeline import STAGES, Pipeline
+from engine.pipeline import Pipeline
+from engine.types import TIMING_KEYS as STAGES
 from engine.sinks import JsonlWriter
 from engine.sinks.base import Sink
 from engine.sinks.mqtt import MqttStats

@@ -147,7 +147,7 @@ def finetune_yolo(options: YoloOptions, *, log=print) -> YoloResult:
         torch.use_deterministic_algorithms(deterministic)  # Ultralytics turns it on for the whole process
     best = trainer.best if Path(trainer.best).exists() else trainer.last
     copy_atomic(Path(best), out)
-    from engine.detect.loading import load_checkpoint
+    from engine.detect.yolo.loading import load_checkpoint
 
     load_checkpoint(str(out))  # the engine reads what was written
     metrics = {k: float(v) for k, v in (trainer.metrics or {}).items() if isinstance(v, (int, float))}
@@ -160,7 +160,7 @@ def finetune_yolo(options: YoloOptions, *, log=print) -> YoloResult:
 
 def _starting_model(options: YoloOptions) -> str:
     """What Ultralytics builds from: the model config (random) or the checked .pt."""
-    from engine.detect.loading import build_from_yaml, load_checkpoint
+    from engine.detect.yolo.loading import build_from_yaml, load_checkpoint
 
     if str(options.weights) == RANDOM:
         config = options.model if options.model.endswith((".yaml", ".yml")) else f"{options.model}.yaml"
