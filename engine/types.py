@@ -76,8 +76,12 @@ class Detections:
     boxes: torch.Tensor  # [N, 4] float32 x1, y1, x2, y2 in frame pixels
     scores: torch.Tensor  # [N] float32 confidence in [0, 1]
     class_ids: torch.Tensor  # [N] int64
-    masks: torch.Tensor  # [N, H, W] bool at frame resolution
+    masks: torch.Tensor  # [N, H, W] bool at frame resolution; inside its box, unless ``extents`` says otherwise
     names: tuple[str, ...] = ()  # class id -> label, from the model that produced these
+    # [N, 4] float32 x1, y1, x2, y2 (pixel edges) holding each mask, for a detector whose masks may reach
+    # past their boxes (Mask R-CNN pastes its masks into boxes 1/14 larger); None: every mask lies
+    # inside its box (YOLO crops its masks to them)
+    extents: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n = self.boxes.shape[0]
@@ -88,6 +92,8 @@ class Detections:
             )
         if self.masks.dim() != 3 or self.masks.shape[0] != n:
             raise ValueError(f"Detections.masks must be [{n}, H, W], got {tuple(self.masks.shape)}")
+        if self.extents is not None and tuple(self.extents.shape) != (n, 4):
+            raise ValueError(f"Detections.extents must be [{n}, 4], got {tuple(self.extents.shape)}")
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
