@@ -3,6 +3,7 @@ for realtime files, and resources freed however the source ends."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -63,3 +64,23 @@ def test_close_mid_stream_stops_the_decoder(uri: str) -> None:
     assert not src._thread.is_alive()
     # Back-pressure bounds the work: the frame read, two buffered, one waiting to be put.
     assert src.stats.decoded <= 4
+
+
+def test_realtime_does_not_stall_on_a_jump_in_timestamps(tmp_path: Path) -> None:
+    # A spliced recording whose clock jumps an hour ahead: paced frames keep coming at the clip's
+    # rate; the jump is rebased, not waited out nor counted as 100,000 lost frames.
+    from tests.sources import media
+
+    before = media.copy_packets(media.DOG, tmp_path / "a.ts", frames=5)
+    after = media.copy_packets(media.DOG, tmp_path / "b.ts", frames=5, start_s=3600.0)
+    spliced = tmp_path / "spliced.ts"
+    spliced.write_bytes(before.read_bytes() + after.read_bytes())
+    src = open_source(spliced, realtime=True)
+    started = time.monotonic()
+    with src:
+        frames = [src.read(timeout=30) for _ in range(8)]
+    assert all(f is not None for f in frames)
+    pts = [f.pts for f in frames]
+    assert all(b > a for a, b in itertools.pairwise(pts)) and pts[-1] < 1.0  # rebased, not an hour on
+    assert src.stats.pts_fixed == 1 and src.stats.lost == 0
+    assert time.monotonic() - started < 15
