@@ -329,6 +329,8 @@ def reason(exc: BaseException, *, timeout_s: float | None = None) -> str:
         return f"the server answered {exc.strerror.removeprefix('Server returned ')}"  # HTTP 4xx/5xx
     if isinstance(exc, av.error.InvalidDataError):
         return "invalid data (not a video format PyAV can read)"
+    if isinstance(exc, av.error.MemoryError):  # FFmpeg allocating what a corrupt length field claims
+        return "out of memory while reading it (a damaged size field in the data, or the machine is full)"
     if isinstance(exc, av.error.DecoderNotFoundError):
         return "no decoder for its codec in this PyAV build"
     if isinstance(exc, av.error.FFmpegError):

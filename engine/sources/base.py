@@ -27,7 +27,6 @@ from engine.errors import SourceError
 from engine.sources.buffer import BlockingFrameBuffer, LatestFrameBuffer
 from engine.types import Frame, SourceStats
 
-
 # The longest a realtime source waits for one frame's time: a slideshow at 0.1 frames/s still paces,
 # a jump of an hour in a damaged file's timestamps does not stall the stream for an hour.
 MAX_PACE_WAIT_S = 10.0

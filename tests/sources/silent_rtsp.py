@@ -14,6 +14,7 @@ import base64
 import socket
 import threading
 from pathlib import Path
+from typing import Self
 
 
 def sprop_parameter_sets(clip: Path) -> str:
@@ -66,7 +67,7 @@ class SilentRtspServer:
             thread.join(timeout=5)
         self._listener.close()
 
-    def __enter__(self) -> SilentRtspServer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

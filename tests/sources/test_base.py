@@ -84,3 +84,27 @@ def test_realtime_does_not_stall_on_a_jump_in_timestamps(tmp_path: Path) -> None
     assert all(b > a for a, b in itertools.pairwise(pts)) and pts[-1] < 1.0  # rebased, not an hour on
     assert src.stats.pts_fixed == 1 and src.stats.lost == 0
     assert time.monotonic() - started < 15
+
+
+@pytest.mark.parametrize(("stats", "declared", "expected"), [
+    pytest.param({}, 300, None, id="nothing-lost"),
+    pytest.param({"pts_guessed": 1}, None, None, id="a-live-session-starting-without-pts-is-normal"),
+    pytest.param({"corrupt": 3, "lost": 3}, 289, "3 damaged packets skipped; 3 of 289 frames lost",
+                 id="damaged-file"),
+    pytest.param({"lost": 1}, None, "1 frame lost", id="live-gap"),
+    pytest.param({"concealed": 2, "pts_fixed": 1},
+                 None, "2 frames shown with concealed damage; 1 timestamp out of order, moved forward",
+                 id="concealed-and-reordered"),
+    pytest.param({"pts_guessed": 30}, None, "30 frames without a timestamp, timed by the frame rate",
+                 id="raw-stream-without-pts"),
+    pytest.param({"dropped": 37, "reconnects": 2, "gap_s": 4.25}, None,
+                 "37 frames dropped to stay current (newest-frame-wins); 2 reconnections, 4.2 s without frames",
+                 id="live-drops-and-reconnections"),
+    pytest.param({"gap_s": 12.0}, None, "0 reconnections, 12.0 s without frames", id="gave-up"),
+])
+def test_loss_summary_words(stats: dict, declared, expected) -> None:
+    from engine.sources.base import describe_losses
+    from engine.types import SourceStats
+
+    summary = describe_losses("cam", SourceStats(**stats), declared)
+    assert summary == (None if expected is None else f"cam: {expected}")

@@ -117,3 +117,14 @@ def test_timestamps_going_back_are_repaired_and_said(tmp_path: Path) -> None:
     # After the jump the stream's own spacing continues.
     np.testing.assert_allclose(np.diff(pts), 1001 / 30000, atol=1e-3)
     assert "1 timestamp out of order, moved forward" in src.loss_summary()
+
+
+def test_running_out_of_memory_on_a_damaged_size_field_is_worded_as_damage() -> None:
+    # Seen on a bit-flipped clip: FFmpeg's demuxer failed with ENOMEM allocating what a corrupt field
+    # claimed, 96 frames in. "cannot allocate memory" alone sends the user to buy RAM.
+    import av
+
+    from engine.sources._av import reason
+
+    why = reason(av.error.MemoryError(12, "Cannot allocate memory", "clip.mp4"))
+    assert why.startswith("out of memory while reading it (a damaged size field in the data")
