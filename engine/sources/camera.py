@@ -8,14 +8,17 @@ reopen the device (``engine.sources.live``), then gives up with a ``SourceError`
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 from engine.errors import SourceError
-from engine.sources._av import VideoDecoder, open_video
+from engine.sources._av import MAX_PLAUSIBLE_FPS, VideoDecoder, open_video
 from engine.sources.base import SourceInfo
 from engine.sources.live import LiveStreamSource
 from engine.sources.timeline import Timeline
+
+_MAX_SIDE = 16384  # pixels: beyond any capture device; a larger request is a typo
 
 
 class CameraSource(LiveStreamSource):
@@ -30,10 +33,12 @@ class CameraSource(LiveStreamSource):
                          reconnect_attempts=reconnect_attempts, reconnect_interval_s=reconnect_interval_s,
                          give_up_s=give_up_s, io_timeout_s=io_timeout_s)
         self.device = str(device)
-        if size is not None and (len(size) != 2 or min(size) <= 0):
-            raise SourceError(f"{device}: camera size must be (width, height) > 0, got {size}")
-        if fps is not None and fps <= 0:
-            raise SourceError(f"{device}: camera fps must be > 0, got {fps}")
+        if size is not None and (len(size) != 2 or not all(isinstance(v, int) and 0 < v <= _MAX_SIDE
+                                                           for v in size)):
+            raise SourceError(f"{device}: camera size must be (width, height), whole pixels from 1 to "
+                              f"{_MAX_SIDE}, got {size}")
+        if fps is not None and not (math.isfinite(fps) and 0 < fps <= MAX_PLAUSIBLE_FPS):
+            raise SourceError(f"{device}: camera fps must be > 0 and at most {MAX_PLAUSIBLE_FPS:g}, got {fps}")
         self.size = size
         self.fps = fps
         self.pixel_format = pixel_format

@@ -18,10 +18,11 @@ What each kind of bad file does (tests/sources/test_errors.py, test_file.py, tes
 from __future__ import annotations
 
 import errno
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
-from engine.errors import SourceError
+from engine.errors import ConfigError, SourceError
 from engine.sources._av import NoPicture, VideoDecoder, open_video, reason, source_info
 from engine.sources.base import Picture, Source, SourceInfo
 
@@ -167,6 +168,8 @@ class HttpSource(FileSource):
     def __init__(self, url: str, *, live: bool = False, buffer_size: int = 2, realtime: bool = False,
                  io_timeout_s: float = 5.0) -> None:
         super().__init__(url, live=live, buffer_size=buffer_size, realtime=realtime)
+        if not (isinstance(io_timeout_s, (int, float)) and math.isfinite(io_timeout_s) and io_timeout_s > 0):
+            raise ConfigError(f"io_timeout_s must be a number of seconds > 0, got {io_timeout_s!r}")
         self.io_timeout_s = io_timeout_s
 
     def _open(self) -> SourceInfo:

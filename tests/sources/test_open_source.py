@@ -88,3 +88,11 @@ def test_bad_options_are_config_errors_naming_the_option(uri: str, kwargs: dict,
 
 def test_infinite_give_up_is_never() -> None:
     assert open_source("rtsp://127.0.0.1/clip", give_up_s=math.inf).give_up_after_s == math.inf
+
+
+@pytest.mark.parametrize("timeout", [0, -1.0, math.inf, math.nan, "5"], ids=["zero", "negative", "inf", "nan", "text"])
+def test_an_http_source_built_directly_checks_its_timeout(timeout) -> None:
+    from engine.sources import HttpSource
+
+    with pytest.raises(ConfigError, match="io_timeout_s must be a number of seconds > 0"):
+        HttpSource("http://127.0.0.1/x.mp4", io_timeout_s=timeout)
