@@ -1,4 +1,4 @@
-"""The typed values that travel along the data path: Frame → Detections → Tracks → FrameResult.
+"""The typed values that travel along the data path: Frame → Detections → SemanticMap → Tracks → FrameResult.
 
 Every field is documented here once; the JSONL contract in ``engine.sinks.jsonl`` is built from
 ``FrameResult`` and nothing else. Tensors keep the device they were made on: a result produced on a GPU
@@ -71,6 +71,69 @@ class Detections:
             masks=torch.zeros((0, height, width), dtype=torch.bool, device=device),
             names=names,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class SemanticMap:
+    """The semantic stage's per-pixel classes for one frame (the "stuff" layer under the instances).
+
+    A map is computed on one frame and may be reused on later ones (``--segment-every K``): then
+    ``fresh`` is False and ``frame_index`` still names the frame it was computed on.
+    """
+
+    labels: torch.Tensor  # [H, W] int64 class index per pixel at frame resolution; -1 = void (no class)
+    frame_index: int  # Frame.index of the frame the model ran on
+    fresh: bool  # True: computed on the frame it is handed out with; False: reused from frame_index
+    # [C, h, w] float32 class scores at the model's resolution (pre-softmax logits for smp/torchvision,
+    # mask-weighted class probabilities for Mask2Former); None unless the segmenter was asked to keep them
+    logits: torch.Tensor | None = None
+    # Mask2Former's panoptic thing segments at frame resolution (masks disjoint, class ids are label-set
+    # indices, scores its class probabilities), to associate with tracks like detections; None otherwise
+    things: Detections | None = None
+
+    def __post_init__(self) -> None:
+        lab = self.labels
+        if not isinstance(lab, torch.Tensor) or lab.dim() != 2 or lab.dtype != torch.int64:
+            got = (tuple(lab.shape), lab.dtype) if isinstance(lab, torch.Tensor) else type(lab).__name__
+            raise ValueError(f"SemanticMap.labels must be [H, W] int64, got {got}")
+        if isinstance(self.frame_index, bool) or not isinstance(self.frame_index, int) or self.frame_index < 0:
+            raise ValueError(f"SemanticMap.frame_index must be a frame index >= 0, got {self.frame_index!r}")
+        if not isinstance(self.fresh, bool):
+            raise TypeError(f"SemanticMap.fresh must be True or False, got {self.fresh!r}")
+        if self.logits is not None and (self.logits.dim() != 3 or not self.logits.is_floating_point()):
+            raise ValueError(f"SemanticMap.logits must be [C, h, w] float, got {tuple(self.logits.shape)} "
+                             f"{self.logits.dtype}")
+        if self.things is not None and tuple(self.things.masks.shape[1:]) != tuple(lab.shape):
+            raise ValueError(f"SemanticMap.things masks {tuple(self.things.masks.shape)} are not at the "
+                             f"labels' resolution {tuple(lab.shape)}")
+
+    @property
+    def height(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.labels.shape[1])
+
+    def reused(self) -> SemanticMap:
+        """This map handed out again on a later frame: the same tensors, ``fresh=False``."""
+        return replace(self, fresh=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PanopticMap:
+    """A frame's panoptic segmentation: every pixel has a class and a track id, a stuff class, or void."""
+
+    semantic: torch.Tensor  # [H, W] int64 label-set class index per pixel; -1 = void
+    instance: torch.Tensor  # [H, W] int64 track id on instance pixels; 0 = no instance (stuff, void)
+    frame_index: int  # Frame.index
+
+    def __post_init__(self) -> None:
+        if self.semantic.dim() != 2 or self.semantic.shape != self.instance.shape \
+                or self.semantic.dtype != torch.int64 or self.instance.dtype != torch.int64:
+            raise ValueError(f"PanopticMap: semantic {tuple(self.semantic.shape)} {self.semantic.dtype} and "
+                             f"instance {tuple(self.instance.shape)} {self.instance.dtype} must be one [H, W] "
+                             "int64 size")
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,13 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from engine.cli import evaluate, export, fetch, info, run
+    from engine.cli import evaluate, export, fetch, finetune, info, run
 
     parser = argparse.ArgumentParser(prog="streamseg", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
-    for module in (run, info, fetch, export, evaluate):
+    for module in (run, info, fetch, export, evaluate, finetune):
         module.add_to(sub)
     return parser
 

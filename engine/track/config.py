@@ -20,6 +20,7 @@ MODEL_CONFIGS: dict[str, str] = {
     "sam2_hiera_b+": "configs/sam2/sam2_hiera_b+.yaml",
     "sam2_hiera_l": "configs/sam2/sam2_hiera_l.yaml",
 }
+STEP_MODES = ("auto", "grouped", "padded", "graphed")  # TrackerConfig.step
 # The long names of the official checkpoints ("tiny", "base_plus") mean the same models.
 _ALIASES = {"tiny": "t", "small": "s", "base_plus": "b+", "base-plus": "b+", "large": "l"}
 
@@ -76,6 +77,14 @@ class TrackerConfig:
     # 1.2x torch there) or as a "tensorrt" engine (bf16), see engine.track.encoder. The recurrent path
     # always runs in torch.
     encoder_backend: str = "torch"
+    # How a frame's objects go through the recurrent path (engine.track.padding, engine.track.step_graphs):
+    # "grouped" - one memory-attention call per memory length, no padding (no wasted FLOPs; the CPU's
+    #   default, where launches are cheap);
+    # "padded" - objects padded to a bucket (1, 2, 4, ... 32) and memories to one length, masked: one call;
+    # "graphed" - the padded step replayed from a CUDA graph per layout (no launch overhead; the image
+    #   encoder too, when it runs in torch). Where capture fails it runs padded, eagerly, and says so once.
+    # "auto": graphed on CUDA, grouped elsewhere.
+    step: str = "auto"
 
     def __post_init__(self) -> None:
         from engine.runtime.precision import dtype_named
@@ -86,6 +95,8 @@ class TrackerConfig:
                               f"{', '.join(ENCODER_BACKENDS)}")
 
         dtype_named(self.encoder_dtype, default=torch.float32)  # validates the name
+        if self.step not in STEP_MODES:
+            raise ConfigError(f"step={self.step!r}: choose from {', '.join(STEP_MODES)}")
         if self.image_size < 32 or self.image_size % 32:
             raise ConfigError(f"image_size={self.image_size}: use a multiple of 32, at least 32 "
                               "(e.g. 512, 1024)")

@@ -12,6 +12,11 @@ per extra layout. In a steady stream every object that has been tracked for more
 same layout, so there is one group; objects younger than P frames, or with a different number of
 prompts, add a group each until they catch up. The mask decoder and memory encoder do not depend on
 memory length and always run as one batch.
+
+That is the grouped step, the default on the CPU. On a GPU the per-frame cost at a few objects is kernel
+launches, not arithmetic, so there the step pads objects to a bucket and memories to one length, masks
+the padded keys, and replays the whole step from a CUDA graph per layout (engine.track.padding,
+engine.track.step_graphs; ``TrackerConfig.step`` chooses).
 """
 
 from __future__ import annotations
@@ -136,6 +141,13 @@ class StreamingTracker:
             self.image_encoder = exported_image_encoder(model, opts.encoder_backend, device=self.device)
         self._mean = torch.tensor(_IMG_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(_IMG_STD, device=self.device).view(1, 3, 1, 1)
+        # None: the grouped step (one memory-attention call per memory layout, no padding); else the
+        # padded step, eager or replayed from CUDA graphs (engine.track.step_graphs), per ``options.step``
+        self._step = _padded_step_for(model, opts, self._policy)
+        if self._step is not None and self._step.graphed and self.image_encoder is None:
+            from engine.track.step_graphs import GraphedImageEncoder
+
+            self.image_encoder = GraphedImageEncoder(model, self.encoder_dtype)
         self._slots: dict[int, ObjectSlot] = {}  # insertion order is slot order
         self._frame: _CurrentFrame | None = None
         self._next_index = 0
@@ -217,20 +229,34 @@ class StreamingTracker:
             slot.forget_before(feature_frame=index - self._policy.recent_frames,
                                ptr_frame=index - self._policy.ptr_window)
         feats = self._features()
-        batch = len(slots)
-        _, _, high_res = feats.expand(batch)
+        if self._step is not None:
+            selections = [select_memory(slot, index, self._policy) for slot in slots]
+            out = self._step(feats, selections, self._maskmem_pos)
+            # each field is one new [n, ...] tensor: the objects keep views of it, as their own
+            low_res, obj_ptr, scores, mem_feats = out.low_res, out.obj_ptr, out.scores, out.memory
+            owned = True
+        else:
+            low_res, obj_ptr, scores, mem_feats = self._grouped_step(slots, feats)
+            owned = False
+        for i, (slot, feat) in enumerate(zip(slots, mem_feats.unbind(0))):
+            slot.recent_features[index] = feat if owned else feat.clone()
+            slot.recent_ptrs[index] = obj_ptr[i] if owned else obj_ptr[i].clone()
+            slot.output = FrameOutput(frame=index, logits=low_res[i:i + 1], score=scores[i:i + 1],
+                                      obj_ptr=obj_ptr[i:i + 1])
+        return self._tracks([s.obj_id for s in slots], low_res, scores)
+
+    def _grouped_step(self, slots: list[ObjectSlot], feats: _FrameFeatures
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(low_res [B, 1, 4h, 4w], obj_ptr [B, C], scores [B, 1], memory [B, C_mem, h, w] bf16) for
+        ``slots``: memory attention per memory layout, then the heads and the memory encoder batched."""
+        _, _, high_res = feats.expand(len(slots))
         pix_feat = self._condition_on_memory(slots, feats)
         outs = self.model._forward_sam_heads(
             backbone_features=pix_feat, point_inputs=None, mask_inputs=None, high_res_features=high_res,
             multimask_output=self.model._use_multimask(False, None))
         low_res, high_res_masks, obj_ptr, scores = outs[3], outs[4], outs[5], outs[6]
         mem_feats = self._encode_memory(feats, high_res_masks, scores, from_prompt=False)
-        for i, (slot, feat) in enumerate(zip(slots, mem_feats.unbind(0))):
-            slot.recent_features[index] = feat.clone()
-            slot.recent_ptrs[index] = obj_ptr[i].clone()
-            slot.output = FrameOutput(frame=index, logits=low_res[i:i + 1], score=scores[i:i + 1],
-                                      obj_ptr=obj_ptr[i:i + 1])
-        return self._tracks([s.obj_id for s in slots], low_res, scores)
+        return low_res, obj_ptr, scores, mem_feats
 
     @torch.inference_mode()
     def add_object(self, obj_id: int, *, box: Sequence[float] | torch.Tensor | None = None,
@@ -443,6 +469,23 @@ class StreamingTracker:
                                                     device=self.device),
                       logits=torch.zeros((0, low, low), device=self.device),
                       scores=torch.zeros((0,), device=self.device))
+
+
+def _padded_step_for(model, options: TrackerConfig, policy: MemoryPolicy):
+    """The padded step ``options.step`` asks for (``auto``: graphed on CUDA), or None for grouped."""
+    device = torch.device(model.device)
+    mode = options.step if options.step != "auto" else ("graphed" if device.type == "cuda" else "grouped")
+    if mode == "grouped":
+        return None
+    from engine.track.padding import StepConstants
+    from engine.track.step_graphs import GraphedStep, PaddedStep
+
+    side = int(model.sam_image_embedding_size)
+    constants = StepConstants(
+        hw=side * side, split=int(model.hidden_dim) // int(model.mem_dim),
+        min_frames=1 + policy.recent_frames, min_ptrs=1 + policy.ptr_window if policy.ptr_window else 0,
+        ptr_pos_scale=policy.ptr_pos_scale, multimask=bool(model._use_multimask(False, None)))
+    return GraphedStep(model, constants) if mode == "graphed" else PaddedStep(model, constants)
 
 
 def _with_image_size(options: TrackerConfig | None, image_size: int | None) -> TrackerConfig:
