@@ -35,9 +35,12 @@ case number winning where a case was run twice.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import selectors
+import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -186,6 +189,160 @@ def _kill_row(kill_at: float, down: float, restarted: float, capture_times: list
     first = min(after) if after else None
     return Kill(at_s=round(kill_at, 2), down_s=round(down, 2), resumed=first is not None,
                 restart_to_frame_s=None if first is None else round(first - restarted, 3))
+
+
+# --- RTSP server kills through the whole CLI -------------------------------------------------------
+
+
+@dataclass(slots=True)
+class CliKillReport:
+    clip: str
+    command: list[str]  # the streamseg command line (URL and output paths are temporary)
+    kills: list[Kill] = field(default_factory=list)
+    exit_code: int | None = None  # 130 after the SIGINT at the end; anything else: it ended before
+    jsonl_lines: int = 0
+    jsonl_whole: bool = False  # every line a JSON object, the file ending in a newline
+    index_gaps: int = 0  # frame indices missing between JSONL lines: frames the live buffer dropped
+    pts_increasing: bool = False  # JSONL pts strictly increasing over the run, reconnections included
+    mp4_frames: int = 0  # frames decoded from the overlay MP4
+    rss_samples_mib: list[float] = field(default_factory=list)  # the CLI's RSS before each kill and at the end
+    rss_trace: list[list[float]] = field(default_factory=list)  # [s since the first result, RSS MiB, threads]
+    #   every 10 s
+    summary: str = ""  # what the CLI printed on stdout (its end-of-run summary)
+    stderr_tail: str = ""
+    duration_s: float = 0.0
+
+
+def pid_rss_mib(pid: int) -> float:
+    """Resident set size of process ``pid`` in MiB (Linux /proc); nan when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
+def rtsp_kills_cli(*, clip: Path = MEDIA / "bedroom.mp4", kills: int = 10, duration_s: float = 300.0,
+                   seed: int = 0, down_s: tuple[float, float] = (1.0, 6.0),
+                   run_args: Sequence[str] = ()) -> CliKillReport:
+    """``streamseg run URL --detector none --tracker none --jsonl --out`` (no networks: the outputs and
+    the source are what is measured) as a subprocess while the server is killed and restarted as in
+    ``rtsp_kills``; Ctrl-C (SIGINT) ends it after ``duration_s``. The restart-to-first-frame times come
+    from the JSONL's capture times; then the outputs are checked: JSONL lines whole, MP4 frames = JSONL
+    lines. ``run_args`` are added to the command (e.g. the reconnect policy's flags)."""
+    from tests.rtsp_server import RtspServer
+
+    rng = np.random.default_rng(seed)
+    stretch = duration_s / (kills + 1)
+    with tempfile.TemporaryDirectory(prefix="streamseg-kills-") as tmp:
+        stream = looped_ts(clip, 2 * stretch + 10, Path(tmp) / "looped.ts")
+        jsonl, mp4 = Path(tmp) / "run.jsonl", Path(tmp) / "run.mp4"
+        server = RtspServer(stream).start()
+        command = [sys.executable, "-m", "engine", "run", server.url, "--detector", "none", "--tracker", "none",
+                   "--jsonl", str(jsonl), "--out", str(mp4), "--quiet", *run_args]
+        report = CliKillReport(clip=clip.name, command=[*command[2:4], "URL", *command[5:]])
+        stderr_path = Path(tmp) / "stderr.txt"
+        with stderr_path.open("w") as stderr:
+            proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        restarts: list[tuple[float, float, float]] = []
+        started = time.monotonic()
+        try:
+            _wait_for_lines(jsonl, proc, timeout_s=_STARTUP_LIMIT_S)
+            started = time.monotonic()  # the stretches count from the first result
+            for k in range(kills):
+                if not _sleep_while_running(started + (k + 1) * stretch, proc, report.rss_trace, started):
+                    break
+                report.rss_samples_mib.append(round(pid_rss_mib(proc.pid), 1))
+                kill_at = time.monotonic() - started
+                server.stop()
+                time.sleep(float(rng.uniform(*down_s)))
+                server.start()
+                restarts.append((kill_at, time.monotonic() - started - kill_at, time.time()))
+            if _sleep_while_running(started + duration_s, proc, report.rss_trace, started):
+                report.rss_samples_mib.append(round(pid_rss_mib(proc.pid), 1))
+                proc.send_signal(signal.SIGINT)
+            report.summary = proc.communicate(timeout=120)[0]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                report.summary = proc.communicate()[0]
+            server.stop()
+        report.exit_code = proc.returncode
+        report.duration_s = round(time.monotonic() - started, 1)
+        report.stderr_tail = stderr_path.read_text()[-2000:]
+        records = _check_jsonl(jsonl, report)
+        report.mp4_frames = _mp4_frames(mp4)
+    capture_times = [r["capture_time"] for r in records]
+    report.kills = [_kill_row(at, down, restarted, capture_times) for at, down, restarted in restarts]
+    return report
+
+
+def _wait_for_lines(path: Path, proc: subprocess.Popen, *, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not (path.exists() and path.stat().st_size > 0):
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamseg ended before its first result (exit {proc.returncode})")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no result within {timeout_s:g} s")
+        time.sleep(0.2)
+
+
+def _sleep_while_running(deadline: float, proc: subprocess.Popen, trace: list | None = None,
+                         started: float = 0.0, every_s: float = 10.0) -> bool:
+    """Sleep until ``deadline``; False as soon as ``proc`` has ended (its outputs are still checked).
+    Every ``every_s`` seconds (since ``started``) appends ``[seconds, RSS MiB, threads]`` to ``trace``."""
+    while (left := deadline - time.monotonic()) > 0:
+        if proc.poll() is not None:
+            return False
+        now = time.monotonic() - started
+        if trace is not None and (not trace or now - trace[-1][0] >= every_s):
+            trace.append([round(now, 1), round(pid_rss_mib(proc.pid), 1), pid_threads(proc.pid)])
+        time.sleep(min(left, 0.5))
+    return proc.poll() is None
+
+
+def pid_threads(pid: int) -> int:
+    """Threads of process ``pid`` (0 when it is gone)."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return 0
+
+
+def _check_jsonl(path: Path, report: CliKillReport) -> list[dict]:
+    """The JSONL's records; fills in the report's line count, wholeness, index gaps and pts order."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    records = []
+    whole = text.endswith("\n")
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            whole = False
+            continue
+        whole = whole and isinstance(record, dict)
+        records.append(record)
+    report.jsonl_lines, report.jsonl_whole = len(records), whole and bool(records)
+    frames = [r["frame"] for r in records]
+    report.index_gaps = sum(b - a - 1 for a, b in itertools.pairwise(frames))
+    pts = [r["pts"] for r in records]
+    report.pts_increasing = all(p is not None for p in pts) and all(b > a for a, b in itertools.pairwise(pts))
+    return records
+
+
+def _mp4_frames(path: Path) -> int:
+    """Frames decoded from ``path`` (0 when it is missing or unreadable)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return sum(1 for _ in container.decode(video=0))
+    except (OSError, av.error.FFmpegError):
+        return 0
 
 
 # --- mutated bitstreams --------------------------------------------------------------------------
@@ -382,7 +539,7 @@ def read_rows(paths: Sequence[Path]) -> list[dict]:
 # --- command line --------------------------------------------------------------------------------
 
 
-def _print_kills(report: KillReport) -> None:
+def _print_kills(report: KillReport | CliKillReport) -> None:
     times = [k.restart_to_frame_s for k in report.kills if k.restart_to_frame_s is not None]
     print(f"{'kill':>4}{'at s':>8}{'down s':>8}{'resumed':>9}{'restart->frame s':>18}")
     for i, k in enumerate(report.kills, 1):
@@ -391,8 +548,16 @@ def _print_kills(report: KillReport) -> None:
         print(f"resumed {sum(k.resumed for k in report.kills)}/{len(report.kills)}; restart->first frame "
               f"p50 {statistics.median(times):.2f} s, max {max(times):.2f} s, <= 2 s in "
               f"{sum(t <= 2.0 for t in times)}/{len(report.kills)}")
-    print(f"frames {report.frames}; stats {report.stats}; RSS before each kill and at the end (MiB): "
-          f"{report.rss_samples_mib}; error: {report.error}")
+    if isinstance(report, KillReport):
+        print(f"frames {report.frames}; stats {report.stats}; RSS before each kill and at the end (MiB): "
+              f"{report.rss_samples_mib}; error: {report.error}")
+        return
+    print(f"exit {report.exit_code}; JSONL {report.jsonl_lines} lines, whole {report.jsonl_whole}, index gaps "
+          f"{report.index_gaps}, pts increasing {report.pts_increasing}; MP4 {report.mp4_frames} frames; "
+          f"RSS before each kill and at the end (MiB): {report.rss_samples_mib}")
+    print(f"streamseg's summary:\n{report.summary.rstrip()}")
+    if report.exit_code != 130:
+        print(f"streamseg ended before the Ctrl-C; its stderr ends:\n{report.stderr_tail.rstrip()}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -404,6 +569,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     kills.add_argument("--seed", type=int, default=0)
     kills.add_argument("--clip", type=Path, default=MEDIA / "bedroom.mp4")
     kills.add_argument("--out", type=Path, default=None)
+    kills.add_argument("--through", choices=("cli", "source"), default="cli",
+                       help="cli: streamseg run with JSONL and MP4 outputs, ended by Ctrl-C (default); "
+                            "source: the RTSP source alone, in this process")
+    kills.add_argument("--run-args", default="", help="more streamseg run flags, one string (--through cli)")
     fz = sub.add_parser("fuzz", help="mutated bitstreams through the file source")
     fz.add_argument("--cases", type=int, default=1000)
     fz.add_argument("--start", type=int, default=0, help="first case number (a part of a split run)")
@@ -420,7 +589,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "_worker":
         _worker()
     elif args.command == "rtsp-kills":
-        report = rtsp_kills(clip=args.clip, kills=args.kills, duration_s=args.duration, seed=args.seed)
+        if args.through == "cli":
+            report = rtsp_kills_cli(clip=args.clip, kills=args.kills, duration_s=args.duration, seed=args.seed,
+                                    run_args=shlex.split(args.run_args))
+        else:
+            report = rtsp_kills(clip=args.clip, kills=args.kills, duration_s=args.duration, seed=args.seed)
         out = write_json("reliability-rtsp-kills", {**environment(), **asdict(report)}, out=args.out)
         _print_kills(report)
         print(f"written to {out}")
