@@ -78,6 +78,8 @@ class VideoDecoder:
         self.first: Picture | None = None  # the stream's first picture, once start() has decoded it
         self._deadline: float | None = None  # start(): the first picture must come before this
         self._oriented: Orientation | None = None  # the first frame's orientation, for info/notes
+        self._rotation: int | None = None  # frame.rotation of the frame whose matrix was last read
+        self._orientation: Orientation | None = None  # what that matrix said (None: no right angle)
         self._odd_orientation = False
 
     @property
@@ -173,7 +175,7 @@ class VideoDecoder:
             raise NoPicture("no picture decoded in time")
 
     def _picture(self, frame, started: float) -> Picture:  # frame: av.VideoFrame
-        orientation = Orientation.of_frame(frame)
+        orientation = self._orientation_of(frame)
         if orientation is None:
             if not self._odd_orientation:
                 self._odd_orientation = True
@@ -192,6 +194,24 @@ class VideoDecoder:
             self.stats.concealed += 1
         pts = self.timeline.stamp(frame.time, time.monotonic())
         return Picture(image=image, pts=pts, decode_ms=(time.perf_counter() - started) * 1000.0)
+
+
+    def _orientation_of(self, frame) -> Orientation | None:  # frame: av.VideoFrame
+        """``Orientation.of_frame``, read again only when the frame's rotation angle changes.
+
+        Reading ``frame.side_data`` ties the frame and PyAV's side-data container into a reference
+        cycle, so the frame, its pixels and the swscale context ``to_ndarray`` left on it (with that
+        context's threads) are freed only by the cyclic garbage collector: read on every frame, a
+        960x540 stream held up to ~400 threads and hundreds of MiB between collections
+        (``benchmarks/reliability.py rtsp-kills``). ``frame.rotation`` reads the same matrix without
+        the cycle. A change between two orientations of one angle (a mirror appearing mid-stream)
+        goes unseen; streams keep one display matrix from start to end in practice.
+        """
+        rotation = frame.rotation
+        if rotation != self._rotation:
+            self._rotation = rotation
+            self._orientation = Orientation.of_frame(frame)
+        return self._orientation
 
 
 def source_info(decoder: VideoDecoder, *, uri: str, live: bool, frame_count: int | None) -> SourceInfo:
