@@ -81,6 +81,11 @@ class VideoDecoder:
         self._rotation: int | None = None  # frame.rotation of the frame whose matrix was last read
         self._orientation: Orientation | None = None  # what that matrix said (None: no right angle)
         self._odd_orientation = False
+        # One reformatter (one swscale context, reused frame after frame) for the whole stream: a
+        # frame's own to_ndarray(format=...) builds a context, with its threads, on every frame.
+        from av.video.reformatter import VideoReformatter
+
+        self._reformatter = VideoReformatter()
 
     @property
     def codec(self) -> str:
@@ -186,9 +191,10 @@ class VideoDecoder:
             self._oriented = orientation
         width = display_width(frame.width, self.sar)
         size = {"width": width, "height": frame.height} if width != frame.width else {}
-        # to_ndarray reformats through swscale (and scales to square pixels in the same pass); its
-        # array may keep the frame's row padding, which a later contiguous copy removes.
-        image = orientation.apply(frame.to_ndarray(format="rgb24", **size))
+        # swscale converts to RGB (and scales to square pixels in the same pass); the array may keep
+        # the frame's row padding, which a later contiguous copy removes.
+        rgb = self._reformatter.reformat(frame, format="rgb24", **size)
+        image = orientation.apply(rgb.to_ndarray())
         image = np.ascontiguousarray(image)
         if frame.is_corrupt:
             self.stats.concealed += 1
@@ -200,12 +206,13 @@ class VideoDecoder:
         """``Orientation.of_frame``, read again only when the frame's rotation angle changes.
 
         Reading ``frame.side_data`` ties the frame and PyAV's side-data container into a reference
-        cycle, so the frame, its pixels and the swscale context ``to_ndarray`` left on it (with that
-        context's threads) are freed only by the cyclic garbage collector: read on every frame, a
+        cycle, so the frame and its pixels are freed only by the cyclic garbage collector: read on
+        every frame (each with its own swscale context and threads, as ``to_ndarray`` made them), a
         960x540 stream held up to ~400 threads and hundreds of MiB between collections
         (``benchmarks/reliability.py rtsp-kills``). ``frame.rotation`` reads the same matrix without
-        the cycle. A change between two orientations of one angle (a mirror appearing mid-stream)
-        goes unseen; streams keep one display matrix from start to end in practice.
+        the cycle, so one frame per connection waits for the collector. A change between two
+        orientations of one angle (a mirror appearing mid-stream) goes unseen; streams keep one
+        display matrix from start to end in practice.
         """
         rotation = frame.rotation
         if rotation != self._rotation:

@@ -39,3 +39,24 @@ def test_frames_are_freed_without_the_cycle_collector(tmp_path: Path, bedroom_cl
     # The decoder's and swscale's threads exist by the 20th frame; later frames add none (a few come
     # and go as the decoder drains at the end), where a frame kept alive adds two.
     assert max(threads[20:]) - threads[20] <= 8, f"threads by frame: {threads[::10]}"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through Linux /proc")
+def test_closed_sources_leave_no_threads_behind(bedroom_clip: Path) -> None:
+    # What a live source does on every reconnection: a new decoder, some frames, close. Each session
+    # that left a frame to the cycle collector kept two swscale threads alive until a full collection.
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        before = _native_threads()
+        for _ in range(6):
+            with open_source(bedroom_clip) as src:
+                for _, _frame in zip(range(20), src, strict=False):
+                    pass
+            del _frame
+        after = _native_threads()
+    finally:
+        if enabled:
+            gc.enable()
+    assert after <= before + 1, f"{after - before} threads left behind by 6 closed sources"
