@@ -1,14 +1,15 @@
 """Reliability figures for the video sources, on 127.0.0.1 only, each bounded in time.
 
-``rtsp-kills``: a real RTSP server (GStreamer's, ``tests/rtsp_server.py``) streams a clip to an
-``RtspSource``; every ``duration / (kills + 1)`` seconds it is SIGKILLed, stays down for a seeded
-1-6 s, and is started again on the same port. Per kill: whether the stream resumed, and the time from
-the server accepting connections again to the first new frame decoded. Over the run: frames received,
-the source's counters (lost, dropped, damaged), and this process's RSS before each kill and at the end
-(the first reading comes after a warm-up of one stretch between kills: the allocator takes ~20 s of
-a 960x540 stream to reach its plateau).
-This is the source alone: the pipeline's outputs (JSONL whole, MP4 frames = JSONL lines) are checked
-where the pipeline is.
+``rtsp-kills``: a real RTSP server (GStreamer's, ``tests/rtsp_server.py``) streams a clip; every
+``duration / (kills + 1)`` seconds it is SIGKILLed, stays down for a seeded 1-6 s, and is started again
+on the same port. Per kill: whether the stream resumed, and the time from the server accepting
+connections again to the first new frame decoded. ``--through cli`` (the default) reads the stream
+with ``streamseg run URL --detector none --tracker none --jsonl --out`` in a subprocess, as a user would,
+ends it with Ctrl-C (SIGINT) after ``duration`` and checks what it left: exit code, JSONL lines whole,
+frame indices missing between lines (frames the live buffer dropped), pts increasing, MP4 frames =
+JSONL lines, its summary; and its RSS and thread count every 10 s and before each kill (the first kill
+comes after one stretch of warm-up). ``--through source`` reads an ``RtspSource`` in this process
+(frames, the source's counters, this process's RSS).
 
 ``fuzz``: mutated copies of the real clips (seeded bit flips, truncations, zeroed ranges, swapped
 chunks), each read to its end through ``FileSource`` in a worker process under a time limit. A case
@@ -21,6 +22,7 @@ first case, so their start (importing torch) is never timed as a case. The worke
 decoding); one that hangs or dies is replaced and the case recorded.
 
     python -m benchmarks.reliability rtsp-kills [--kills 10] [--duration 300] [--seed 0] [--out PATH]
+                                                [--through cli|source] [--run-args "FLAGS"]
     python -m benchmarks.reliability fuzz [--cases 1000] [--start 0] [--seed 0] [--time-limit 30]
                                           [--out PATH] [--rows PATH] [--only CASE ...]
     python -m benchmarks.reliability fuzz-summary ROWS.jsonl [ROWS.jsonl ...] [--out PATH]
