@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.reliability import CliKillReport, _check_jsonl, mutate, read_case
+from benchmarks.reliability import mutate, read_case
+from benchmarks.rtsp_kills import CliKillReport, _check_jsonl
 
 
 @pytest.mark.parametrize("kind", ["bitflip", "truncate", "zero", "swap"])
