@@ -474,6 +474,11 @@ class SourceStats:
     gap_s: float = 0.0  # seconds spent without frames while reconnecting
     corrupt: int = 0  # damaged packets the decoder rejected and skipped (they produce no picture)
     late: int = 0  # frames a multi-stream pipeline dropped for being older than its latency budget
+    lost: int = 0  # frames the stream should have had that never became a picture: declared by a file
+    #   but not decoded (exact, at the file's end), or skipped by a jump in pts (an estimate, live)
+    concealed: int = 0  # frames delivered with damage the decoder papered over (smears are possible)
+    pts_guessed: int = 0  # frames the stream gave no pts; delivered at the previous pts + one interval
+    pts_fixed: int = 0  # frames whose pts was not after the previous one's; moved so pts keeps increasing
 
     def snapshot(self) -> SourceStats:
         return replace(self)
