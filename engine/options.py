@@ -70,8 +70,16 @@ class RunOptions:
                             help="read a file at its own frame rate, like a camera")
     buffer: int = option(2, section="source", minimum=1, param="buffer_size",
                          help="frames held between decoder and pipeline")
-    reconnect_attempts: int = option(5, section="source", minimum=0, param="reconnect_attempts",
-                                     help="reconnections tried for a lost live stream")
+    reconnect_attempts: int | None = option(None, section="source", minimum=0, param="reconnect_attempts",
+                                            unset="no count limit: --give-up-after bounds an outage",
+                                            help="reconnections tried per outage of a live stream (0: none)")
+    reconnect_interval_s: float = option(1.0, section="source", key="reconnect_interval",
+                                         flag="--reconnect-interval", above=0.0, maximum=60.0,
+                                         param="reconnect_interval_s",
+                                         help="seconds between reconnection attempts of a live stream (fixed)")
+    give_up_s: float = option(600.0, section="source", key="give_up_after", flag="--give-up-after", above=0.0,
+                              param="give_up_s",
+                              help="seconds a lost live stream may stay without frames before the run ends")
     io_timeout_s: float = option(5.0, section="source", key="io_timeout", flag="--io-timeout", above=0.0,
                                  param="io_timeout_s", help="network read timeout, seconds")
 

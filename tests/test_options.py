@@ -110,12 +110,14 @@ BAD_FILES = [
     ("[source]\nuri = \n", ["not valid TOML"]),  # syntax
     ("[[streams]]\nuri = \"a.mp4\"\n", ["[[streams]]", "one stream"]),  # a server's config
     ("[segmenter]\nmodel = \"segformer\"\n", ["[segmenter] model", "none, deeplabv3plus, unet"]),
+    ("[source]\nreconnect_interval = 0\n", ["[source] reconnect_interval = 0", "> 0"]),  # live-source policy
+    ("[source]\ngive_up_after = -5\n", ["[source] give_up_after = -5", "> 0"]),
 ]
 
 
 @pytest.mark.parametrize("text, needles", BAD_FILES,
                          ids=["range", "type", "choice", "bool", "unknown_key", "unknown_section", "top_level",
-                              "prompt", "syntax", "streams", "segmenter"])
+                              "prompt", "syntax", "streams", "segmenter", "reconnect_interval", "give_up_after"])
 def test_a_bad_config_file_is_one_line_naming_the_file_the_key_and_the_allowed_values(tmp_path, text, needles):
     config = tmp_path / "bad.toml"
     config.write_text(text)
