@@ -28,6 +28,7 @@ from engine.errors import ConfigError
 from engine.track.config import TrackerConfig
 from engine.track.memory import (FrameOutput, MemoryFrame, MemoryPolicy, ObjectSlot, assemble_memory,
                                  select_memory)
+from engine.track.prompts import PromptHeads, bucket_size
 from engine.types import Tracks
 
 _IMG_MEAN = (0.485, 0.456, 0.406)  # the normalisation sam2's frame loaders apply
@@ -140,6 +141,10 @@ class StreamingTracker:
         self._frame: _CurrentFrame | None = None
         self._next_index = 0
         self._maskmem_pos: torch.Tensor | None = None  # [HW, 1, C_mem]: equal for every frame and object
+        # Prompts go through sam2's heads with their points padded to a few fixed counts, the padding
+        # masked out of the decoder's attention: same outputs, and a bounded set of shapes for a
+        # compiled or graphed prompt path (engine.track.prompts).
+        self._prompt_heads = PromptHeads(model)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -270,7 +275,8 @@ class StreamingTracker:
             if current is not None and point_inputs is not None:
                 # A second prompt on the same frame refines the first, as in sam2's interactive predictor.
                 mask_inputs = torch.clamp(current.logits, -_PREV_LOGIT_CLAMP, _PREV_LOGIT_CLAMP)
-            outs = model._forward_sam_heads(
+            # multimask follows the user's point count, before padding
+            outs = self._prompt_heads.forward_sam_heads(
                 backbone_features=pix_feat, point_inputs=point_inputs, mask_inputs=mask_inputs,
                 high_res_features=high_res, multimask_output=model._use_multimask(is_init, point_inputs))
         low_res, obj_ptr, score = outs[3], outs[5], outs[6]
@@ -420,12 +426,15 @@ class StreamingTracker:
                 raise ConfigError(f"add_object({obj_id}): points [[x, y], ...] need one label each "
                                   "(1 foreground, "
                                   f"0 background), got {points!r} and {labels!r}")
+            if not bool(torch.isfinite(p).all()):
+                raise ConfigError(f"add_object({obj_id}): point coordinates must be finite, got {points!r}")
             if not bool(((lab == 0) | (lab == 1)).all()):
                 raise ConfigError(f"add_object({obj_id}): point labels must be 0 or 1, got {labels!r}")
             coords.append(p)
             codes.append(lab)
         if not coords:
             raise ConfigError(f"add_object({obj_id}): give a box, points with labels, or a mask")
+        bucket_size(sum(len(c) for c in coords))  # too many points for one prompt: say so before any work
         xy = torch.cat(coords) / torch.tensor([frame.width, frame.height], dtype=torch.float32) * size
         return {"point_coords": xy[None].to(self.device),
                 "point_labels": torch.cat(codes)[None].to(self.device)}, None
