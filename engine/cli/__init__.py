@@ -43,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     from engine.cli import evaluate, export, fetch, info, run
+    from engine.cli import segment
 
     parser = argparse.ArgumentParser(prog="streamseg", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     for module in (run, info, fetch, export, evaluate):
         module.add_to(sub)
+    segment.add_to(sub)
     return parser
 
 
