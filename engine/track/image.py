@@ -11,7 +11,8 @@ track/test_image.py), with these differences in how they are computed:
   hard-codes those of 1024).
 - Prompt points are padded to a few fixed counts, the padding masked out of the decoder's attention
   (``engine.track.prompts``); prompts of different lengths then decode in one batch. The automatic
-  generator's last batch of grid points is padded to ``points_per_batch``: the decoder sees one shape.
+  generator pads a short batch of grid points to a power of two (at most ``points_per_batch``): the
+  decoder sees a few shapes, and a small grid does not pay for a full batch.
 - The automatic generator filters by predicted IoU before upsampling, and upsamples, scores and
   encodes masks a few at a time: memory grows with the image, not with ``points_per_batch`` x 3
   full-resolution logit maps (2.6 GB for sam2's defaults on a 2250x1500 image).
@@ -242,8 +243,7 @@ class ImageSegmenter:
                 codes_t = torch.cat([codes_t, codes_t.new_full((1, pad), -1)], dim=1)
             rows_xy.append(coords)
             rows_label.append(codes_t)
-        scale = torch.tensor([self.model.image_size / feats.width, self.model.image_size / feats.height])
-        coords = torch.cat(rows_xy) * scale
+        coords = _to_model_pixels(torch.cat(rows_xy), feats, self.model.image_size)
         return coords.to(self.device), torch.cat(rows_label).to(self.device)
 
     # ------------------------------------------------------------------ everything
@@ -289,17 +289,17 @@ class ImageSegmenter:
         feats = self._encode(image[y0:y1, x0:x1])
         crop_hw = (feats.height, feats.width)
         grid_points = torch.as_tensor(grid * np.array([[feats.width, feats.height]]), dtype=torch.float32)
-        scale = torch.tensor([self.model.image_size / feats.width, self.model.image_size / feats.height])
         found = _Candidates()
         batch = config.points_per_batch
         for start in range(0, len(grid_points), batch):
             pts = grid_points[start:start + batch]  # [n, 2] crop pixels
             n = len(pts)
-            # The last batch is filled up with copies of its last point, whose results are dropped, so
-            # the decoder always sees points_per_batch prompts.
-            padded = torch.cat([pts, pts[-1:].expand(batch - n, 2)]) if n < batch else pts
-            coords = (padded * scale)[:, None, :].to(self.device)
-            labels = torch.ones((batch, 1), dtype=torch.int32, device=self.device)
+            # A short batch is filled up with copies of its last point, whose results are dropped, to a
+            # power of two: the decoder meets at most log2(points_per_batch) + 2 batch shapes.
+            width = min(batch, 1 << (n - 1).bit_length())
+            padded = torch.cat([pts, pts[-1:].expand(width - n, 2)]) if n < width else pts
+            coords = _to_model_pixels(padded, feats, self.model.image_size)[:, None, :].to(self.device)
+            labels = torch.ones((width, 1), dtype=torch.int32, device=self.device)
             low_res, iou = self._decode(feats, coords, labels, multimask=config.multimask)
             low_res, iou = low_res[:n].flatten(0, 1), iou[:n].flatten(0, 1)  # [n*M, h, w], [n*M]
             which = torch.arange(n).repeat_interleave(low_res.shape[0] // n)
@@ -375,6 +375,11 @@ class ImageSegmenter:
     @staticmethod
     def _upsample(low_res: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:  # [M, h, w] -> [M, H, W]
         return F.interpolate(low_res[None].float(), size, mode="bilinear", align_corners=False)[0]
+
+
+def _to_model_pixels(xy: torch.Tensor, feats: _ImageFeatures, size: int) -> torch.Tensor:  # [..., 2]
+    """Image pixels to the model's input pixels, in sam2's order of operations (divide, then scale)."""
+    return xy / torch.tensor([feats.width, feats.height], dtype=torch.float32) * size
 
 
 def _check_image(image: torch.Tensor) -> None:

@@ -227,3 +227,21 @@ def test_a_checkpoint_file_loads_the_weights_sam2_loads(tmp_path, media_dir):
     assert iou >= 0.99 and score <= SCORE_TOL and logit <= LOGIT_TOL
     other = random0.predict(prompts)[0][0]
     assert abs(other.score - ours.predict(prompts)[0][0].score) > 100 * SCORE_TOL  # the file's weights, not seed 0
+
+
+def test_everything_decodes_grid_batches_in_a_few_shapes(segmenter, media_dir):
+    """Short batches of grid points are padded to a power of two (at most points_per_batch), so a
+    compiled decoder meets a bounded set of shapes; the padding's results are dropped."""
+    image = _image(media_dir, "truck.jpg")[::8, ::8].copy()
+    batches: list[int] = []
+    hook = segmenter.decoder.register_forward_pre_hook(
+        lambda _m, args, kwargs: batches.append(kwargs["sparse_prompt_embeddings"].shape[0]), with_kwargs=True)
+    try:
+        for side in (1, 2, 3, 5):  # 1, 4, 9 and 25 grid points
+            masks = segmenter.generate(image, EverythingConfig(points_per_side=side, points_per_batch=16,
+                                                               pred_iou_thresh=0.0, stability_score_thresh=0.0,
+                                                               box_nms_thresh=1.0))
+            assert len(masks) == side * side * 3  # nothing filtered: one result per real point and token
+    finally:
+        hook.remove()
+    assert set(batches) == {1, 4, 16}
