@@ -17,7 +17,6 @@ Writes JSON (device, versions, date, per-clip results) under benchmarks/out/ and
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence

@@ -70,17 +70,18 @@ def read_frames(clip: Path, *, count: int, size: tuple[int, int] | None) -> list
 def bench_detector(frames: list[np.ndarray], *, instances: tuple[int, ...] = (1, 10, 50, 100),
                    backends: tuple[str, ...] = ("torch", "onnxruntime"), repeats: int = 3, warmup: int = 2,
                    conf: float = 0.05, iou: float = 0.7, imgsz: int = 640, seed: int = 0,
-                   threads: int | None = None) -> list[SweepPoint]:
+                   threads: int | None = None, device: str = "cpu") -> list[SweepPoint]:
     """Time the engine's detector (each backend) and Ultralytics' predict on the same frames, one frame per
     call, alternating between them frame by frame. ``threads``: torch's intra-op threads for both sides
-    (default: torch's own choice); Ultralytics' predict otherwise sets cpu_count - 1 on its first call."""
+    (default: torch's own choice); Ultralytics' predict otherwise sets cpu_count - 1 on its first call.
+    On CUDA both sides' frames start on the host and every call is timed to completion (synchronised)."""
     import torch
 
     threads = threads or torch.get_num_threads()
     from ultralytics import YOLO
 
     from engine.detect import DetectorConfig, load_detector
-    from engine.detect.loading import build_from_yaml
+    from engine.detect.yolo.loading import build_from_yaml
 
     reference = YOLO("yolov8n-seg.yaml")
     reference.model.load_state_dict(build_from_yaml("yolov8n-seg.yaml", seed=seed, spread=True).state_dict())
@@ -88,8 +89,8 @@ def bench_detector(frames: list[np.ndarray], *, instances: tuple[int, ...] = (1,
     bgr = [np.ascontiguousarray(f[..., ::-1]) for f in frames]
     loaded = {}
     for name in backends:
-        config = DetectorConfig(weights="random", backend=name, device="cpu", conf=conf, iou=iou, imgsz=imgsz,
-                                seed=seed)
+        config = DetectorConfig(weights="random", backend=name, device=device, conf=conf, iou=iou,
+                                imgsz=imgsz, seed=seed)
         loaded[name] = load_detector(config)
     points = []
     for max_det in instances:
@@ -102,10 +103,12 @@ def bench_detector(frames: list[np.ndarray], *, instances: tuple[int, ...] = (1,
                 for name, detector in detectors.items():
                     start = time.perf_counter()
                     found = len(detector([tensor])[0])
+                    _sync(device)
                     _record(times, counts, name, start, found, rep >= warmup)
                 start = time.perf_counter()
                 result = reference.predict([image], conf=conf, iou=iou, imgsz=imgsz, max_det=max_det,
-                                           retina_masks=True, verbose=False)[0]
+                                           retina_masks=True, verbose=False, device=device)[0]
+                _sync(device)
                 _record(times, counts, "ultralytics", start, len(result.boxes), rep >= warmup)
         u50, u95, u99 = np.percentile(times["ultralytics"], [50, 95, 99])
         for name in backends:
@@ -117,6 +120,13 @@ def bench_detector(frames: list[np.ndarray], *, instances: tuple[int, ...] = (1,
                 ultralytics_p50_ms=float(u50), ultralytics_p95_ms=float(u95), ultralytics_p99_ms=float(u99),
                 speedup_p50=float(u50 / e50), speedup_p95=float(u95 / e95)))
     return points
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
 
 
 def _record(times: dict[str, list[float]], counts: dict[str, list[int]], name: str, start: float, found: int,
@@ -139,20 +149,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--conf", type=float, default=0.05)
     parser.add_argument("--threads", type=int, default=None, help="torch threads for both (default: torch's)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda where present)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     os.environ.setdefault("YOLO_OFFLINE", "1")
     import torch
 
     threads = args.threads or torch.get_num_threads()
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     machine = environment()
     size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
     frames = read_frames(args.clip, count=args.frames, size=size)
     points = bench_detector(frames, instances=tuple(args.instances), backends=tuple(args.backends),
                             repeats=args.repeats, warmup=args.warmup, conf=args.conf, imgsz=args.imgsz,
-                            threads=threads)
+                            threads=threads, device=device)
     height, width = frames[0].shape[:2]
-    report = {**machine, "threads": threads, "clip": str(args.clip), "frame_size": [width, height],
+    report = {**machine, "threads": threads, "engine_device": device, "clip": str(args.clip),
+              "frame_size": [width, height],
               "frames": len(frames), "repeats": args.repeats, "conf": args.conf, "imgsz": args.imgsz,
               "weights": "random (spread_random_weights, seed 0)", "points": [asdict(p) for p in points]}
     out = write_json("detector", report, out=args.out)

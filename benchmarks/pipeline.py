@@ -3,6 +3,7 @@ in one run; the pipeline's own overhead; and the fusion stage's cost against the
 
     python -m benchmarks.pipeline [--clips tests/media/*.mp4] [--synthetic] [--frames 60]
                                   [--objects 10] [--tracker-size 256] [--skip-fusion]
+                                  [--hd | --hd-only] [--hd-frames 300] [--hd-objects 10] [--hd-size 1920x1080]
 
 1. overhead: the pipeline with no networks against iterating its source alone: what the streaming
    machinery (threads, hand-off, timing, results) costs per frame.
@@ -14,6 +15,14 @@ in one run; the pipeline's own overhead; and the fusion stage's cost against the
    costs more and follows objects between detections.
 3. fusion: one frame's association, overlap resolution and final masks for 1..100 objects at 1080p,
    the kernels against the references where a GPU is present, the references alone elsewhere.
+4. 1080p30 (``--hd``, or ``--hd-only`` for it alone): the whole engine on a clip scaled to 1920x1080
+   with ``--hd-objects`` (10) tracked objects, frames already decoded in memory (offline: as fast as it
+   goes). ``prompted``: YOLOv8n-seg (capped at 10 detections) + SAM 2 with 10 objects prompted on frame 0
+   (exactly 10 tracked on every frame) + their instances; ``fused``: the same networks with the fusion
+   stage spawning up to 10 tracks from detections (random weights make it churn; mean tracks reported).
+   Per-stage p50/p95/p99, throughput, peak GPU memory (peak RSS on a CPU), the memory in use after
+   every frame (flat, or how fast it grows), and the number of 1080p30 streams the throughput would
+   carry (throughput / 30, an upper bound: several streams share the GPU less well than one).
 """
 
 from __future__ import annotations
@@ -27,9 +36,9 @@ import numpy as np
 import torch
 
 from benchmarks.common import environment, percentiles, write_json
+from engine.types import TIMING_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("decode", "detect", "track", "fuse", "render", "total")
 
 
 def read_frames(clip: Path, count: int) -> list[np.ndarray]:
@@ -90,9 +99,9 @@ def engine_run(frames: list[np.ndarray], *, tracker: bool, objects: int, tracker
     if tracker:
         trk = load_tracker("sam2.1_hiera_t", weights="random", image_size=tracker_size, device=device)
         # random weights score near the threshold: any kept detection may start a track
-        fuser = Fuser(trk, FuserConfig(spawn_conf=0.25, max_tracks=objects), names=detector.names)
+        fuser = Fuser(FuserConfig(spawn_conf=0.25, max_tracks=objects), names=detector.names)
     pipeline = Pipeline(ArraySource(frames), detector=detector, tracker=trk, fuser=fuser, device=device)
-    times = {stage: [] for stage in STAGES}
+    times = {stage: [] for stage in TIMING_KEYS}
     counts = []
     start = time.perf_counter()
     for result in pipeline:
@@ -110,7 +119,7 @@ def ultralytics_track(frames: list[np.ndarray], *, objects: int, device: str) ->
     os.environ.setdefault("YOLO_OFFLINE", "1")
     from ultralytics import YOLO
 
-    from engine.detect.loading import build_from_yaml
+    from engine.detect.yolo.loading import build_from_yaml
 
     model = YOLO("yolov8n-seg.yaml")
     model.model.load_state_dict(build_from_yaml("yolov8n-seg.yaml", seed=0, spread=True).state_dict())
@@ -155,7 +164,7 @@ def fusion_cost(objects: tuple[int, ...], *, device: str, size: tuple[int, int] 
                           class_ids=torch.zeros(n, dtype=torch.int64, device=device), masks=masks)
         for path in paths:
             os.environ["STREAMSEG_OPS"] = "reference" if path == "reference" else "auto"
-            fuser = Fuser(_FixedTracker(), FuserConfig(max_tracks=n + 1), names=("object",))
+            fuser = Fuser(FuserConfig(max_tracks=n + 1), names=("object",))
             for obj_id in tracks.obj_ids:  # adopt the objects as matched tracks
                 fuser.tracks[obj_id] = _state(obj_id)
             frame = Frame(image=frame_image, index=0, pts=None, capture_time=0.0)
@@ -164,7 +173,7 @@ def fusion_cost(objects: tuple[int, ...], *, device: str, size: tuple[int, int] 
                 if device.startswith("cuda"):
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
-                fuser(frame, dets, tracks)
+                _fuse_one_frame(fuser, frame, dets, tracks)
                 if device.startswith("cuda"):
                     torch.cuda.synchronize()
                 samples.append((time.perf_counter() - t0) * 1000)
@@ -173,18 +182,121 @@ def fusion_cost(objects: tuple[int, ...], *, device: str, size: tuple[int, int] 
     return rows
 
 
-class _FixedTracker:
-    def add_object(self, obj_id, *, box):  # never called: every track matches its detection exactly
-        raise AssertionError("fusion benchmark: unexpected prompt")
-
-    def remove_object(self, obj_id):
-        pass
+def _fuse_one_frame(fuser, frame, dets, tracks) -> None:
+    """The fuse stage of one frame: every track matches its detection exactly, so nothing is decided
+    and nothing reaches a tracker."""
+    decided = fuser.associate(frame, dets, tracks) + fuser.retire(frame, tracks)
+    if decided:
+        raise AssertionError(f"fusion benchmark: unexpected decisions {decided[:3]}")
+    fuser.resolve(frame, dets, tracks)
 
 
 def _state(obj_id: int):
     from engine.fuse import TrackState
 
     return TrackState(id=obj_id, born=0, class_scores=np.array([1.0]), score=0.9, matches=5)
+
+
+def hd_frames(clip: Path, count: int, *, width: int = 1920, height: int = 1080) -> list[np.ndarray]:
+    """``count`` frames of ``clip`` scaled to ``width`` x ``height`` by the decoder (played back and forth
+    when the clip is shorter)."""
+    import av
+
+    frames = []
+    with av.open(str(clip)) as container:
+        for picture in container.decode(video=0):
+            frames.append(picture.to_ndarray(format="rgb24", width=width, height=height))
+            if len(frames) == count:
+                break
+    loop = frames + frames[-2:0:-1]
+    return [loop[i % len(loop)] for i in range(count)]
+
+
+def hd_boxes(objects: int, width: int, height: int) -> dict[int, list[float]]:
+    """``objects`` boxes on a grid over the frame, each a quarter of the frame's side, ids from 1."""
+    side = max(1, int(np.ceil(np.sqrt(objects))))
+    cell_w, cell_h = width / side, height / side
+    return {i + 1: [(i % side) * cell_w + cell_w * 0.1, (i // side) * cell_h + cell_h * 0.1,
+                    (i % side) * cell_w + cell_w * 0.9, (i // side) * cell_h + cell_h * 0.9]
+            for i in range(objects)}
+
+
+def hd_stream(frames: list[np.ndarray], *, mode: str, objects: int, tracker_size: int, device: str,
+              warm: int = 5) -> dict:
+    """The whole engine over ``frames`` (see 4. in the module docstring); ``warm`` first frames are left
+    out of the percentiles (graph captures, lazy initialisation)."""
+    from engine.detect import DetectorConfig, load_detector
+    from engine.fuse import Fuser, FuserConfig, TracksOnly
+    from engine.pipeline import Pipeline
+    from engine.prompts import PromptQueue
+    from engine.sources import ArraySource
+    from engine.track import load_tracker
+
+    cuda = device.startswith("cuda")
+    detector = load_detector(DetectorConfig(weights="random", conf=0.25, max_det=objects, device=device))
+    trk = load_tracker("sam2.1_hiera_t", weights="random", image_size=tracker_size, device=device)
+    height, width = frames[0].shape[:2]
+    prompts = PromptQueue()
+    if mode == "prompted":  # the user's boxes on frame 0; the detector still runs on every frame
+        fuser = TracksOnly()
+        for obj_id, box in hd_boxes(objects, width, height).items():
+            prompts.track(box=box, obj_id=obj_id)
+    else:
+        fuser = Fuser(FuserConfig(spawn_conf=0.25, max_tracks=objects), names=detector.names)
+    pipeline = Pipeline(ArraySource(frames, fps=30.0), detector=detector, tracker=trk, fuser=fuser,
+                        prompts=prompts, device=device)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    times: dict[str, list[float]] = {}
+    counts, in_use = [], []
+    start = time.perf_counter()
+    for result in pipeline:
+        for stage, value in result.times.as_dict().items():
+            times.setdefault(stage, []).append(value)
+        counts.append(len(trk.object_ids))
+        in_use.append(torch.cuda.memory_allocated() if cuda else _rss_bytes())
+    wall = time.perf_counter() - start
+    fps = len(frames) / wall
+    report = {"mode": mode, "frames": len(frames), "size": [width, height], "fps": fps,
+              "tracked_mean": float(np.mean(counts[warm:] or counts)),
+              "stages": {stage: percentiles(values[warm:]) for stage, values in times.items()},
+              "memory": _memory_trend(in_use[warm:] or in_use),
+              "streams_1080p30_estimate": int(fps // 30)}
+    if cuda:
+        report["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        import resource
+
+        report["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return report
+
+
+def _rss_bytes() -> int:
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _memory_trend(samples: list[int]) -> dict[str, float]:
+    """First, last and largest sample (MiB) and the least-squares growth in MiB per 1,000 frames."""
+    a = np.asarray(samples, dtype=float) / 2**20
+    slope = float(np.polyfit(np.arange(a.size), a, 1)[0]) if a.size > 1 else 0.0
+    return {"first_mib": float(a[0]), "last_mib": float(a[-1]), "max_mib": float(a.max()),
+            "growth_mib_per_1000_frames": slope * 1000.0}
+
+
+def _print_hd(entry: dict) -> None:
+    mem = entry["memory"]
+    peak = entry.get("peak_gpu_mib", entry.get("peak_rss_mib"))
+    print(f"\n{entry['size'][0]}x{entry['size'][1]} {entry['mode']}, {entry['frames']} frames, "
+          f"{entry['tracked_mean']:.1f} tracked: {entry['fps']:.1f} frames/s "
+          f"(~{entry['streams_1080p30_estimate']} streams at 30 fps), peak {peak:.0f} MiB, in use "
+          f"{mem['first_mib']:.0f} -> {mem['last_mib']:.0f} MiB ({mem['growth_mib_per_1000_frames']:+.1f} "
+          "MiB per 1,000 frames)")
+    for stage, s in entry["stages"].items():
+        if s.get("n"):
+            print(f"  {stage:<8} p50 {s['p50']:8.2f}  p95 {s['p95']:8.2f}  p99 {s['p99']:8.2f} ms")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,8 +311,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-fusion", action="store_true")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--hd", action="store_true", help="also the 1080p30 case (4. above)")
+    p.add_argument("--hd-only", action="store_true", help="only the 1080p30 case")
+    p.add_argument("--hd-frames", type=int, default=300)
+    p.add_argument("--hd-objects", type=int, default=10)
+    p.add_argument("--hd-size", default="1920x1080", help="WIDTHxHEIGHT of the 1080p30 case's frames")
+    p.add_argument("--hd-modes", nargs="+", choices=("prompted", "fused"), default=["prompted", "fused"])
+    p.add_argument("--hd-warm", type=int, default=5, help="first frames left out of the 1080p30 percentiles")
     args = p.parse_args(argv)
     tracker_size = args.tracker_size or (1024 if args.device.startswith("cuda") else 256)
+    if args.hd or args.hd_only:
+        hd_report = _run_hd(args, tracker_size)
+        if args.hd_only:
+            return 0
+        print(f"(1080p30 case written to {hd_report})")
     inputs = {clip.name: read_frames(clip, args.frames) for clip in args.clips}
     if args.synthetic:
         inputs["synthetic-1280x720"] = synthetic_frames(args.frames)
@@ -222,6 +346,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{row['objects']:>8}{row['path']:>11}{row['p50']:>9.2f}{row['p95']:>9.2f}")
     print(f"\n{report['environment']['device']}; wrote {write_json('pipeline', report, out=args.out)}")
     return 0
+
+
+def _run_hd(args, tracker_size: int) -> Path:
+    """The 1080p30 case; its JSON is rewritten after each mode, so a run cut short keeps what it measured."""
+    width, height = (int(v) for v in args.hd_size.lower().split("x"))
+    frames = hd_frames(args.clips[0], args.hd_frames, width=width, height=height)
+    report = {"environment": environment(), "args": {k: str(v) for k, v in vars(args).items()},
+              "tracker_size": tracker_size, "clip": str(args.clips[0]), "hd": []}
+    out = args.out or write_json("pipeline-hd", report)
+    for mode in args.hd_modes:
+        report["hd"].append(hd_stream(frames, mode=mode, objects=args.hd_objects, tracker_size=tracker_size,
+                                      device=args.device, warm=args.hd_warm))
+        write_json("pipeline-hd", report, out=out)
+        _print_hd(report["hd"][-1])
+    print(f"\n{report['environment']['device']}; wrote {out}")
+    return out
 
 
 def _print_input(name: str, entry: dict) -> None:

@@ -1,7 +1,9 @@
 """streamseg: real-time video instance segmentation with stable track ids.
 
     from engine import Pipeline, open_source
-    for result in Pipeline(open_source("clip.mp4"), detector=..., tracker=..., fuser=...):
+    pipeline = Pipeline(open_source("clip.mp4"), detector=..., tracker=..., fuser=...)
+    pipeline.prompts.track(box=(100, 80, 220, 300))       # a user's object, from any thread
+    for result in pipeline:
         result.instances, result.times, result.age_ms
 
 Importing this package has no side effects: no network, no compilation, no model loading. The stages
@@ -15,7 +17,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 from engine.errors import StreamsegError
-from engine.types import Detections, Frame, FrameResult, Instance, Instances, StageTimes, Tracks
+from engine.types import Detections, Frame, FrameResult, Instance, Instances, Stage, StageTimes, Tracks
 
 __version__ = "0.1.0"
 
@@ -24,13 +26,16 @@ __version__ = "0.1.0"
 _LAZY = {
     "Pipeline": "engine.pipeline",
     "open_source": "engine.sources",
-    "RunOptions": "engine.app",
+    "RunOptions": "engine.options",
     "build_pipeline": "engine.app",
+    "PromptQueue": "engine.prompts",
 }
 
 if TYPE_CHECKING:
-    from engine.app import RunOptions, build_pipeline
+    from engine.app import build_pipeline
+    from engine.options import RunOptions
     from engine.pipeline import Pipeline
+    from engine.prompts import PromptQueue
     from engine.sources import open_source
 
 
@@ -41,6 +46,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "Detections", "Frame", "FrameResult", "Instance", "Instances", "Pipeline", "RunOptions", "StageTimes",
+    "Detections", "Frame", "FrameResult", "Instance", "Instances", "Pipeline", "PromptQueue", "RunOptions", "Stage",
+    "StageTimes",
     "StreamsegError", "Tracks", "__version__", "build_pipeline", "open_source",
 ]

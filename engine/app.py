@@ -8,63 +8,18 @@ from the model config, meaningless, announced by a banner). Nothing is ever down
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from engine.errors import ConfigError, WeightsError
+from engine.errors import ConfigError
+from engine.options import RunOptions
 from engine.pipeline import Pipeline
+from engine.processor import SharedStages
+from engine.prompts import PromptQueue
 from engine.runtime.device import resolve_device
-from engine.weights import KNOWN_WEIGHTS, KnownWeights, cache_dir
+from engine.types import UserPrompt
+from engine.weights import KNOWN_WEIGHTS, resolve_weights
 
-
-@dataclass(frozen=True, slots=True)
-class RunOptions:
-    """Everything ``streamseg run`` takes (see ``streamseg run --help`` for each option)."""
-
-    source: str
-    out: Path | None = None
-    jsonl: Path | None = None
-    preview: bool = False
-    preview_host: str = "127.0.0.1"
-    preview_port: int = 8080
-    max_frames: int | None = None
-    device: str = "auto"
-    detector: str = "yolov8n-seg"  # or "none"
-    weights: str | None = None  # path, "random", or None for the fetched official file
-    backend: str = "auto"
-    conf: float = 0.25
-    iou: float = 0.7
-    imgsz: int = 640
-    seed: int = 0
-    detect_every: int = 1
-    tracker: str = "sam2.1_hiera_t"  # or "none"
-    tracker_weights: str | None = None
-    tracker_size: int | None = None  # None: 1024 on CUDA, 512 on the CPU
-    tracker_encoder: str = "auto"  # auto: onnxruntime on the CPU, torch on CUDA (engine.track.encoder)
-    prompts: tuple[tuple[int, tuple[float, float, float, float]], ...] = ()
-    spawn_conf: float | None = None  # None: FuserConfig's, or --conf on random weights (see _fuser)
-    max_tracks: int = 32
-    live: bool | None = None
-    realtime: bool = False
-    buffer: int = 2
-    reconnect_attempts: int = 5
-    io_timeout_s: float = 5.0
-    random_fallback: bool = False  # the demo: no trained weights at hand -> random weights + banner
-
-    def __post_init__(self) -> None:
-        if self.max_frames is not None and self.max_frames < 1:
-            raise ConfigError(f"--max-frames must be >= 1, got {self.max_frames}")
-        if self.buffer < 1:
-            raise ConfigError(f"--buffer must be >= 1, got {self.buffer}")
-        if not 0.0 <= self.conf <= 1.0 or not 0.0 <= self.iou <= 1.0:
-            raise ConfigError(f"--conf and --iou must be in [0, 1], got {self.conf} and {self.iou}")
-        from engine.fuse.simple import check_prompt_box
-
-        for obj_id, box in self.prompts:
-            check_prompt_box(obj_id, box)
-        if self.prompts and self.tracker == "none":
-            raise ConfigError("--prompt needs a tracker; drop --tracker none")
-        if self.prompts and self.detector != "none":
-            raise ConfigError("--prompt is for --detector none; with a detector, tracks come from detections")
+__all__ = ["BuiltPipeline", "RunOptions", "build_pipeline", "random_weights_banner", "resolve_detector_weights",
+           "resolve_tracker_weights"]
 
 
 @dataclass(slots=True)
@@ -76,66 +31,61 @@ class BuiltPipeline:
 
 
 def build_pipeline(opts: RunOptions) -> BuiltPipeline:
-    """Open the source first (a bad input fails before any output file is created), then the
-    networks, then the sinks."""
+    """Open the source first, then the sinks (each checks its output; files appear with the first frame),
+    then the networks: a bad input or output fails in seconds, before any model loads, and nothing is
+    written for a run that never delivers a frame."""
     from engine.sources import open_source
 
     device = resolve_device(opts.device)
-    source = open_source(opts.source, live=opts.live, buffer_size=opts.buffer, realtime=opts.realtime,
-                         reconnect_attempts=opts.reconnect_attempts, io_timeout_s=opts.io_timeout_s)
+    source = open_source(opts.source, **opts.params("source"))
     info = source.info
     built = BuiltPipeline(pipeline=None)  # type: ignore[arg-type]
+    sinks: list = []
     try:
+        prompts = _prompts(opts, info)
+        sinks = _sinks(opts, fps=info.fps, live=info.live, built=built)
         detector = _detector(opts, device, built)
         tracker = _tracker(opts, device, built)
         fuser = _fuser(opts, detector, tracker, built)
-        sinks = _sinks(opts, fps=info.fps, live=info.live, built=built)
     except BaseException:
+        for sink in sinks:
+            sink.close()
         source.close()
         raise
-    built.pipeline = Pipeline(source, detector=detector, tracker=tracker, fuser=fuser, sinks=sinks,
-                              device=device, detect_every=opts.detect_every, max_frames=opts.max_frames)
+    built.pipeline = Pipeline(source, shared=SharedStages(detector=detector), tracker=tracker, fuser=fuser,
+                              sinks=sinks, prompts=prompts, device=device, detect_every=opts.detect_every,
+                              max_frames=opts.max_frames)
     return built
+
+
+def _prompts(opts: RunOptions, info) -> PromptQueue:
+    """``--prompt`` boxes as user prompts on the first frame, checked against the source's frame size
+    before any model loads."""
+    queue = PromptQueue()
+    for obj_id, box in opts.prompts:
+        prompt = UserPrompt(obj_id=obj_id, box=box)
+        prompt.check_in_frame(info.height, info.width)
+        queue.put(prompt)
+    return queue
 
 
 def resolve_detector_weights(model: str, given: str | None, *, fallback: bool = False,
                              notes: list[str] | None = None) -> str:
-    """``--weights`` as given, else the official file for ``model`` fetched into the cache, else
-    ``random`` when ``fallback`` (noted in ``notes``), else a WeightsError saying how to get them."""
-    import engine.detect  # noqa: F401  (registers the official weights)
+    """``--weights`` resolved (``engine.weights.resolve_weights``), the official file being ``model``'s."""
+    from engine.detect.registry import load_known_weights
 
-    return _weights_for(model, given, option="--weights", fallback=fallback, notes=notes,
-                        what="detector", known=KNOWN_WEIGHTS.get(model))
+    load_known_weights()
+    return resolve_weights(given, model=model, what="detector", option="--weights",
+                           official=KNOWN_WEIGHTS.get(model), fallback=fallback, notes=notes)
 
 
 def resolve_tracker_weights(name: str, given: str | None, *, fallback: bool = False,
                             notes: list[str] | None = None) -> str:
-    """As ``resolve_detector_weights``, for ``--tracker-weights`` of tracker ``name``."""
-    from engine.track.config import resolve_model_config
-    from engine.track.registry import TRACKER_WEIGHTS
+    """``--tracker-weights`` resolved, the official file being the checkpoint of tracker ``name``."""
+    from engine.track.registry import official_checkpoint
 
-    config = resolve_model_config(name)
-    known = next((w for w in TRACKER_WEIGHTS if w.config == config), None)
-    return _weights_for(name, given, option="--tracker-weights", fallback=fallback, notes=notes,
-                        what="tracker", known=known)
-
-
-def _weights_for(model: str, given: str | None, *, option: str, fallback: bool, notes: list[str] | None,
-                 what: str, known: KnownWeights | None) -> str:
-    if given is not None:
-        return given
-    if known is not None:
-        cached = cache_dir() / known.filename
-        if cached.is_file():
-            return str(cached)
-    hint = (f"run 'streamseg fetch {known.name}' on a machine that is online" if known is not None
-            else f"pass {option} PATH")
-    if fallback:
-        if notes is not None:
-            notes.append(f"no trained {what} weights found ({hint}); using random weights")
-        return "random"
-    raise WeightsError(f"no trained weights for {what} {model!r}: {hint}, or pass {option} PATH, "
-                       f"or {option} random to run on meaningless random weights")
+    return resolve_weights(given, model=name, what="tracker", option="--tracker-weights",
+                           official=official_checkpoint(name), fallback=fallback, notes=notes)
 
 
 def _detector(opts: RunOptions, device, built: BuiltPipeline):
@@ -167,21 +117,20 @@ def _tracker(opts: RunOptions, device, built: BuiltPipeline):
         encoder = "torch" if device.type == "cuda" else "onnxruntime"
     tracker = load_tracker(opts.tracker, weights=weights, image_size=size, device=str(device),
                            seed=opts.seed, options=TrackerConfig(encoder_backend=encoder))
-    if weights == "random":
+    if tracker.random_weights:
         built.random_weights.append(f"tracker {opts.tracker}")
     return tracker
 
 
 def _fuser(opts: RunOptions, detector, tracker, built: BuiltPipeline):
-    from engine.fuse.simple import PromptedTracks
+    from engine.fuse import Fuser, FuserConfig, TracksOnly
 
     if tracker is None:
         return None  # the pipeline's default: detections only, or nothing
     if detector is None:
         if not opts.prompts:
             raise ConfigError("with --detector none the tracker needs --prompt ID:X1,Y1,X2,Y2 boxes to follow")
-        return PromptedTracks(tracker, {0: dict(opts.prompts)})
-    from engine.fuse import Fuser, FuserConfig
+        return TracksOnly()
 
     spawn_conf = opts.spawn_conf
     if spawn_conf is None:
@@ -191,7 +140,7 @@ def _fuser(opts: RunOptions, detector, tracker, built: BuiltPipeline):
             # a track starts from any detection the detector keeps.
             spawn_conf = opts.conf
             built.notes.append(f"random detector weights: tracks start from any detection (--spawn-conf {opts.conf})")
-    return Fuser(tracker, FuserConfig(spawn_conf=spawn_conf, max_tracks=opts.max_tracks), names=detector.names)
+    return Fuser(FuserConfig(spawn_conf=spawn_conf, max_tracks=opts.max_tracks), names=detector.names)
 
 
 def _sinks(opts: RunOptions, *, fps: float | None, live: bool, built: BuiltPipeline) -> list:

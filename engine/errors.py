@@ -29,5 +29,9 @@ class DownloadError(WeightsError):
     """An explicit weights download failed or its checksum did not match."""
 
 
+class DatasetError(StreamsegError):
+    """A training dataset (a ``--collect`` folder, COCO JSON, YOLO-seg layout) is missing, empty or inconsistent."""
+
+
 class BackendError(StreamsegError):
     """A compute backend (ONNX Runtime, TensorRT, CUDA) is missing or refused the model."""

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
+
+from engine.types import TIMING_KEYS, StageTimes
 
 # Log-spaced bins from 1 µs to ~17 min with 1% steps: a percentile read from them is within 0.5% of
 # the exact value, and the table never grows with the stream.
@@ -45,13 +48,24 @@ class LatencyHistogram:
 
 
 class LatencyTable:
-    """One histogram per stage plus frame age; prints the summary table of a run."""
+    """One histogram per timing key plus frame age; prints the summary table of a run.
 
-    def __init__(self, stages: tuple[str, ...]) -> None:
-        self.stages = stages
-        self.histograms = {name: LatencyHistogram() for name in (*stages, "age")}
+    Args:
+        keys: the rows, by default every stage of ``engine.types.Stage`` and ``total``.
+    """
 
-    def add(self, times: dict[str, float], age_ms: float) -> None:
+    def __init__(self, keys: tuple[str, ...] = TIMING_KEYS) -> None:
+        self.stages = tuple(keys)
+        self.histograms = {name: LatencyHistogram() for name in (*self.stages, "age")}
+
+    def add(self, times: StageTimes | Mapping[str, float], age_ms: float) -> None:
+        """One frame's times; a mapping must name only this table's keys (ValueError otherwise)."""
+        if isinstance(times, StageTimes):
+            times = {**dict(zip(TIMING_KEYS[:-1], times.ms)), "total": times.total}
+        else:
+            unknown = set(times) - set(self.stages)
+            if unknown:
+                raise ValueError(f"unknown timing keys {sorted(unknown)}; this table has {', '.join(self.stages)}")
         for name in self.stages:
             self.histograms[name].add(times.get(name, 0.0))
         self.histograms["age"].add(age_ms)

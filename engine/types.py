@@ -1,4 +1,5 @@
-"""The typed values that travel along the data path: Frame → Detections → Tracks → FrameResult.
+"""The typed values that travel along the data path: Frame → Detections → SemanticMap → Tracks → Decisions
+→ FrameResult, and the one list of stages a frame passes through.
 
 Every field is documented here once; the JSONL contract in ``engine.sinks.jsonl`` is built from
 ``FrameResult`` and nothing else. Tensors keep the device they were made on: a result produced on a GPU
@@ -7,10 +8,39 @@ holds GPU tensors until a sink needs bytes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields, replace
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from enum import Enum
 
 import torch
+
+
+class Stage(str, Enum):
+    """The stages a frame passes through, in order. This list is the one source of the pipeline's run
+    order, of ``StageTimes``, of the latency table, of the JSONL ``times_ms`` keys and of the
+    benchmarks' columns: a new stage is one line here (and its step in ``engine.pipeline``)."""
+
+    DECODE = "decode"  # demux + decode + colour conversion, on the source's thread
+    DETECT = "detect"  # frame upload and the detector
+    TRACK = "track"  # the tracker's step, and every prompt applied to it (decisions, user prompts)
+    FUSE = "fuse"  # association and overlap resolution
+    RENDER = "render"  # the overlay picture, when a sink or the caller asked for it
+
+    @classmethod
+    def named(cls, name: str | Stage) -> Stage:
+        """The stage called ``name``; ValueError naming the known stages for any other name."""
+        stage = _STAGE_BY_NAME.get(name)  # a dict, not cls(name): called several times per stage a frame
+        if stage is None:
+            known = ", ".join(s.value for s in cls)
+            raise ValueError(f"unknown stage {name!r}; the stages are {known}")
+        return stage
+
+
+STAGE_NAMES: tuple[str, ...] = tuple(s.value for s in Stage)
+# Keyed by both the value and the member: an Enum member hashes by its member name, not its str value.
+_STAGE_BY_NAME: dict[str | Stage, Stage] = {**{s.value: s for s in Stage}, **{s: s for s in Stage}}
+TIMING_KEYS: tuple[str, ...] = (*STAGE_NAMES, "total")  # StageTimes.as_dict() keys, in this order
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +104,69 @@ class Detections:
 
 
 @dataclass(frozen=True, slots=True)
+class SemanticMap:
+    """The semantic stage's per-pixel classes for one frame (the "stuff" layer under the instances).
+
+    A map is computed on one frame and may be reused on later ones (``--segment-every K``): then
+    ``fresh`` is False and ``frame_index`` still names the frame it was computed on.
+    """
+
+    labels: torch.Tensor  # [H, W] int64 class index per pixel at frame resolution; -1 = void (no class)
+    frame_index: int  # Frame.index of the frame the model ran on
+    fresh: bool  # True: computed on the frame it is handed out with; False: reused from frame_index
+    # [C, h, w] float32 class scores at the model's resolution (pre-softmax logits for smp/torchvision,
+    # mask-weighted class probabilities for Mask2Former); None unless the segmenter was asked to keep them
+    logits: torch.Tensor | None = None
+    # Mask2Former's panoptic thing segments at frame resolution (masks disjoint, class ids are label-set
+    # indices, scores its class probabilities), to associate with tracks like detections; None otherwise
+    things: Detections | None = None
+
+    def __post_init__(self) -> None:
+        lab = self.labels
+        if not isinstance(lab, torch.Tensor) or lab.dim() != 2 or lab.dtype != torch.int64:
+            got = (tuple(lab.shape), lab.dtype) if isinstance(lab, torch.Tensor) else type(lab).__name__
+            raise ValueError(f"SemanticMap.labels must be [H, W] int64, got {got}")
+        if isinstance(self.frame_index, bool) or not isinstance(self.frame_index, int) or self.frame_index < 0:
+            raise ValueError(f"SemanticMap.frame_index must be a frame index >= 0, got {self.frame_index!r}")
+        if not isinstance(self.fresh, bool):
+            raise TypeError(f"SemanticMap.fresh must be True or False, got {self.fresh!r}")
+        if self.logits is not None and (self.logits.dim() != 3 or not self.logits.is_floating_point()):
+            raise ValueError(f"SemanticMap.logits must be [C, h, w] float, got {tuple(self.logits.shape)} "
+                             f"{self.logits.dtype}")
+        if self.things is not None and tuple(self.things.masks.shape[1:]) != tuple(lab.shape):
+            raise ValueError(f"SemanticMap.things masks {tuple(self.things.masks.shape)} are not at the "
+                             f"labels' resolution {tuple(lab.shape)}")
+
+    @property
+    def height(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.labels.shape[1])
+
+    def reused(self) -> SemanticMap:
+        """This map handed out again on a later frame: the same tensors, ``fresh=False``."""
+        return replace(self, fresh=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PanopticMap:
+    """A frame's panoptic segmentation: every pixel has a class and a track id, a stuff class, or void."""
+
+    semantic: torch.Tensor  # [H, W] int64 label-set class index per pixel; -1 = void
+    instance: torch.Tensor  # [H, W] int64 track id on instance pixels; 0 = no instance (stuff, void)
+    frame_index: int  # Frame.index
+
+    def __post_init__(self) -> None:
+        if self.semantic.dim() != 2 or self.semantic.shape != self.instance.shape \
+                or self.semantic.dtype != torch.int64 or self.instance.dtype != torch.int64:
+            raise ValueError(f"PanopticMap: semantic {tuple(self.semantic.shape)} {self.semantic.dtype} and "
+                             f"instance {tuple(self.instance.shape)} {self.instance.dtype} must be one [H, W] "
+                             "int64 size")
+
+
+@dataclass(frozen=True, slots=True)
 class Tracks:
     """The tracker's propagated objects for one frame, in slot order."""
 
@@ -84,6 +177,137 @@ class Tracks:
 
     def __len__(self) -> int:
         return len(self.obj_ids)
+
+    def updated(self, outputs: Sequence[Tracks] = (), *, removed: Iterable[int] = ()) -> Tracks:
+        """These tracks after prompts on the same frame: each object of ``outputs`` replaces this one's
+        row in place, or is appended when new; ``removed`` objects are left out. ``self`` when nothing
+        changes, so a frame without prompts costs no copy."""
+        gone = set(removed) & set(self.obj_ids)
+        if not any(len(out) for out in outputs) and not gone:
+            return self
+        rows: dict[int, tuple[Tracks, int]] = {obj: (self, i) for i, obj in enumerate(self.obj_ids)}
+        for out in outputs:
+            for i, obj in enumerate(out.obj_ids):
+                rows[obj] = (out, i)  # a dict keeps a replaced key in its place
+        for obj in removed:
+            rows.pop(obj, None)
+        if not rows:
+            return Tracks(obj_ids=[], masks=self.masks[:0], logits=self.logits[:0], scores=self.scores[:0])
+        sources = list(rows.values())
+        return Tracks(obj_ids=list(rows), masks=torch.stack([t.masks[i] for t, i in sources]),
+                      logits=torch.stack([t.logits[i] for t, i in sources]),
+                      scores=torch.stack([t.scores.reshape(-1)[i] for t, i in sources]))
+
+
+Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
+
+
+class Origin(str, Enum):
+    """Who started a track. The detector-driven retirement policy never retires a user's track."""
+
+    DETECTOR = "detector"  # spawned by association from confirmed detections
+    USER = "user"  # prompted by a user: the prompt queue, the API, or --prompt
+
+
+class RepromptReason(str, Enum):
+    DRIFT = "drift"  # the track's mask disagrees with its matched detection
+    REACQUIRE = "reacquire"  # a lost or drifted track paired again by box, where it was last seen
+
+
+class RetireReason(str, Enum):
+    LOST = "lost"  # out of sight (low object score) and unmatched for retire_after frames
+    UNCONFIRMED = "unconfirmed"  # no detection confirmed it for retire_unmatched_after detection frames
+    DUPLICATE = "duplicate"  # it followed the same object as another track
+    USER = "user"  # a user asked for it (prompt queue)
+
+
+@dataclass(frozen=True, slots=True)
+class Spawn:
+    """Start tracking a new object on this frame from a box or a mask prompt."""
+
+    obj_id: int
+    class_id: int  # the detection's class
+    score: float  # the detection's confidence
+    box: Box | None = None
+    mask: torch.Tensor | None = None  # [H, W] bool at frame resolution; instead of ``box``
+    origin: Origin = Origin.DETECTOR
+
+    def __post_init__(self) -> None:
+        if (self.box is None) == (self.mask is None):
+            raise ValueError(f"Spawn({self.obj_id}) takes a box or a mask prompt, exactly one")
+
+
+@dataclass(frozen=True, slots=True)
+class Reprompt:
+    """Prompt a tracked object again on this frame, from its detection's box."""
+
+    obj_id: int
+    box: Box
+    reason: RepromptReason
+
+
+@dataclass(frozen=True, slots=True)
+class Retire:
+    """Stop tracking an object and forget its memory."""
+
+    obj_id: int
+    reason: RetireReason
+
+
+@dataclass(frozen=True, slots=True)
+class Adopt:
+    """An object association did not start (a user's) is followed from now on. Nothing to apply to
+    the tracker: the record says where the track came from."""
+
+    obj_id: int
+    origin: Origin
+
+
+@dataclass(frozen=True, slots=True)
+class UserPrompt:
+    """A user's prompt on the current frame: a box and/or points with labels (1 foreground,
+    0 background). ``obj_id`` None starts a new object (the pipeline gives it the next free id); a
+    tracked id is refined. Checked here for form and finiteness; ``check_in_frame`` checks bounds."""
+
+    obj_id: int | None = None
+    box: Box | None = None
+    points: tuple[tuple[float, float], ...] = ()
+    labels: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        from engine.errors import ConfigError
+
+        who = "a new object" if self.obj_id is None else f"object {self.obj_id}"
+        if self.box is None and not self.points:
+            raise ConfigError(f"prompt for {who}: give a box x1,y1,x2,y2 or points with labels")
+        if self.box is not None:
+            box = tuple(self.box)
+            if len(box) != 4 or not all(math.isfinite(v) for v in box) or box[2] <= box[0] \
+                    or box[3] <= box[1]:
+                raise ConfigError(f"prompt box for {who} must be x1,y1,x2,y2 with x2>x1, y2>y1 and finite "
+                                  f"values; got {list(box)}")
+        if len(self.points) != len(self.labels) or any(
+                len(p) != 2 or not all(math.isfinite(v) for v in p) for p in self.points):
+            raise ConfigError(f"prompt points for {who} must be finite (x, y) pairs, one label each; got "
+                              f"{list(self.points)} and {list(self.labels)}")
+        if any(label not in (0, 1) for label in self.labels):
+            raise ConfigError(f"prompt labels for {who} must be 1 (foreground) or 0 (background); got "
+                              f"{list(self.labels)}")
+
+    def check_in_frame(self, height: int, width: int) -> None:
+        """ConfigError unless the box and every point lie inside a ``width`` x ``height`` frame."""
+        from engine.errors import ConfigError
+
+        xs = ([self.box[0], self.box[2]] if self.box is not None else []) + [p[0] for p in self.points]
+        ys = ([self.box[1], self.box[3]] if self.box is not None else []) + [p[1] for p in self.points]
+        if min(xs) < 0 or max(xs) > width or min(ys) < 0 or max(ys) > height:
+            where = f"box {list(self.box)}" if self.box is not None else f"points {list(self.points)}"
+            raise ConfigError(f"prompt {where} lies outside the {width}x{height} frame; give pixel "
+                              f"coordinates within 0..{width} and 0..{height}")
+
+
+# What association decides and user prompts ask for: data the pipeline applies to the tracker.
+Decision = Spawn | Reprompt | Retire | Adopt | UserPrompt
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,20 +381,50 @@ class Instances:
                          masks=dets.masks, labels=labels)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class StageTimes:
-    """Milliseconds each stage spent on one frame. ``total`` runs from the frame leaving the source
-    buffer to its result being handed out; ``decode`` happened before that, on the decode thread."""
+    """Milliseconds each stage spent on one frame, one value per ``Stage``, read as attributes
+    (``times.track``). ``total`` runs from the frame leaving the source buffer to its result being
+    handed out; ``decode`` happened before that, on the decode thread.
 
-    decode: float = 0.0
-    detect: float = 0.0
-    track: float = 0.0
-    fuse: float = 0.0
-    render: float = 0.0
-    total: float = 0.0
+    ``StageTimes(decode=1.1, track=12.0, total=24.3)``: stages not named are 0; a name that is not a
+    ``Stage`` is a ValueError.
+    """
+
+    ms: tuple[float, ...]  # [len(Stage)] milliseconds, in Stage order
+    total: float
+
+    def __init__(self, total: float = 0.0, **stages: float) -> None:
+        values = dict.fromkeys(STAGE_NAMES, 0.0)
+        for name, value in stages.items():
+            values[Stage.named(name).value] = float(value)
+        object.__setattr__(self, "ms", tuple(values.values()))
+        object.__setattr__(self, "total", float(total))
+
+    @classmethod
+    def of(cls, stages: Mapping[str | Stage, float], *, total: float) -> StageTimes:
+        """From a mapping of stage (or stage name) to milliseconds."""
+        return cls(total, **{Stage.named(k).value: v for k, v in stages.items()})
+
+    def __getattr__(self, name: str) -> float:
+        # Only reached for names that are not slots: the stages.
+        try:
+            return self.ms[_STAGE_INDEX[name]]
+        except KeyError:
+            raise AttributeError(f"StageTimes has no stage {name!r}; the stages are "
+                                 f"{', '.join(STAGE_NAMES)}") from None
+
+    def __getitem__(self, stage: str | Stage) -> float:
+        return self.ms[_STAGE_INDEX[Stage.named(stage).value]]
 
     def as_dict(self) -> dict[str, float]:
-        return {f.name: round(getattr(self, f.name), 3) for f in fields(self)}
+        """``{stage: ms, ..., "total": ms}`` in ``TIMING_KEYS`` order, rounded to the microsecond."""
+        out = {name: round(v, 3) for name, v in zip(STAGE_NAMES, self.ms)}
+        out["total"] = round(self.total, 3)
+        return out
+
+
+_STAGE_INDEX = {name: i for i, name in enumerate(STAGE_NAMES)}
 
 
 @dataclass(slots=True)
@@ -203,6 +457,7 @@ class FrameResult:
     age_ms: float  # wall-clock ms from capture to this result being handed out
     overlay: torch.Tensor | None = None  # [H, W, 3] uint8 rendered picture, when a sink or the caller asked
     stats: SourceStats = field(default_factory=SourceStats)  # the stream's counters when this frame was handed out
+    decisions: tuple[Decision, ...] = ()  # what was applied to the tracker on this frame, in order
 
     @property
     def index(self) -> int:

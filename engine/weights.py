@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import DownloadError
+from engine.errors import DownloadError, WeightsError
 
 _CHUNK = 1 << 20
 
@@ -33,8 +33,8 @@ class KnownWeights:
     config: str | None = None  # the model config that goes with it (sam2 checkpoints)
 
 
-# Filled by engine.detect.registry and engine.track.registry through register(); kept in one table so
-# `streamseg fetch --list` shows every model.
+# Filled by each detector family (engine.detect.yolo.weights) and engine.track.registry through
+# register(); kept in one table so `streamseg fetch --list` shows every model.
 KNOWN_WEIGHTS: dict[str, KnownWeights] = {}
 
 
@@ -43,6 +43,44 @@ def register(entry: KnownWeights) -> KnownWeights:
         raise ValueError(f"weights name {entry.name!r} registered twice with different entries")
     KNOWN_WEIGHTS[entry.name] = entry
     return entry
+
+
+RANDOM = "random"  # what a user passes for random weights built from the model's config
+
+
+def resolve_weights(given: str | Path | None, *, model: str, what: str, option: str,
+                    official: KnownWeights | None = None, fallback: bool = False,
+                    notes: list[str] | None = None) -> str:
+    """The weights to load for ``model``, from what the user gave:
+
+    - ``"random"``: random weights built from the model's config;
+    - a path: that file (its loader reports a missing or unreadable one);
+    - a known name (``streamseg fetch --list``): its file in the cache, or a WeightsError saying to fetch it;
+    - nothing: ``official``'s file in the cache; without one, ``"random"`` when ``fallback`` (the demo;
+      noted in ``notes``), else a WeightsError saying how to get weights.
+    """
+    if given is not None:
+        text = str(given)
+        known = KNOWN_WEIGHTS.get(text)
+        if text == RANDOM or known is None or Path(text).exists():
+            return text
+        cached = cache_dir() / known.filename
+        if not cached.is_file():
+            raise WeightsError(f"{text}: not downloaded yet; run 'streamseg fetch {text}' first (it goes to "
+                               f"{cached}), or pass {option} PATH")
+        return str(cached)
+    if official is not None:
+        cached = cache_dir() / official.filename
+        if cached.is_file():
+            return str(cached)
+    hint = (f"run 'streamseg fetch {official.name}' on a machine that is online" if official is not None
+            else f"pass {option} PATH")
+    if fallback:
+        if notes is not None:
+            notes.append(f"no trained {what} weights found ({hint}); using random weights")
+        return RANDOM
+    raise WeightsError(f"no trained weights for {what} {model!r}: {hint}, or pass {option} PATH, "
+                       f"or {option} random to run on meaningless random weights")
 
 
 def cache_dir() -> Path:

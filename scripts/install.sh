@@ -2,8 +2,9 @@
 # Installs streamseg into ./.venv (editable), ready to run:
 #   bash scripts/install.sh           the engine: torch, sam2, ultralytics, PyAV, ONNX Runtime, ...;
 #                                     the CUDA mask kernels are compiled wherever nvcc is found
-#   bash scripts/install.sh --test    also what the tests use: pytest, TrackEval, selenium, and (root,
-#                                     Debian/Ubuntu) GStreamer's RTSP server and Chromium from apt
+#   bash scripts/install.sh --test    also what the tests use: pytest, TrackEval, selenium, Ray, and (root,
+#                                     Debian/Ubuntu) GStreamer's RTSP server, Chromium and the Mosquitto
+#                                     MQTT broker from apt
 # Environment:
 #   PYTHON       the interpreter for the venv (default python3; 3.10 or newer)
 #   TORCH_SPEC   torch and torchvision to install (default pins the builds that lie on this
@@ -16,11 +17,11 @@ with_tests=0
 
 if [ "$with_tests" = 1 ]; then
   pkgs="gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base
-        gstreamer1.0-plugins-good gstreamer1.0-plugins-bad chromium chromium-driver"
+        gstreamer1.0-plugins-good gstreamer1.0-plugins-bad chromium chromium-driver mosquitto"
   # shellcheck disable=SC2086
   if ! dpkg -s $pkgs >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-      echo "install.sh: apt packages for the RTSP server and browser tests" >&2
+      echo "install.sh: apt packages for the RTSP server, browser and MQTT tests" >&2
       apt-get update -qq
       # shellcheck disable=SC2086
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $pkgs >/dev/null

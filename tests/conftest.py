@@ -31,7 +31,9 @@ def pytest_collection_modifyitems(config, items):
         return
     skip = pytest.mark.skip(reason="needs a CUDA device; none is present on this machine")
     for item in items:
-        if "gpu" in item.keywords:
+        # the marker, not item.keywords: keywords also hold the names of parent folders (a checkout in a
+        # folder named "gpu" would skip every test)
+        if item.get_closest_marker("gpu") is not None:
             item.add_marker(skip)
 
 
@@ -56,3 +58,12 @@ def media_dir() -> Path:
 @pytest.fixture(scope="session")
 def bedroom_clip() -> Path:
     return MEDIA / "bedroom.mp4"
+
+
+@pytest.fixture(scope="session")
+def user_checkpoints(tmp_path_factory):
+    """yolov8n-seg.pt and sam2.1_hiera_tiny.pt saved as Ultralytics and Meta save theirs, with seeded
+    random weights and nothing marking them random (tests/checkpoints.py); built once per session."""
+    from tests.checkpoints import write_user_checkpoints
+
+    return write_user_checkpoints(tmp_path_factory.mktemp("user-checkpoints"))

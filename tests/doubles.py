@@ -1,4 +1,6 @@
-"""Test doubles for the pipeline's stages: in-memory sources and scripted detectors."""
+"""Test doubles for the pipeline's stages: in-memory sources, scripted detectors, the tracker double
+(``MaskTracker``, shared with the engine's own evaluation doubles) and a harness that drives a fusion
+policy through the real per-frame processor."""
 
 from __future__ import annotations
 
@@ -8,9 +10,15 @@ import numpy as np
 import torch
 
 from engine.errors import SourceError
+from engine.eval.doubles import MaskTracker
+from engine.interfaces import Fusion
+from engine.processor import FrameProcessor, SharedStages, Stream
 from engine.sources.base import Picture
 from engine.sources.memory import ArraySource as MemorySource
-from engine.types import Detections
+from engine.types import Detections, Frame, FrameResult
+
+__all__ = ["ArraySource", "FusionHarness", "MaskTracker", "ScriptedDetector", "SquareDetector",
+           "moving_square_frames"]
 
 
 class ArraySource(MemorySource):
@@ -44,6 +52,8 @@ class SquareDetector:
     """Finds the bright square of ``moving_square_frames`` by thresholding: a deterministic detector."""
 
     names = ("square",)
+    random_weights = False
+    device = torch.device("cpu")
 
     def __call__(self, images: Sequence[torch.Tensor]) -> list[Detections]:
         out = []
@@ -57,3 +67,36 @@ class SquareDetector:
             out.append(Detections(boxes=box, scores=torch.tensor([0.9]), class_ids=torch.tensor([0]),
                                   masks=mask[None], names=self.names))
         return out
+
+
+class ScriptedDetector:
+    """Hands out the detections it is given (``next``), whatever the frame."""
+
+    random_weights = False
+    device = torch.device("cpu")
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+        self.next: Detections | None = None
+
+    def __call__(self, images: Sequence[torch.Tensor]) -> list[Detections]:
+        return [self.next for _ in images]
+
+
+class FusionHarness:
+    """A fusion policy and a tracker double driven frame by frame through the real per-frame
+    processor (``engine.processor``), with the detections each frame is given."""
+
+    def __init__(self, fusion: Fusion, tracker: MaskTracker, *, names: tuple[str, ...]) -> None:
+        self.tracker = tracker
+        blank = np.zeros((tracker.height, tracker.width, 3), dtype=np.uint8)
+        self.stream = Stream(MemorySource([blank]), tracker=tracker, fusion=fusion)
+        self.detector = ScriptedDetector(names)
+        self.processor = FrameProcessor(SharedStages(detector=self.detector), device=torch.device("cpu"))
+
+    def step(self, detections: Detections, index: int = 0) -> FrameResult:
+        self.detector.next = detections
+        frame = Frame(image=torch.zeros((self.tracker.height, self.tracker.width, 3), dtype=torch.uint8),
+                      index=index, pts=None, capture_time=0.0)
+        (result,) = self.processor.process([(self.stream, frame)])
+        return result

@@ -13,10 +13,34 @@ import av
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+_SCRATCH = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", "build", "out"}
 
 
-def streamseg(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # conftest points STREAMSEG_CACHE at an empty folder
+def _tree(root: Path) -> dict[str, float]:
+    """Every file under ``root`` with its modification time, caches and build folders left out."""
+    files = {}
+    for path in root.rglob("*"):
+        rel = path.relative_to(root)
+        if not _SCRATCH.intersection(rel.parts) and path.is_file():
+            files[str(rel)] = path.stat().st_mtime
+    return files
+
+
+@pytest.fixture(autouse=True)
+def _working_directory_unchanged():
+    """The commands run in the repository root: none may leave, change or remove a file there
+    (intermediates belong in a temporary or cache folder)."""
+    before = _tree(ROOT)
+    yield
+    after = _tree(ROOT)
+    added, removed = sorted(after.keys() - before.keys()), sorted(before.keys() - after.keys())
+    changed = sorted(k for k in before.keys() & after.keys() if before[k] != after[k])
+    assert not (added or removed or changed), f"added {added}, removed {removed}, changed {changed}"
+
+
+def streamseg(*args: str, timeout: float = 180, env: dict | None = None) -> subprocess.CompletedProcess:
+    # conftest points STREAMSEG_CACHE at an empty folder
+    env = {**(env if env is not None else os.environ), "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=ROOT)
 
@@ -149,3 +173,37 @@ def test_export_engine_without_tensorrt_says_what_to_install(tmp_path):
     proc = streamseg("export", "detector", "--format", "engine", "--weights", "random", "--imgsz", "320",
                      "--out", str(tmp_path / "det.engine"))
     _user_error(proc, "TensorRT")
+
+
+def _masks(record: dict):
+    from pycocotools import mask as mask_util
+
+    rles = [{"size": i["mask"]["size"], "counts": i["mask"]["counts"].encode()} for i in record["instances"]]
+    return mask_util.decode(rles).transpose(2, 0, 1).astype(bool) if rles else None
+
+
+@pytest.mark.parametrize("mode", [
+    # the detector alone: random weights find dozens of overlapping instances per frame
+    ["--tracker", "none", "--weights", "random", "--imgsz", "320"],
+    # the tracker alone, from two overlapping box prompts
+    ["--detector", "none", "--prompt", "1:300,150,700,500", "--prompt", "2:450,200,900,540",
+     "--tracker-weights", "random", "--tracker-size", "256"],
+    # both, fused
+    pytest.param(["--weights", "random", "--imgsz", "320", "--tracker-weights", "random", "--tracker-size",
+                  "256", "--max-tracks", "3"], marks=pytest.mark.slow),
+], ids=["detector_only", "tracker_only", "fused"])
+def test_no_two_instances_share_a_pixel_in_any_mode(tmp_path, bedroom_clip, mode):
+    """The JSONL contract (engine.sinks.jsonl) in every mode the CLI offers."""
+    jsonl = tmp_path / "r.jsonl"
+    proc = streamseg("run", str(bedroom_clip), *mode, "--max-frames", "3", "--jsonl", str(jsonl), "--quiet",
+                     timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(records) == 3
+    listed = 0
+    for record in records:
+        masks = _masks(record)
+        if masks is not None:
+            listed += len(masks)
+            assert masks.sum(axis=0).max() <= 1, f"frame {record['frame']}: overlapping masks"
+    assert listed >= 2  # there was something to keep apart

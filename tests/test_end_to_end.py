@@ -40,7 +40,7 @@ def test_a_synthetic_scene_runs_to_the_end_with_bounded_state_and_well_formed_ou
     tracker = load_tracker("sam2.1_hiera_t", weights="random", image_size=TRACKER_SIZE, device="cpu",
                            options=options)
     config = FuserConfig(spawn_conf=0.25, max_tracks=4)  # random scores: any kept detection may spawn
-    fuser = Fuser(tracker, config, names=detector.names)
+    fuser = Fuser(config, names=detector.names)
     jsonl, video = tmp_path / "r.jsonl", tmp_path / "o.mp4"
     pipeline = Pipeline(open_source(f"synthetic:{SPEC}"), detector=detector, tracker=tracker, fuser=fuser,
                         sinks=[JsonlWriter(jsonl), Mp4Writer(video, fps=30)])

@@ -4,7 +4,6 @@ import time
 import numpy as np
 import torch
 
-from engine.fuse import PromptedTracks
 from engine.multistream import MultiStreamPipeline, Stream
 from engine.pipeline import Pipeline
 from engine.sinks import JsonlWriter
@@ -58,15 +57,16 @@ def test_streams_sharing_a_tracker_model_track_as_they_would_alone():
     first = StreamingTracker.from_config(seed=0, image_size=128)
     frames = [moving_square_frames(5, height=128, width=128),
               [np.ascontiguousarray(f[:, ::-1]) for f in moving_square_frames(5, height=128, width=128)]]
-    boxes = [{0: {1: [4, 20, 34, 50]}}, {0: {1: [94, 20, 124, 50]}}]
+    boxes = [(4, 20, 34, 50), (94, 20, 124, 50)]
     trackers = [first, StreamingTracker(first.model)]
-    streams = [Stream(ArraySource(frames[k]), tracker=trackers[k], fuser=PromptedTracks(trackers[k], boxes[k]))
-               for k in range(2)]
+    streams = [Stream(ArraySource(frames[k]), tracker=trackers[k]) for k in range(2)]
+    for stream, box in zip(streams, boxes):
+        stream.prompts.track(obj_id=1, box=box)  # applied to each stream's first frame
     together = list(MultiStreamPipeline(streams))
     for k in range(2):
-        alone_tracker = StreamingTracker(first.model)
-        alone = list(Pipeline(ArraySource(frames[k]), tracker=alone_tracker,
-                              fuser=PromptedTracks(alone_tracker, boxes[k])))
+        alone = Pipeline(ArraySource(frames[k]), tracker=StreamingTracker(first.model))
+        alone.prompts.track(obj_id=1, box=boxes[k])
+        alone = list(alone)
         mine = [r for r in together if r.frame.stream == k]
         assert len(mine) == len(alone) == 5
         for a, b in zip(mine, alone):

@@ -1,7 +1,8 @@
 """The ``streamseg`` command.
 
-    streamseg run SOURCE [--out video.mp4] [--jsonl results.jsonl] [--preview] [--max-frames N] ...
+    streamseg run SOURCE [--out video.mp4] [--jsonl results.jsonl] [--preview] [--config FILE.toml] ...
     streamseg demo      the bundled example clip, end to end
+    streamseg config    the effective run options as TOML (a config file for --config)
     streamseg info      versions, device, kernels
     streamseg fetch     download official weights, explicitly, with a checksum
     streamseg export    ONNX / TensorRT exports
@@ -42,14 +43,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from engine.cli import evaluate, export, fetch, info, run
-    from engine.cli import segment
+    from engine.cli import config, evaluate, export, fetch, finetune, info, run, segment
 
     parser = argparse.ArgumentParser(prog="streamseg", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
-    for module in (run, info, fetch, export, evaluate):
+    for module in (run, config, info, fetch, export, evaluate, finetune):
         module.add_to(sub)
     segment.add_to(sub)
     return parser

@@ -24,8 +24,10 @@ def add_to(sub: argparse._SubParsersAction) -> None:
 
 
 def _load_registries() -> None:
-    from engine.detect import registry as _detect  # noqa: F401
+    from engine.detect.registry import load_known_weights
     from engine.track import registry as _track  # noqa: F401
+
+    load_known_weights()
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:

@@ -8,18 +8,20 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from engine.app import RunOptions, build_pipeline, random_weights_banner
-from engine.errors import ConfigError
+from engine.options import RunOptions, add_flags, from_args, given
 
 DEMO_CLIP = "bedroom_demo.mp4"
+DEMO_OPTIONS = ("max_frames", "device", "preview", "preview_port", "max_tracks", "tracker_size")
 
 
 def add_to(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="segment and track a file, RTSP stream, camera or URL",
                          description="Segment and track SOURCE: a video file, rtsp://..., /dev/videoN, "
-                                     "http(s)://... or synthetic:seed=N,frames=N,size=WxH")
-    run.add_argument("source", help="file path, rtsp:// or http(s):// URL, /dev/videoN, or synthetic:...")
-    _add_run_options(run)
+                                     "http(s)://... or synthetic:seed=N,frames=N,size=WxH. Options come "
+                                     "from their defaults, then --config FILE.toml, then the flags given.")
+    add_flags(run)
+    add_config_flag(run)
+    run.add_argument("--quiet", action="store_true", help="no progress line")
     run.set_defaults(command=cmd_run)
 
     demo = sub.add_parser("demo", help="run the whole engine on the bundled example clip",
@@ -27,120 +29,41 @@ def add_to(sub: argparse._SubParsersAction) -> None:
                                       "video and a JSONL into --out-dir and prints per-stage latency.")
     demo.add_argument("--out-dir", type=Path, default=Path("streamseg-demo"),
                       help="where demo.mp4 and demo.jsonl go (default: ./streamseg-demo)")
-    demo.add_argument("--max-frames", type=int, default=None, help="stop after N frames (default: all 90)")
-    demo.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    demo.add_argument("--preview", action="store_true", help="also serve a live preview in the browser")
-    demo.add_argument("--preview-port", type=int, default=8080)
-    demo.add_argument("--max-tracks", type=int, default=None,
-                      help="most objects tracked at once (default 8 on a GPU, 4 on a CPU)")
-    demo.add_argument("--tracker-size", type=int, default=None,
-                      help="tracker image size (default 1024 on a GPU, 256 on a CPU)")
+    add_flags(demo, only=DEMO_OPTIONS, source=False,
+              defaults={"max_frames": "all 90", "max_tracks": "8 on a GPU, 4 on a CPU",
+                        "tracker_size": "1024 on a GPU, 256 on a CPU"})
     demo.add_argument("--quiet", action="store_true", help="no progress line")
     demo.set_defaults(command=cmd_demo)
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
-    out = p.add_argument_group("outputs")
-    out.add_argument("--out", type=Path, help="write the overlay video here (.mp4, H.264)")
-    out.add_argument("--jsonl", type=Path, help="write one JSON line of results per frame here")
-    out.add_argument("--preview", action="store_true", help="serve a live MJPEG preview over HTTP")
-    out.add_argument("--preview-host", default="127.0.0.1",
-                     help="interface for the preview (default 127.0.0.1: this machine only)")
-    out.add_argument("--preview-port", type=int, default=8080, help="preview port (default 8080; 0 = any)")
-    out.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
-    out.add_argument("--quiet", action="store_true", help="no progress line")
-
-    det = p.add_argument_group("detector (YOLOv8-seg; thresholds default to Ultralytics')")
-    det.add_argument("--detector", default="yolov8n-seg",
-                     help="model name (yolov8n-seg ... yolov8x-seg), a model .yaml, or none")
-    det.add_argument("--weights", default=None,
-                     help="detector weights: .pt, .onnx or .engine path, or 'random' (default: the "
-                          "fetched official file for --detector, see 'streamseg fetch')")
-    det.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
-    det.add_argument("--conf", type=float, default=0.25, help="confidence threshold (default 0.25)")
-    det.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7)")
-    det.add_argument("--imgsz", type=int, default=640, help="network input size (default 640)")
-    det.add_argument("--seed", type=int, default=0, help="seed for --weights random (default 0)")
-    det.add_argument("--detect-every", type=int, default=1,
-                     help="run the detector on every k-th frame; the tracker fills the rest")
-
-    trk = p.add_argument_group("tracker (SAM 2)")
-    trk.add_argument("--tracker", default="sam2.1_hiera_t",
-                     help="sam2.1_hiera_t, _s, _b+, _l, a sam2 config path, or none (default sam2.1_hiera_t)")
-    trk.add_argument("--tracker-weights", default=None,
-                     help="sam2 checkpoint path or 'random' (default: the fetched official checkpoint)")
-    trk.add_argument("--tracker-size", type=int, default=None,
-                     help="tracker image size (default: 1024 on a GPU, 512 on a CPU)")
-    trk.add_argument("--tracker-encoder", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"],
-                     help="what runs SAM 2's image encoder (default: onnxruntime on a CPU, torch on a GPU)")
-    trk.add_argument("--spawn-conf", type=float, default=None,
-                     help="detection confidence that starts a track (default 0.5; --conf on random weights)")
-    trk.add_argument("--max-tracks", type=int, default=32, help="most objects tracked at once (default 32)")
-    trk.add_argument("--prompt", action="append", default=[], metavar="ID:X1,Y1,X2,Y2",
-                     help="track this box from the first frame (repeatable); with --detector none the "
-                          "tracker follows only these objects")
-
-    src = p.add_argument_group("source")
-    live = src.add_mutually_exclusive_group()
-    live.add_argument("--live", dest="live", action="store_true", default=None,
-                      help="newest-frame-wins buffering (default for rtsp:// and cameras)")
-    live.add_argument("--no-live", dest="live", action="store_false",
-                      help="deliver every frame in order (default for files and http(s))")
-    src.add_argument("--realtime", action="store_true", help="read a file at its own frame rate, like a camera")
-    src.add_argument("--buffer", type=int, default=2, help="frames held between decoder and pipeline")
-    src.add_argument("--reconnect-attempts", type=int, default=5, help="for live streams (default 5)")
-    src.add_argument("--io-timeout", type=float, default=5.0, help="network read timeout, seconds")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-
-
-def _options(args: argparse.Namespace, *, source: str, demo: bool = False) -> RunOptions:
-    return RunOptions(
-        source=source, out=args.out, jsonl=args.jsonl, preview=args.preview, preview_host=args.preview_host,
-        preview_port=args.preview_port, max_frames=args.max_frames, device=args.device,
-        detector=args.detector, weights=args.weights, backend=args.backend, conf=args.conf, iou=args.iou,
-        imgsz=args.imgsz, seed=args.seed, detect_every=args.detect_every, tracker=args.tracker,
-        tracker_weights=args.tracker_weights, tracker_size=args.tracker_size, tracker_encoder=args.tracker_encoder,
-        prompts=tuple(_parse_prompt(p) for p in args.prompt), spawn_conf=args.spawn_conf,
-        max_tracks=args.max_tracks, live=args.live, realtime=args.realtime,
-        buffer=args.buffer, reconnect_attempts=args.reconnect_attempts, io_timeout_s=args.io_timeout,
-        random_fallback=demo,
-    )
-
-
-def _parse_prompt(text: str) -> tuple[int, tuple[float, float, float, float]]:
-    try:
-        obj, box = text.split(":", 1)
-        x1, y1, x2, y2 = (float(v) for v in box.split(","))
-        return int(obj), (x1, y1, x2, y2)
-    except ValueError:
-        raise ConfigError(f"--prompt {text!r}: expected ID:X1,Y1,X2,Y2, e.g. 1:10,20,200,240") from None
+def add_config_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE.toml",
+                        help="read options from this TOML file; flags given override it (the format: "
+                             "'streamseg config', examples/run.toml)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return _execute(_options(args, source=args.source), quiet=args.quiet)
+    return _execute(from_args(args, config=args.config), quiet=args.quiet)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from engine.runtime.device import resolve_device
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    flags = given(args)
     # The demo should finish in about a minute on a 2-core CPU: a small tracker input and few tracks
     # there (3.7 min at 512 px and 8 tracks, measured 2026-11-24); full size on a GPU.
-    on_gpu = resolve_device(args.device).type == "cuda"
-    tracker_size = args.tracker_size or (1024 if on_gpu else 256)
-    max_tracks = args.max_tracks or (8 if on_gpu else 4)
+    on_gpu = resolve_device(flags.get("device", "auto")).type == "cuda"
     clip = resources.files("engine") / "data" / DEMO_CLIP
-    ns = argparse.Namespace(
-        out=args.out_dir / "demo.mp4", jsonl=args.out_dir / "demo.jsonl", preview=args.preview,
-        preview_host="127.0.0.1", preview_port=args.preview_port, max_frames=args.max_frames,
-        device=args.device, detector="yolov8n-seg", weights=None, backend="auto", conf=0.25, iou=0.7,
-        imgsz=640, seed=0, detect_every=1, tracker="sam2.1_hiera_t", tracker_weights=None,
-        tracker_size=tracker_size, tracker_encoder="auto", prompt=[], spawn_conf=None, max_tracks=max_tracks,
-        live=None, realtime=False, buffer=2, reconnect_attempts=5, io_timeout=5.0)
-    return _execute(_options(ns, source=str(clip), demo=True), quiet=args.quiet)
+    overrides = {"source": str(clip), "out": args.out_dir / "demo.mp4", "jsonl": args.out_dir / "demo.jsonl",
+                 "tracker_size": 1024 if on_gpu else 256, "max_tracks": 8 if on_gpu else 4,
+                 "random_fallback": True}
+    return _execute(from_args(args, overrides=overrides), quiet=args.quiet)
 
 
 def _execute(options: RunOptions, *, quiet: bool) -> int:
+    from engine.app import build_pipeline, random_weights_banner  # the stages' libraries load only for a run
+
     built = build_pipeline(options)
     if built.random_weights:
         print(random_weights_banner(built.random_weights), file=sys.stderr)

@@ -160,7 +160,7 @@ def read_image(path: Path) -> np.ndarray:  # [H, W, 3] uint8 RGB, in display ori
             img.load()
             rgb = ImageOps.exif_transpose(img).convert("RGB")
     except UnidentifiedImageError:
-        raise SourceError(f"{path}: not an image format Pillow can read; give a JPEG, PNG, WebP, BMP or TIFF")
+        raise SourceError(f"{path}: not an image format Pillow can read; give a JPEG, PNG, WebP, BMP or TIFF") from None
     except Image.DecompressionBombError as exc:
         raise SourceError(f"{path}: {exc}; downscale the image first") from None
     except (OSError, SyntaxError, ValueError) as exc:  # Pillow's errors for truncated or damaged files

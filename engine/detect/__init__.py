@@ -1,18 +1,37 @@
-"""YOLOv8-seg detection: frames in, ``Detections`` (boxes, scores, classes, frame-resolution masks) out.
+"""Detection: frames in, ``Detections`` (boxes, scores, classes, frame-resolution masks) out, from any
+registered detector family (``engine.detect.registry``; YOLOv8-seg is ``engine.detect.yolo``).
 
-    cfg = DetectorConfig(model="yolov8n-seg", weights="random" | "x.pt" | "x.yaml" | "x.onnx" | "x.engine")
-    det = load_detector(cfg)
-    dets = det([frame0, frame1])  # each [H, W, 3] uint8 RGB tensor
+    detector = load_detector(DetectorConfig(model="yolov8n-seg", weights="random" | "x.pt" | "x.onnx"))
+    dets = detector([frame0, frame1])  # each [H, W, 3] uint8 RGB tensor
 
-Importing this package loads no model and imports neither ultralytics nor onnxruntime; it registers the
-official weights names with ``engine.weights`` for ``streamseg fetch``.
+Every detector offers ``engine.interfaces.Detector``: ``names``, ``random_weights``, ``device`` and a call
+on frames. Importing this package loads no model and imports no model library.
 """
 
-from engine.detect import registry as _registry  # noqa: F401  (registers the known weights)
-from engine.detect.config import DetectorConfig
-from engine.detect.detector import YoloSegDetector, load_detector
-from engine.detect.export import build_engine, export_onnx
-from engine.detect.random_weights import spread_random_weights
+from __future__ import annotations
 
-__all__ = ["DetectorConfig", "YoloSegDetector", "build_engine", "export_onnx", "load_detector",
-           "spread_random_weights"]
+from engine.detect.config import DetectorConfig
+from engine.detect.registry import FAMILIES, DetectorFamily, family_for, register_family
+from engine.interfaces import Detector
+
+
+def check_detector(config: DetectorConfig) -> None:
+    """ConfigError for anything in ``config`` its family cannot run, before anything loads."""
+    family_for(config.model, config.family).load_module().check(config)
+
+
+def load_detector(config: DetectorConfig) -> Detector:
+    """The detector ``config`` describes, built by its family.
+
+    Raises:
+        ConfigError: no family takes the model, or the family cannot run ``config``.
+        WeightsError: the weights are missing, unreadable, or for another model.
+        BackendError: the runtime or device is not available here.
+    """
+    module = family_for(config.model, config.family).load_module()
+    module.check(config)
+    return module.load(config)
+
+
+__all__ = ["FAMILIES", "Detector", "DetectorConfig", "DetectorFamily", "check_detector", "family_for",
+           "load_detector", "register_family"]

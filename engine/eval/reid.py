@@ -14,7 +14,6 @@ import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from engine.eval.doubles import DriftingTracker, NoisyTruthDetector
 from engine.eval.fusion import frame_masks
@@ -22,7 +21,6 @@ from engine.eval.metrics import FrameMasks, Report, evaluate
 from engine.fuse import Fuser, FuserConfig
 from engine.fuse.reid import ReidConfig, ReidGallery, Signature, SignatureAccumulator
 from engine.sources.synthetic import SceneObject, SyntheticScene
-from engine.types import Frame
 
 _RAMP_S = 1.0  # seconds an object takes to leave or enter the frame
 _DEFAULT_REID = ReidConfig()
@@ -218,18 +216,20 @@ def record_trace(scene: SyntheticScene, *, fuser: FuserConfig | None = None, det
             shorter than every absence of a ``ReturningScene``.
         detector_faults: ``NoisyTruthDetector`` faults (miss, false_positive, jitter_px); clean if None.
     """
+    from engine.pipeline import Pipeline
+    from engine.sources.synthetic import SyntheticSource
+
     config = fuser or FuserConfig(retire_after=max(1, round(1.5 * scene.fps)))
     detector = NoisyTruthDetector(scene, seed=seed, **(detector_faults or {}))
     tracker = DriftingTracker(scene, drift_px=drift_px)
-    fusion = Fuser(tracker, config, names=scene.class_names)
+    fusion = Fuser(config, names=scene.class_names)
     size = (scene.height, scene.width)
     # An object's whole area (its largest in-frame area over the clip): a sliver at the frame's edge is
     # a small fraction of it, though all of what is inside the frame is visible.
     whole = {o.id: max(int(scene.shape_mask(o.id, i).sum()) for i in range(scene.frames)) for o in scene.objects}
     frames = []
-    for i in range(scene.frames):
-        frame = Frame(image=torch.from_numpy(scene.render(i)), index=i, pts=i / scene.fps, capture_time=0.0)
-        instances = fusion(frame, detector.detect(i), tracker.step(frame.image))
+    for result in Pipeline(SyntheticSource(scene), detector=detector, tracker=tracker, fuser=fusion):
+        i, instances = result.frame.index, result.instances
         masks = instances.masks.cpu().numpy()
         observations = []
         for obj_id, box, mask in zip(instances.ids.tolist(), instances.boxes.tolist(), masks):

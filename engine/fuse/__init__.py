@@ -1,8 +1,10 @@
-"""Fusion: detector instances and tracked objects become the frame's final instances."""
+"""Fusion: association of detections with tracked objects into decisions, and resolution of the frame's
+candidates into non-overlapping instances."""
 
 from engine.fuse.config import FuserConfig
 from engine.fuse.fuser import Fuser, FusionCounters, TrackState
-from engine.fuse.simple import DetectionsOnly, NoInstances, PromptedTracks, tracks_to_instances
+from engine.fuse.resolve import resolve_detections, resolve_tracks
+from engine.fuse.simple import DetectionsOnly, NoInstances, TracksOnly
 
-__all__ = ["DetectionsOnly", "Fuser", "FuserConfig", "FusionCounters", "NoInstances", "PromptedTracks",
-           "TrackState", "tracks_to_instances"]
+__all__ = ["DetectionsOnly", "Fuser", "FuserConfig", "FusionCounters", "NoInstances", "TrackState", "TracksOnly",
+           "resolve_detections", "resolve_tracks"]

@@ -1,26 +1,27 @@
-"""Detector–tracker fusion: stable ids, spawn, re-prompt, retire, non-overlapping final masks.
+"""Detector-driven association: stable ids, spawn, re-prompt, retire, over a tracker's objects.
 
-Every frame, after the tracker has propagated its objects:
-1. associate the frame's detections with the tracked objects by mask IoU (optimal assignment, pairs
-   below ``match_iou`` stay apart);
-2. a matched track whose mask disagrees with its detection (IoU < ``reprompt_iou``) has drifted and is
-   re-prompted from the detection's box, if the detection is of the track's class;
-3. detections and tracks left over are paired by box overlap with where each track is, or was last
-   seen when lost, and by class: a drifted or occluded track keeps its id and is re-prompted; a confident detection
-   still left, not covering a tracked object and seen on ``spawn_after`` consecutive detection frames,
-   spawns a new track;
-4. two tracks on one object (masks overlapping by ``duplicate_iou``) become one; a track with a low
-   object score and no match for ``retire_after`` frames is retired, and so is one no detection has
-   confirmed for ``retire_unmatched_after`` detection frames;
-5. the tracks' logits are resolved into one instance-id map (``fuse_logits``), so every pixel belongs
-   to at most one instance. Pixels come from SAM 2, which segments finer than YOLO's 160x160
-   prototypes; detections decide identity, drift and class.
+Association never calls the tracker: it returns ``Decision`` values, and the pipeline's per-frame
+processor applies them (``engine.interfaces.Fusion`` gives the order). Every frame, after the tracker
+has propagated its objects:
+1. ``associate``: objects association did not start (a user's) are adopted; the frame's detections are
+   associated with the tracked objects by mask IoU (optimal assignment, pairs below ``match_iou`` stay
+   apart); a matched track whose mask disagrees with its detection (IoU < ``reprompt_iou``) has drifted
+   and is re-prompted from the detection's box, if the detection is of the track's class; detections
+   and tracks left over are paired by box overlap with where each track is, or was last seen when
+   lost, and by class: a drifted or occluded track keeps its id and is re-prompted; a confident
+   detection still left, not covering a tracked object and seen on ``spawn_after`` consecutive
+   detection frames, spawns a new track;
+2. ``retire``, on the masks the prompts produced: two tracks on one object (masks overlapping by
+   ``duplicate_iou``) become one; a track with a low object score and no match for ``retire_after``
+   frames is retired, and so is one no detection has confirmed for ``retire_unmatched_after``
+   detection frames. A user's track is never retired by this policy;
+3. ``resolve``: the tracks' logits become the frame's non-overlapping instances (``resolve_tracks``).
 Class labels and scores of a track are smoothed over its matched detections.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,15 +29,15 @@ from scipy.optimize import linear_sum_assignment
 from torchvision.ops import box_iou
 
 from engine.fuse.config import FuserConfig
-from engine.ops import fuse_logits, mask_boxes, mask_iou
-from engine.ops.fuse_logits import split_id_map
-from engine.runtime.device import stage_section
-from engine.types import Detections, Frame, Instances, Tracks
+from engine.fuse.resolve import resolve_tracks
+from engine.ops import mask_boxes, mask_iou
+from engine.types import (Adopt, Decision, Detections, Frame, Instances, Origin, Reprompt, RepromptReason,
+                          Retire, RetireReason, Spawn, Tracks)
 
 
 @dataclass(slots=True)
 class TrackState:
-    """What the fuser knows of one tracked object beyond its masks (the tracker holds those)."""
+    """What association knows of one tracked object beyond its masks (the tracker holds those)."""
 
     id: int
     born: int  # frame index it was spawned (or adopted) on
@@ -46,6 +47,7 @@ class TrackState:
     unmatched: int = 0  # consecutive detection frames without a matched detection
     last_box: tuple[float, float, float, float] | None = None  # where it was last visible
     matches: int = 0
+    origin: Origin = Origin.DETECTOR
 
 
 @dataclass(slots=True)
@@ -63,65 +65,95 @@ class FusionCounters:
     reacquired: int = 0
     retired: int = 0
     merged: int = 0  # duplicates retired
+    adopted: int = 0  # objects a user added
 
 
 @dataclass(slots=True)
-class _Current:
-    """One object's tracker output on the current frame, replaced when it is (re-)prompted."""
+class _Output:
+    """One object's tracker output on the current frame."""
 
     logits: torch.Tensor  # [h, w] float32 low-res mask logits
     score: float  # object-score logit
 
 
-@dataclass(slots=True)
-class _Frame:
-    height: int
-    width: int
-    objects: dict[int, _Current] = field(default_factory=dict)
-
-
 class Fuser:
-    """Joins a detector and a ``StreamingTracker`` into tracked instances with stable ids.
+    """The fusion policy of one stream (``engine.interfaces.Fusion``): tracked instances with stable ids
+    from a detector's and a tracker's outputs.
 
     Args:
-        tracker: the tracker the pipeline steps; the fuser adds, re-prompts and removes its objects.
         config: the policy's thresholds (``FuserConfig``).
         names: the detector's class names (class id -> label).
     """
 
-    def __init__(self, tracker, config: FuserConfig = FuserConfig(), *, names: tuple[str, ...]) -> None:
-        self.tracker = tracker
-        self.config = config
+    def __init__(self, config: FuserConfig | None = None, *, names: tuple[str, ...]) -> None:
+        self.config = config if config is not None else FuserConfig()
         self.names = tuple(names)
         self.tracks: dict[int, TrackState] = {}
         self.counters = FusionCounters()
         self._next_id = 1
         self._candidates: list[_Candidate] = []
         self._frame_index = 0
+        self._matched: set[int] = set()  # tracks matched to a detection on the current frame
+        self._detected = False  # whether the current frame had a detector pass
 
-    def __call__(self, frame: Frame, detections: Detections | None, tracks: Tracks | None) -> Instances:
-        current = _Frame(frame.height, frame.width)
+    def associate(self, frame: Frame, detections: Detections | None, tracks: Tracks | None) -> list[Decision]:
+        """Adopt, re-prompt and spawn decisions for this frame, from the step's outputs."""
+        self._frame_index = frame.index
+        decisions: list[Decision] = self._follow(tracks)
+        self._matched = set()
+        self._detected = detections is not None
+        if detections is not None and len(detections):
+            decisions += self._match(tracks, detections)
+        return decisions
+
+    def retire(self, frame: Frame, tracks: Tracks | None) -> list[Decision]:
+        """Retire decisions, read from the tracks after this frame's prompts were applied."""
+        current: dict[int, _Output] = {}
         if tracks is not None:
             scores = tracks.scores.reshape(-1).tolist()
             for i, obj_id in enumerate(tracks.obj_ids):
-                current.objects[obj_id] = _Current(logits=tracks.logits[i], score=scores[i])
-        self._frame_index = frame.index
-        matched: set[int] = set()
-        if detections is not None:
-            matched = self._associate(current, tracks, detections)
-        self._drop_duplicates(current, matched)
-        self._update_lifecycle(current, matched, detected=detections is not None)
-        return self._resolve(frame, current)
+                current[obj_id] = _Output(logits=tracks.logits[i], score=scores[i])
+        return self._drop_duplicates(current) + self._update_lifecycle(current)
+
+    def resolve(self, frame: Frame, detections: Detections | None, tracks: Tracks | None) -> Instances:
+        """The frame's instances: the visible tracks, overlaps resolved by their smoothed confidence."""
+        if tracks is None:
+            return Instances.empty(frame.height, frame.width, device=frame.image.device)
+        states = [self.tracks[i] for i in tracks.obj_ids]
+        classes = [int(np.argmax(s.class_scores)) for s in states]
+        instances = resolve_tracks(
+            tracks, size=(frame.height, frame.width), device=frame.image.device,
+            weights=[max(s.score, 1e-3) for s in states], scores=[s.score for s in states], class_ids=classes,
+            labels=[self.names[c] if c < len(self.names) else str(c) for c in classes])
+        for obj_id, box in zip(instances.ids.tolist(), instances.boxes.tolist()):
+            self.tracks[obj_id].last_box = tuple(box)
+        return instances
 
     # -- association ----------------------------------------------------------------------------
 
-    def _associate(self, current: _Frame, tracks: Tracks | None, dets: Detections) -> set[int]:
+    def _follow(self, tracks: Tracks | None) -> list[Decision]:
+        """Forget objects gone from the tracker (a user removed them); adopt those association did not
+        start (a user added them), classless, as the user's."""
+        ids = list(tracks.obj_ids) if tracks is not None else []
+        present = set(ids)
+        for obj_id in [i for i in self.tracks if i not in present]:
+            del self.tracks[obj_id]
+        adopted: list[Decision] = []
+        for obj_id in ids:
+            if obj_id not in self.tracks:
+                self.tracks[obj_id] = TrackState(id=obj_id, born=self._frame_index,
+                                                 class_scores=np.zeros(max(1, len(self.names))), score=0.0,
+                                                 origin=Origin.USER)
+                self._next_id = max(self._next_id, obj_id + 1)
+                self.counters.adopted += 1
+                adopted.append(Adopt(obj_id, Origin.USER))
+        return adopted
+
+    def _match(self, tracks: Tracks | None, dets: Detections) -> list[Decision]:
         """Two stages, then spawning. Stage 1 pairs detections and tracks by mask IoU. Stage 2 pairs
         what is left by box IoU between the detection and where the track is (its mask's box) or was
         last seen (a lost track's last box): a track that drifted off its object, or lost it behind an
         occluder, keeps its id and is re-prompted. Confident detections left over spawn tracks."""
-        if len(dets) == 0:
-            return set()
         ids = list(tracks.obj_ids) if tracks is not None else []
         iou = (mask_iou(tracks.masks, dets.masks).cpu().numpy() if ids
                else np.zeros((0, len(dets)), dtype=np.float32))  # [N, M]
@@ -129,24 +161,25 @@ class Fuser:
         pairs = self._pair_by_masks(ids, iou, classes)
         pairs += self._pair_by_boxes(tracks, pairs, classes, boxes)
         scores = dets.scores.tolist()
-        matched: set[int] = set()
+        decisions: list[Decision] = []
         for obj_id, d, kind in pairs:
             self._observe(obj_id, classes[d], scores[d])
             if kind != "match":
-                self._prompt(current, obj_id, boxes[d])
+                reason = RepromptReason.DRIFT if kind == "drift" else RepromptReason.REACQUIRE
+                decisions.append(Reprompt(obj_id, _box(boxes[d]), reason))
                 if kind == "drift":
                     self.counters.reprompted += 1
                 else:
                     self.counters.reacquired += 1
-            matched.add(obj_id)
+            self._matched.add(obj_id)
         paired = {d for _, d, _ in pairs}
         fresh = [d for d in np.argsort(scores)[::-1].tolist()  # most confident first
                  if d not in paired and scores[d] >= self.config.spawn_conf
                  and not (iou.shape[0] and iou[:, d].max() >= self.config.spawn_max_overlap)]
         room = self.config.max_tracks - len(self.tracks)
         for d in self._confirmed(fresh, boxes)[:max(0, room)]:
-            matched.add(self._spawn(current, classes[d], scores[d], boxes[d]))
-        return matched
+            decisions.append(self._spawn(classes[d], scores[d], boxes[d]))
+        return decisions
 
     def _pair_by_masks(self, ids: list[int], iou: np.ndarray,  # [N, M]
                        classes: list[int]) -> list[tuple[int, int, str]]:
@@ -223,95 +256,73 @@ class Fuser:
         state.unmatched = 0
         state.lost = 0
 
-    def _spawn(self, current: _Frame, class_id: int, score: float, box: torch.Tensor) -> int:
+    def _spawn(self, class_id: int, score: float, box: torch.Tensor) -> Spawn:
         obj_id = self._next_id
         self._next_id += 1
         class_scores = np.zeros(max(len(self.names), class_id + 1), dtype=np.float64)
         class_scores[class_id] = score
         self.tracks[obj_id] = TrackState(id=obj_id, born=self._frame_index, class_scores=class_scores,
                                          score=score, matches=1)
-        self._prompt(current, obj_id, box)
         self.counters.spawned += 1
-        return obj_id
-
-    def _prompt(self, current: _Frame, obj_id: int, box: torch.Tensor) -> None:
-        """(Re-)prompt the tracker with a box on the current frame; its answer replaces the object's
-        propagated output for this frame."""
-        with stage_section("track"):  # SAM 2's work on the prompt is tracking time, not fusion time
-            added = self.tracker.add_object(obj_id, box=[float(v) for v in box.tolist()])
-        i = added.obj_ids.index(obj_id)
-        current.objects[obj_id] = _Current(logits=added.logits[i], score=float(added.scores.reshape(-1)[i]))
+        self._matched.add(obj_id)
+        return Spawn(obj_id, class_id=class_id, score=score, box=_box(box))
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def _drop_duplicates(self, current: _Frame, matched: set[int]) -> None:
-        """Retire all but one of any tracks whose current masks overlap by ``duplicate_iou``: keep the
-        one matched this frame, else the one with more matched detections, else the older."""
-        ids = [i for i, c in current.objects.items() if c.score > 0]
+    def _drop_duplicates(self, current: dict[int, _Output]) -> list[Decision]:
+        """Retire all but one of any tracks whose current masks overlap by ``duplicate_iou``: keep a
+        user's track, else the one matched this frame, else the one with more matched detections, else
+        the older. Two of a user's tracks are both kept: the user asked for each."""
+        ids = [i for i, c in current.items() if c.score > 0]
         if len(ids) < 2:
-            return
-        masks = torch.stack([current.objects[i].logits > 0 for i in ids])  # [N, h, w] low-res
+            return []
+        masks = torch.stack([current[i].logits > 0 for i in ids])  # [N, h, w] low-res
         iou = mask_iou(masks, masks).cpu().numpy()
         np.fill_diagonal(iou, 0.0)
-        rank = {i: (i in matched, self.tracks[i].matches if i in self.tracks else 0, -i) for i in ids}
+        matched = self._matched
+        rank = {i: (self.tracks[i].origin is Origin.USER, i in matched, self.tracks[i].matches, -i) for i in ids}
+        decisions: list[Decision] = []
         for a, b in zip(*np.nonzero(np.triu(iou >= self.config.duplicate_iou))):
             first, second = ids[a], ids[b]
-            if first in current.objects and second in current.objects:
+            if first in current and second in current:
                 loser = min(first, second, key=rank.__getitem__)
-                self._retire(current, loser)
+                if self.tracks[loser].origin is Origin.USER:
+                    continue
+                decisions.append(self._retire(current, loser, RetireReason.DUPLICATE))
                 matched.discard(loser)
                 self.counters.merged += 1
+        return decisions
 
-    def _retire(self, current: _Frame, obj_id: int) -> None:
-        with stage_section("track"):
-            self.tracker.remove_object(obj_id)
+    def _retire(self, current: dict[int, _Output], obj_id: int, reason: RetireReason) -> Retire:
         self.tracks.pop(obj_id, None)
-        current.objects.pop(obj_id, None)
+        current.pop(obj_id, None)
+        return Retire(obj_id, reason)
 
-    def _update_lifecycle(self, current: _Frame, matched: set[int], *, detected: bool) -> None:
-        for obj_id in list(current.objects):
-            state = self.tracks.get(obj_id)
-            if state is None:  # an object added to the tracker by someone else: adopt it, classless
-                state = self.tracks[obj_id] = TrackState(
-                    id=obj_id, born=self._frame_index, class_scores=np.zeros(max(1, len(self.names))),
-                    score=0.0)
-                self._next_id = max(self._next_id, obj_id + 1)
-            if obj_id in matched:
+    def _update_lifecycle(self, current: dict[int, _Output]) -> list[Decision]:
+        decisions: list[Decision] = []
+        for obj_id in list(current):
+            state = self.tracks[obj_id]
+            if obj_id in self._matched:
                 continue
-            if detected:
+            if self._detected:
                 state.unmatched += 1
-            state.lost = state.lost + 1 if current.objects[obj_id].score <= 0 else 0
+            state.lost = state.lost + 1 if current[obj_id].score <= 0 else 0
+            if state.origin is Origin.USER:
+                continue  # a user's track stays until the user removes it
             limit = self.config.retire_unmatched_after
-            if state.lost >= self.config.retire_after or (limit is not None and state.unmatched >= limit):
-                self._retire(current, obj_id)
-                self.counters.retired += 1
+            if state.lost >= self.config.retire_after:
+                decisions.append(self._retire(current, obj_id, RetireReason.LOST))
+            elif limit is not None and state.unmatched >= limit:
+                decisions.append(self._retire(current, obj_id, RetireReason.UNCONFIRMED))
+            else:
+                continue
+            self.counters.retired += 1
+        return decisions
 
-    # -- final masks ----------------------------------------------------------------------------
 
-    def _resolve(self, frame: Frame, current: _Frame) -> Instances:
-        device = frame.image.device
-        ids = [i for i, c in current.objects.items() if c.score > 0]
-        if not ids:
-            return Instances.empty(frame.height, frame.width, device=device)
-        logits = torch.stack([current.objects[i].logits.to(device).float() for i in ids])  # [N, h, w]
-        scores = torch.tensor([max(self.tracks[i].score, 1e-3) for i in ids], device=device)
-        id_map = fuse_logits(logits, scores, size=(frame.height, frame.width))  # [H, W] index into ids
-        masks, boxes = split_id_map(id_map, logits)
-        keep_idx = (boxes[:, 2] > boxes[:, 0]).nonzero().flatten().tolist()  # empty masks have zero boxes
-        if not keep_idx:
-            return Instances.empty(frame.height, frame.width, device=device)
-        masks, boxes = masks[keep_idx], boxes[keep_idx]
-        kept = [ids[k] for k in keep_idx]
-        for obj_id, box in zip(kept, boxes.tolist()):
-            self.tracks[obj_id].last_box = tuple(box)
-        classes = [self._class_of(i) for i in kept]
-        return Instances(
-            ids=torch.tensor(kept, dtype=torch.int64, device=device),
-            class_ids=torch.tensor(classes, dtype=torch.int64, device=device),
-            scores=torch.tensor([self.tracks[i].score for i in kept], dtype=torch.float32, device=device),
-            boxes=boxes, masks=masks,
-            labels=tuple(self.names[c] if c < len(self.names) else str(c) for c in classes),
-        )
+def _box(box: torch.Tensor) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = (float(v) for v in box.tolist())
+    return x1, y1, x2, y2
 
 
 def _assign(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:

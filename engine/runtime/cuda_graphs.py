@@ -5,9 +5,8 @@ overhead that dominates at batch 1 on a fast GPU. Shapes are few (one per stream
 so graphs are kept per shape, at most ``max_graphs``.
 
 Written to torch's documented CUDA graph API (warm-up on a side stream, ``torch.cuda.graph`` capture,
-static input buffer, replay). It has not run yet: no GPU was lent to the session that wrote it; the
-parity test is tests/detect/test_cuda_graphs.py. A capture that fails turns graphs off for that call
-site with one warning, so the run continues eagerly.
+static input buffer, replay); its parity test is tests/detect/test_cuda_graphs.py (marked gpu). A capture
+that fails turns graphs off for that call site with one warning, so the run continues eagerly.
 """
 
 from __future__ import annotations

@@ -5,26 +5,39 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 
 import torch
 
-from engine.errors import ConfigError
+from engine.errors import BackendError, ConfigError
+from engine.types import Stage
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """``auto`` is the first CUDA device when one is present, else the CPU. Asking for CUDA where none
-    is present is a ConfigError, not a silent fall-back."""
+    """The device every stage uses for ``name``: ``auto`` is the first CUDA device when one is present,
+    else the CPU.
+
+    Raises:
+        ConfigError: ``name`` is not a device name (auto, cpu, cuda, cuda:N).
+        BackendError: a CUDA device is asked for where torch sees none, or that many: never a silent
+            fall-back to the CPU.
+    """
     if isinstance(name, torch.device):
-        return name
-    if name == "auto":
+        device = name
+    elif name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but torch sees no CUDA device; use --device cpu")
+    else:
+        try:
+            device = torch.device(name)
+        except (RuntimeError, TypeError):
+            raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BackendError(f"device {str(name)!r} asked for, but torch sees no CUDA device; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise BackendError(f"device {str(name)!r} does not exist: {torch.cuda.device_count()} CUDA "
+                               "device(s); use cuda:0 .. cuda:N-1")
+    elif device.type != "cpu":
+        raise ConfigError(f"unknown device {str(name)!r}; use auto, cpu, cuda or cuda:N")
     return device
 
 
@@ -36,7 +49,8 @@ class StageClock:
     one that hands the result out.
 
     ``section(stage)`` moves the time spent inside it from the stage being timed to ``stage``: the
-    fuser's prompts to the tracker are tracker work, and count as "track".
+    prompts the pipeline applies to the tracker while fusing are tracker work, and count as "track".
+    Stages are ``engine.types.Stage`` values (or their names); any other name is a ValueError.
     """
 
     def __init__(self, device: torch.device) -> None:
@@ -57,13 +71,14 @@ class StageClock:
     def _ms(self, start, end) -> float:
         return start.elapsed_time(end) if self._cuda else (end - start) * 1000.0
 
-    def mark(self, stage: str) -> None:
+    def mark(self, stage: Stage | str) -> None:
         """The stage named ``stage`` ends now."""
-        self._names.append(stage)
+        self._names.append(Stage.named(stage).value)
         self._marks.append(self._now())
 
     @contextmanager
-    def section(self, stage: str) -> Iterator[None]:
+    def section(self, stage: Stage | str) -> Iterator[None]:
+        stage = Stage.named(stage).value
         start = self._now()
         try:
             yield
@@ -86,27 +101,3 @@ class StageClock:
                 stages[source] = max(0.0, stages[source] - moved)
                 stages[target] = stages.get(target, 0.0) + moved
         return stages, (time.perf_counter() - self._t0) * 1000.0
-
-
-_current_clock: ContextVar[StageClock | None] = ContextVar("streamseg_stage_clock", default=None)
-
-
-@contextmanager
-def timing(clock: StageClock) -> Iterator[StageClock]:
-    """Make ``clock`` the one ``stage_section`` reports to while a frame is processed."""
-    token = _current_clock.set(clock)
-    try:
-        yield clock
-    finally:
-        _current_clock.reset(token)
-
-
-@contextmanager
-def stage_section(stage: str) -> Iterator[None]:
-    """Count the time inside as ``stage`` on the frame's clock, if a pipeline is timing one."""
-    clock = _current_clock.get()
-    if clock is None:
-        yield
-    else:
-        with clock.section(stage):
-            yield

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import stat
 import threading
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -24,16 +25,47 @@ class Sink(Protocol):
 
 
 def check_writable(path: str | os.PathLike, *, option: str) -> Path:
-    """Fail before the run starts when ``path`` cannot be written, naming the option to change."""
+    """Fail before the run starts when ``path`` cannot be written, naming the option to change.
+
+    The check opens the path for writing the way the sink will, but creates and truncates nothing: an
+    existing file is opened without ``O_TRUNC`` and closed untouched; a new name is created with
+    ``O_EXCL`` and removed again. So every output of a run can be checked before any of them is
+    written, and a run that fails on one output leaves the files an earlier run wrote in the others.
+    This catches what permission bits miss (a read-only mount, /proc, a root-owned directory seen by
+    root). A FIFO is not opened (that would wait for a reader); a full disk shows only on writing.
+
+    Raises:
+        SinkError: ``path`` is a directory, its directory is missing, or it cannot be opened for writing.
+    """
     path = Path(path)
     if path.is_dir():
         raise SinkError(f"cannot write {path}: it is a directory; give a file path to {option}")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise SinkError(f"cannot write {path}: directory {parent} does not exist; create it or change {option}")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise SinkError(f"cannot write {path}: permission denied; choose a writable path for {option}")
+        raise SinkError(f"cannot write {path}: directory {parent} does not exist; create it or change "
+                        f"{option}")
+    try:
+        _probe_open(path)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise SinkError(f"cannot write {path}: {reason}; choose a writable path for {option}") from None
     return path
+
+
+def _probe_open(path: Path) -> None:
+    try:
+        if stat.S_ISFIFO(path.stat().st_mode):
+            return
+    except FileNotFoundError:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:  # created by someone else since the stat: probe it as an existing file
+            pass
+        else:
+            os.close(fd)
+            path.unlink()
+            return
+    os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
 
 
 _DONE = object()
@@ -82,11 +114,11 @@ class SinkThread:
                     try:
                         for sink in self.sinks:
                             sink.write(item)
-                    except BaseException as exc:  # reported to the pipeline; keep draining
+                    except BaseException as exc:  # noqa: BLE001 - reported to the pipeline; keep draining
                         self._error = exc
         finally:
             for sink in self.sinks:
                 try:
                     sink.close()
-                except BaseException as exc:
+                except BaseException as exc:  # noqa: BLE001 - every sink is closed; the first error is raised
                     self._error = self._error or exc

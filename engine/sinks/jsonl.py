@@ -14,7 +14,9 @@ Each line is one JSON object (keys in this order, all present on every line)::
 
 ``pycocotools.mask.decode({"size": m["size"], "counts": m["counts"].encode()})`` gives the mask.
 Each line goes to the file in one unbuffered ``write``, and a failed write is cut back to the last whole
-line, so a crash or a full disk leaves only whole lines behind.
+line, so a crash or a full disk leaves only whole lines behind. The file is created (or truncated) by the
+first line, not by the writer's constructor: a run that never produces a frame, or that stops on another
+output's error before its first frame, leaves an earlier file at that path as it was.
 """
 
 from __future__ import annotations
@@ -50,38 +52,58 @@ def result_to_record(result: FrameResult) -> dict:
 
 
 class JsonlWriter:
-    """Writes one JSON line per result to ``path`` (created or truncated when the writer is made)."""
+    """Writes one JSON line per result to ``path``.
+
+    The constructor only checks that ``path`` can be written (``check_writable``); the file is created
+    or truncated by the first ``write``. After a failed write the file keeps its whole lines and the
+    writer refuses further lines, so a later success cannot leave a gap in the middle of the file.
+
+    Raises:
+        SinkError: from the constructor when ``path`` cannot be written; from ``write`` when writing
+            fails (a full disk), naming the file and the lines it holds.
+    """
 
     wants_overlay = False
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = check_writable(path, option="--jsonl")
-        try:
-            # Unbuffered: each line reaches the file in one write() call, never split across two.
-            self._file = open(self.path, "wb", buffering=0)
-        except OSError as exc:
-            raise SinkError(f"cannot write {self.path}: {exc.strerror}; choose another --jsonl path") from None
+        self._file = None
+        self._failed: str | None = None  # the first failure, repeated to any later write
         self.lines = 0
         self._size = 0  # bytes of whole lines written; a failed write is truncated back to it
 
     def write(self, result: FrameResult) -> None:
+        if self._failed is not None:
+            raise SinkError(self._failed)
         line = (json.dumps(result_to_record(result), separators=(",", ":")) + "\n").encode("utf-8")
+        if self._file is None:
+            self._file = self._open()
         try:
             view = memoryview(line)
             while view:
                 view = view[self._file.write(view):]
         except OSError as exc:
             self._drop_partial_line()
-            raise SinkError(f"writing {self.path} failed after {self.lines} lines: {exc.strerror}") from None
+            self._failed = (f"writing {self.path} failed after {self.lines} lines ({exc.strerror}); the "
+                            "lines written before are whole; free space or choose another --jsonl path")
+            raise SinkError(self._failed) from None
         self._size += len(line)
         self.lines += 1
+
+    def _open(self):
+        try:
+            # Unbuffered: each line reaches the file in one write() call, never split across two.
+            return open(self.path, "wb", buffering=0)
+        except OSError as exc:
+            self._failed = f"cannot write {self.path}: {exc.strerror}; choose another --jsonl path"
+            raise SinkError(self._failed) from None
 
     def _drop_partial_line(self) -> None:
         try:
             os.ftruncate(self._file.fileno(), self._size)
         except OSError:
-            pass  # the disk refused even that; the next reader sees one cut-off last line
+            pass  # not a regular file (/dev/full), or the disk refused even that
 
     def close(self) -> None:
-        if not self._file.closed:
+        if self._file is not None and not self._file.closed:
             self._file.close()

@@ -3,14 +3,25 @@
 ``GET /`` is a small page showing the stream and the latest frame's stats, ``GET /stream.mjpg`` the
 multipart JPEG stream, ``GET /frame.jpg`` the latest picture, ``GET /stats.json`` the latest numbers.
 Viewers never slow the pipeline: each one is sent the newest picture when it is ready for one, and
-frames are JPEG-encoded only while somebody is watching. Bound to 127.0.0.1 unless told otherwise.
+frames are JPEG-encoded only while somebody is watching, at most ``max_fps`` a second (a monitor needs
+no more, and an engine running faster than that would spend its cores encoding pictures nobody can
+follow). Bound to 127.0.0.1 unless told otherwise.
+
+Connections are bounded in time and number, so no client can hold the server's threads: a connection
+that sends no request, or stops reading its stream, is dropped after ``idle_timeout_s``; past
+``max_connections`` open at once, a new one is answered 503 at once, without a thread; a viewer that
+hangs up is noticed within a second even while no new frame comes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import select
+import socket
+import sys
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -42,31 +53,48 @@ poll();
 
 
 class PreviewServer:
-    """Serves the newest rendered frame to any number of browsers.
+    """Serves the newest rendered frame to browsers, a bounded number at a time.
+
+    Binding happens here, so a busy port fails before the run starts (and before any other output is
+    written); the server runs on its own thread until ``close``.
 
     Args:
         host: interface to bind; 127.0.0.1 keeps the preview on this machine.
         port: TCP port; 0 picks a free one (see ``url``).
         quality: JPEG quality, 1-100.
+        idle_timeout_s: a connection that sends nothing, or accepts no data, for this long is closed.
+        max_connections: connections served at once (a browser tab holds one for the stream and one
+            for its stats while polling); more are answered 503 and closed.
+        max_fps: most pictures encoded and sent a second while somebody watches; None: every frame.
+
+    Raises:
+        SinkError: the address cannot be bound (port in use, no such interface), or a bad setting.
     """
 
     wants_overlay = True
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 8080, quality: int = 80) -> None:
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 8080, quality: int = 80,
+                 idle_timeout_s: float = 10.0, max_connections: int = 32,
+                 max_fps: float | None = 30.0) -> None:
+        if idle_timeout_s <= 0 or max_connections < 1 or not 1 <= quality <= 100 or (max_fps or 1) <= 0:
+            raise SinkError(f"preview: idle_timeout_s and max_fps must be > 0, max_connections >= 1 and "
+                            f"quality in 1..100, got {idle_timeout_s}, {max_fps}, {max_connections} and "
+                            f"{quality}")
         self.quality = quality
+        self._min_interval_s = 1.0 / max_fps if max_fps else 0.0
+        self._encoded_at = float("-inf")  # monotonic time of the last picture encoded
         self._cond = threading.Condition()
         self._jpeg: bytes | None = None
         self._seq = 0  # bumps with every new picture; viewers wait for a change
         self._stats: dict = {}
         self._viewers = 0
         self._closed = False
-        handler = type("_Handler", (_PreviewHandler,), {"preview": self})
+        handler = type("_Handler", (_PreviewHandler,), {"preview": self, "timeout": idle_timeout_s})
         try:
-            self._server = ThreadingHTTPServer((host, port), handler)
+            self._server = _BoundedHTTPServer((host, port), handler, max_connections=max_connections)
         except OSError as exc:
             raise SinkError(f"cannot serve the preview on {host}:{port}: {exc.strerror}; "
                             "pick another --preview-port") from None
-        self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="preview", daemon=True)
         self._thread.start()
 
@@ -77,13 +105,21 @@ class PreviewServer:
 
     @property
     def viewers(self) -> int:
+        """Clients receiving the MJPEG stream now."""
         return self._viewers
+
+    @property
+    def connections(self) -> int:
+        """Connections being served now (each holds one thread)."""
+        return self._server.active_connections
 
     def write(self, result: FrameResult) -> None:
         stats = {"frame": result.frame.index, "instances": len(result.instances),
                  "total_ms": round(result.times.total, 1), "age_ms": round(result.age_ms, 1)}
         jpeg = None
-        if self._viewers or self._jpeg is None:
+        now = time.monotonic()
+        if self._jpeg is None or (self._viewers and now - self._encoded_at >= self._min_interval_s):
+            self._encoded_at = now
             image = (result.overlay if result.overlay is not None else result.frame.image).cpu().numpy()
             ok, buf = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, self.quality])
             jpeg = buf.tobytes() if ok else None
@@ -95,11 +131,16 @@ class PreviewServer:
             self._cond.notify_all()
 
     def close(self) -> None:
+        """Stop serving: the listening socket closes and every open connection is ended."""
         with self._cond:
+            if self._closed:
+                return
             self._closed = True
             self._cond.notify_all()
         self._server.shutdown()
         self._server.server_close()
+        self._server.end_connections()
+        self._thread.join(timeout=5)
 
     def _next(self, seen: int, timeout: float) -> tuple[int, bytes | None]:
         """Wait for a picture newer than ``seen``; (seq, jpeg), jpeg None when closed or timed out."""
@@ -121,7 +162,7 @@ class PreviewServer:
 class _PreviewHandler(BaseHTTPRequestHandler):
     preview: PreviewServer
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:  # http.server's name
         path = self.path.split("?", 1)[0]
         if path == "/":
             self._send(HTTPStatus.OK, "text/html; charset=utf-8", _PAGE.encode())
@@ -144,7 +185,10 @@ class _PreviewHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.wfile.write(body)
+        except OSError:
+            pass  # the client went away before reading the answer
 
     def _stream(self) -> None:
         self.send_response(HTTPStatus.OK)
@@ -155,18 +199,110 @@ class _PreviewHandler(BaseHTTPRequestHandler):
         seen = -1
         try:
             while True:
-                seen, jpeg = self.preview._next(seen, timeout=5.0)
+                # A short wait, so a viewer that hung up is noticed even while no frame comes.
+                seen, jpeg = self.preview._next(seen, timeout=1.0)
                 if jpeg is None:
-                    if self.preview._closed:
+                    if self.preview._closed or _hung_up(self.connection):
                         return
                     continue
+                # A viewer that stops reading blocks this write until the socket's timeout (OSError).
                 self.wfile.write(f"--{_BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
                                  f"Content-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg + b"\r\n")
                 self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            return  # the viewer went away
+        except OSError:
+            return  # the viewer went away, reset the connection, or stopped reading
         finally:
             self.preview._watch(-1)
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 (http.server's signature)
+    def log_message(self, format: str, *args) -> None:  # http.server's signature
         log.debug("preview %s: " + format, self.address_string(), *args)
+
+
+_REFUSAL_BODY = b"too many preview viewers; retry later\n"
+_REFUSAL = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 5\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_REFUSAL_BODY), _REFUSAL_BODY))
+
+
+class _BoundedHTTPServer(ThreadingHTTPServer):
+    """``ThreadingHTTPServer`` with at most ``max_connections`` handler threads.
+
+    A connection past the limit is answered 503 from the accepting thread, without blocking it (the
+    answer fits the socket's send buffer) and closed. Open connections are remembered so ``close``
+    can end them rather than wait for their timeouts.
+    """
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, address, handler, *, max_connections: int) -> None:
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    @property
+    def active_connections(self) -> int:
+        with self._open_lock:
+            return len(self._open)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            _refuse(request)
+            return
+        with self._open_lock:
+            self._open.add(request)
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # the thread did not start: give its slot back
+            self._forget(request)
+            self.shutdown_request(request)
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._forget(request)
+
+    def _forget(self, request) -> None:
+        with self._open_lock:
+            if request in self._open:
+                self._open.discard(request)
+                self._slots.release()
+
+    def end_connections(self) -> None:
+        with self._open_lock:
+            open_now = list(self._open)
+        for request in open_now:
+            try:
+                request.shutdown(socket.SHUT_RDWR)  # the handler's next read or write fails and it ends
+            except OSError:
+                pass
+
+    def handle_error(self, request, client_address) -> None:
+        # A client's misbehaviour (reset, timeout) is not the engine's error: no traceback on stderr.
+        log.debug("preview: connection from %s ended: %r", client_address, sys.exc_info()[1])
+
+
+def _refuse(request: socket.socket) -> None:
+    try:
+        request.setblocking(False)
+        try:
+            request.recv(65536)  # read what the client sent, so closing does not reset the connection
+        except BlockingIOError:
+            pass
+        request.send(_REFUSAL)
+        request.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    finally:
+        request.close()
+
+
+def _hung_up(conn: socket.socket) -> bool:
+    """True when the peer has closed or reset ``conn`` (readable with nothing to read)."""
+    try:
+        readable, _, _ = select.select([conn], [], [], 0)
+        return bool(readable) and conn.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True

@@ -5,6 +5,11 @@ centre and rotation are closed-form functions of time, so any frame can be rende
 order, and a seed gives the same scene on every machine. Half the objects swing wide enough to leave
 the frame and come back; the others wander over the middle and cross each other.
 
+With ``stuff=True`` the background is a street instead: sky, building blocks with windows, vegetation,
+a sidewalk and a road, each a region with an exact per-pixel "stuff" label (``STUFF_NAMES``), laid out
+from the seed and static (a fixed camera); the moving objects are the "things" over it. The objects and
+their motion are the same as without stuff, and scenes without stuff are unchanged.
+
 Exactness: each frame is rasterised once into an id map, painting the shapes far to near with no
 anti-aliasing (a pixel belongs to a shape when its centre is inside). The picture and the ground truth
 are both read off that one id map, so they agree pixel for pixel. Object colours are fully saturated
@@ -27,6 +32,7 @@ from engine.errors import ConfigError, SourceError
 from engine.sources.base import Picture, Source, SourceInfo
 
 CLASS_NAMES = ("disc", "box", "triangle", "blob")
+STUFF_NAMES = ("road", "sidewalk", "building", "vegetation", "sky")  # the stuff=True background's classes
 _BACKGROUND_RANGE = (48, 200)  # inclusive; object colours keep a channel at 255 (see module docstring)
 _BLOB_LOBES = (0.25, 0.12)  # relative radius swing of the blob's 3- and 5-lobed outline
 
@@ -40,6 +46,8 @@ class GroundTruth:
     class_ids: np.ndarray  # [K] int64 indices into SyntheticScene.class_names
     masks: np.ndarray  # [K, H, W] bool
     id_map: np.ndarray  # [H, W] int32 object id per pixel, -1 for background
+    # [H, W] int32 index into STUFF_NAMES of the visible background, -1 under objects; None without stuff
+    stuff_map: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +91,14 @@ class SyntheticScene:
 
     ``render(i)`` gives frame i as [H, W, 3] uint8 RGB; ``ground_truth(i)`` its visible instances;
     ``shape_mask(id, i)`` one object's whole shape (occluded parts included) clipped to the frame.
+    With ``stuff=True`` the background is labelled street scenery (``stuff_names``, ``stuff_map``).
     """
 
     class_names = CLASS_NAMES
+    stuff_names = STUFF_NAMES
 
     def __init__(self, *, seed: int = 0, frames: int = 300, width: int = 640, height: int = 480,
-                 objects: int = 6, fps: float = 30.0) -> None:
+                 objects: int = 6, fps: float = 30.0, stuff: bool = False) -> None:
         if frames < 1 or width < 16 or height < 16 or not 0 <= objects <= 200 or fps <= 0:
             raise ConfigError(
                 f"synthetic scene needs frames >= 1, size >= 16x16, 0..200 objects and fps > 0; got "
@@ -101,13 +111,17 @@ class SyntheticScene:
         self._palette = np.array([o.colour for o in self.objects] or [(0, 0, 0)], dtype=np.uint8)
         self._painting_order = sorted(self.objects, key=lambda o: o.depth)
         self._background = self._make_background(rng)
+        self.stuff = bool(stuff)
+        self._stuff_map: np.ndarray | None = None  # [H, W] int32 index into STUFF_NAMES
+        if self.stuff:  # its own generator: the objects and the plain background stay those of stuff=False
+            self._background, self._stuff_map = _paint_street(self.width, self.height, seed=seed)
         self._last: tuple[int, np.ndarray] | None = None  # the last id map, for render + ground_truth
 
     @classmethod
     def from_spec(cls, spec: str) -> SyntheticScene:
-        """A scene from ``seed=3,frames=300,size=640x480,objects=6,fps=30`` (every key optional)."""
+        """A scene from ``seed=3,frames=300,size=640x480,objects=6,fps=30,stuff=1`` (every key optional)."""
         kwargs: dict[str, float | int] = {}
-        keys = ("seed", "frames", "size", "objects", "fps")
+        keys = ("seed", "frames", "size", "objects", "fps", "stuff")
         for item in filter(None, (part.strip() for part in spec.split(","))):
             key, sep, value = item.partition("=")
             try:
@@ -116,12 +130,16 @@ class SyntheticScene:
                 if key == "size":
                     w, h = value.lower().split("x")
                     kwargs["width"], kwargs["height"] = int(w), int(h)
+                elif key == "stuff":
+                    if value not in ("0", "1"):
+                        raise ValueError
+                    kwargs["stuff"] = value == "1"
                 else:
                     kwargs[key] = float(value) if key == "fps" else int(value)
             except ValueError:
                 raise SourceError(
                     f"synthetic:{spec}: bad item '{item}'; use key=value with keys {', '.join(keys)} "
-                    f"(size as WxH), e.g. synthetic:seed=3,frames=300,size=640x480,objects=6"
+                    f"(size as WxH, stuff as 0 or 1), e.g. synthetic:seed=3,frames=300,size=640x480,objects=6"
                 ) from None
         try:
             return cls(**kwargs)  # type: ignore[arg-type]
@@ -145,7 +163,10 @@ class SyntheticScene:
         ids = np.unique(id_map[id_map >= 0]).astype(np.int64)
         class_ids = np.array([self.objects[k].class_id for k in ids], dtype=np.int64)
         masks = id_map[None, :, :] == ids[:, None, None]
-        return GroundTruth(ids=ids, class_ids=class_ids, masks=masks, id_map=id_map.copy())
+        stuff_map = None
+        if self._stuff_map is not None:
+            stuff_map = np.where(id_map >= 0, -1, self._stuff_map).astype(np.int32)
+        return GroundTruth(ids=ids, class_ids=class_ids, masks=masks, id_map=id_map.copy(), stuff_map=stuff_map)
 
     def shape_mask(self, object_id: int, i: int) -> np.ndarray:  # [H, W] bool
         """Object ``object_id``'s whole shape at frame i, hidden parts included, clipped to the frame."""
@@ -229,7 +250,7 @@ class SyntheticScene:
             ay = float(rng.uniform(0.3, 0.9) * max(h / 2 - reach, 0.0))
         periods = rng.uniform(3.0, 7.0, size=2)  # seconds: each wide swing leaves and returns in a clip
         hue = (k / max(n, 1) + rng.uniform(0.0, 0.5 / max(n, 1))) % 1.0
-        colour = tuple(int(round(c * 255)) for c in colorsys.hsv_to_rgb(hue, 1.0, 1.0))
+        colour = tuple(round(c * 255) for c in colorsys.hsv_to_rgb(hue, 1.0, 1.0))
         return SceneObject(
             id=k, class_id=class_id, colour=colour, depth=depth,
             radius=radius, aspect=float(rng.uniform(0.5, 1.0)), cx=w / 2, cy=h / 2, ax=ax, ay=ay,
@@ -254,6 +275,49 @@ class SyntheticScene:
         return np.clip(np.rint(image), lo, hi).astype(np.uint8)
 
 
+_STUFF_SEED = 0x57FF  # mixed into the seed: the street's generator is independent of the objects'
+_ROAD, _SIDEWALK, _BUILDING, _VEGETATION, _SKY = range(len(STUFF_NAMES))
+
+
+def _paint_street(width: int, height: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A static street picture [H, W, 3] uint8 and its stuff labels [H, W] int32 (index into STUFF_NAMES).
+
+    Bands from the top: sky (a smooth gradient), building blocks of random widths and heights standing on
+    the horizon (a window grid for texture) with vegetation (speckled green) between some of them, a
+    sidewalk, and a road with dashed lane marks (still road). Every colour stays within the background
+    range, so objects remain distinguishable by colour.
+    """
+    rng = np.random.default_rng([seed, _STUFF_SEED])
+    ys, xs = np.mgrid[0:height, 0:width]
+    horizon, kerb = int(0.6 * height), int(0.68 * height)
+    labels = np.full((height, width), _SKY, dtype=np.int32)
+    image = np.empty((height, width, 3), dtype=np.float64)
+    image[:] = np.array([90.0, 140.0, 195.0]) - 40.0 * (ys[..., None] / height)  # sky, darker low down
+    x = 0
+    while x < width:
+        w = int(rng.uniform(0.08, 0.25) * width) + 1
+        top = int(rng.uniform(0.12, 0.45) * height)
+        block = (slice(top, horizon), slice(x, min(x + w, width)))
+        if rng.random() < 0.3:  # a tree line instead of a building
+            labels[block] = _VEGETATION
+            image[block] = np.array([70.0, 130.0, 60.0]) + rng.normal(0.0, 14.0, (horizon - top, block[1].stop - x, 1))
+        else:
+            labels[block] = _BUILDING
+            shade = rng.uniform(100.0, 170.0)
+            image[block] = shade
+            window = ((ys[block] - top) % 12 < 6) & ((xs[block] - x) % 10 < 5)
+            image[block][window] = (shade * 0.55, shade * 0.6, shade * 0.7)
+        x += w
+    labels[horizon:kerb] = _SIDEWALK
+    image[horizon:kerb] = (175.0, 165.0, 150.0)
+    labels[kerb:] = _ROAD
+    image[kerb:] = 85.0 + rng.normal(0.0, 6.0, (height - kerb, width, 1))
+    lane = (np.abs(ys - (kerb + height) / 2) < max(1, height // 120)) & ((xs // 24) % 2 == 0)
+    image[lane & (ys >= kerb)] = 195.0
+    lo, hi = _BACKGROUND_RANGE
+    return np.clip(np.rint(image), lo, hi).astype(np.uint8), labels
+
+
 class SyntheticSource(Source):
     """A ``SyntheticScene`` as a source: frame index i is scene frame i, pts is i / fps.
 
@@ -264,7 +328,8 @@ class SyntheticSource(Source):
     def __init__(self, scene: SyntheticScene, *, live: bool = False, buffer_size: int = 2,
                  realtime: bool = False, uri: str | None = None) -> None:
         uri = uri or (f"synthetic:seed={scene.seed},frames={scene.frames},"
-                      f"size={scene.width}x{scene.height},objects={len(scene.objects)},fps={scene.fps:g}")
+                      f"size={scene.width}x{scene.height},objects={len(scene.objects)},fps={scene.fps:g}"
+                      + (",stuff=1" if scene.stuff else ""))
         super().__init__(uri, live=live, buffer_size=buffer_size, realtime=realtime)
         self.scene = scene
 

@@ -8,6 +8,11 @@ import torch
 
 from engine.errors import ConfigError
 
+# The normalisation sam2's frame loaders apply (sam2.utils.misc.load_video_frames): ImageNet's mean and
+# std, on RGB in [0, 1].
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
+
 # What `--tracker NAME` and load_tracker() accept, mapped to the config files shipped inside the sam2
 # package (hydra config names, relative to the package).
 MODEL_CONFIGS: dict[str, str] = {
@@ -20,6 +25,7 @@ MODEL_CONFIGS: dict[str, str] = {
     "sam2_hiera_b+": "configs/sam2/sam2_hiera_b+.yaml",
     "sam2_hiera_l": "configs/sam2/sam2_hiera_l.yaml",
 }
+STEP_MODES = ("auto", "grouped", "padded", "graphed")  # TrackerConfig.step
 # The long names of the official checkpoints ("tiny", "base_plus") mean the same models.
 _ALIASES = {"tiny": "t", "small": "s", "base_plus": "b+", "base-plus": "b+", "large": "l"}
 
@@ -76,6 +82,14 @@ class TrackerConfig:
     # 1.2x torch there) or as a "tensorrt" engine (bf16), see engine.track.encoder. The recurrent path
     # always runs in torch.
     encoder_backend: str = "torch"
+    # How a frame's objects go through the recurrent path (engine.track.padding, engine.track.step_graphs):
+    # "grouped" - one memory-attention call per memory length, no padding (no wasted FLOPs; the CPU's
+    #   default, where launches are cheap);
+    # "padded" - objects padded to a bucket (1, 2, 4, ... 32) and memories to one length, masked: one call;
+    # "graphed" - the padded step replayed from a CUDA graph per layout (no launch overhead; the image
+    #   encoder too, when it runs in torch). Where capture fails it runs padded, eagerly, and says so once.
+    # "auto": graphed on CUDA, grouped elsewhere.
+    step: str = "auto"
 
     def __post_init__(self) -> None:
         from engine.runtime.precision import dtype_named
@@ -86,6 +100,8 @@ class TrackerConfig:
                               f"{', '.join(ENCODER_BACKENDS)}")
 
         dtype_named(self.encoder_dtype, default=torch.float32)  # validates the name
+        if self.step not in STEP_MODES:
+            raise ConfigError(f"step={self.step!r}: choose from {', '.join(STEP_MODES)}")
         if self.image_size < 32 or self.image_size % 32:
             raise ConfigError(f"image_size={self.image_size}: use a multiple of 32, at least 32 "
                               "(e.g. 512, 1024)")

@@ -94,12 +94,30 @@ def exported_image_encoder(model, backend: str, *, device: torch.device | str,
         if backend == "onnxruntime":
             _loaded[key] = OnnxImageEncoder(onnx)
         else:
-            from engine.runtime.tensorrt import build_engine
-
-            engine = build_engine(onnx, profile=None, fp16=False, bf16=True, cache_dir=onnx.parent,
-                                  metadata={"part": "image_encoder"}, device=device)
-            _loaded[key] = EngineImageEncoder(engine, device=device)
+            _loaded[key] = EngineImageEncoder(_engine_from(onnx, device), device=device)
     return _loaded[key]
+
+
+def build_encoder_engine(model, *, device: torch.device | str = "cuda", cache_dir: str | Path | None = None) -> Path:
+    """The bf16 TensorRT engine of ``model``'s image encoder, built once from its cached ONNX export and
+    cached beside it: what ``encoder_backend="tensorrt"`` loads (``streamseg export tracker --format
+    engine``). The recurrent parts run in torch: their memory length varies per object and frame, which
+    static-shape engines do not take. Checks TensorRT and the device before exporting anything."""
+    from engine.runtime.device import resolve_device
+    from engine.runtime.tensorrt import import_tensorrt
+
+    import_tensorrt()
+    device = resolve_device(device)
+    if device.type != "cuda":
+        raise ConfigError("a TensorRT engine is built on a CUDA device; pass device='cuda'")
+    return _engine_from(_cached_export(model, Path(cache_dir) if cache_dir else _default_cache()), device)
+
+
+def _engine_from(onnx: Path, device: torch.device) -> Path:
+    from engine.runtime.tensorrt import build_engine
+
+    return build_engine(onnx, profile=None, fp16=False, bf16=True, cache_dir=onnx.parent,
+                        metadata={"part": "image_encoder"}, device=device)
 
 
 def model_digest(model) -> str:
@@ -143,5 +161,5 @@ def clear_loaded() -> None:
     _loaded.clear()
 
 
-__all__ = ["ENCODER_BACKENDS", "EngineImageEncoder", "OnnxImageEncoder", "clear_loaded",
+__all__ = ["ENCODER_BACKENDS", "EngineImageEncoder", "OnnxImageEncoder", "build_encoder_engine", "clear_loaded",
            "exported_image_encoder", "model_digest"]

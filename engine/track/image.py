@@ -33,7 +33,8 @@ from pycocotools import mask as mask_util
 
 from engine.errors import ConfigError
 from engine.track.prompts import PaddedPromptDecoder, bucket_size, pad_points
-from engine.track.tracker import _IMG_MEAN, _IMG_STD, encode_images
+from engine.track.config import IMAGE_MEAN, IMAGE_STD
+from engine.track.tracker import encode_images
 
 _LOGIT_CLAMP = 32.0  # sam2's image predictor clamps the low-res logits it returns
 _CHUNK_PIXELS = 1 << 25  # full-resolution logits upsampled at once: 128 MB of float32
@@ -179,8 +180,8 @@ class ImageSegmenter:
         self.encoder_dtype = dtype_named(encoder_dtype, default=PrecisionPolicy.for_device(self.device).image_encoder)
         self.mask_threshold = float(mask_threshold)
         self.decoder = PaddedPromptDecoder(model.sam_mask_decoder, model.sam_prompt_encoder.not_a_point_embed)
-        self._mean = torch.tensor(_IMG_MEAN, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(_IMG_STD, device=self.device).view(1, 3, 1, 1)
+        self._mean = torch.tensor(IMAGE_MEAN, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(IMAGE_STD, device=self.device).view(1, 3, 1, 1)
         self._features: _ImageFeatures | None = None
 
     @classmethod
@@ -188,7 +189,7 @@ class ImageSegmenter:
              device: torch.device | str = "cpu", seed: int = 0, **kwargs) -> ImageSegmenter:
         """A segmenter for a model name or sam2 config; ``weights`` a checkpoint path, or None /
         ``"random"`` for random weights from ``seed``. WeightsError names a bad file."""
-        from engine.track.loading import RANDOM_WEIGHTS
+        from engine.weights import RANDOM as RANDOM_WEIGHTS
         from engine.track.model import build_model
 
         if image_size < 32 or image_size % 32:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from engine.errors import ConfigError, WeightsError
+from engine.runtime.device import resolve_device
 from engine.track.config import resolve_model_config
 
 if TYPE_CHECKING:
@@ -37,10 +38,12 @@ def build_model(config: str, *, image_size: int, device: torch.device | str = "c
     Args:
         config: a sam2 config name (``configs/sam2.1/sam2.1_hiera_t.yaml``) or a short model name.
         image_size: the model's input side (hydra override ``++model.image_size``).
+        device: cpu, cuda, cuda:N or auto (``engine.runtime.device.resolve_device``).
         checkpoint: a sam2 checkpoint file; None keeps the random initialisation.
         seed: seeds the random initialisation without touching the caller's global generator.
     """
     config_name = resolve_model_config(config)
+    device = resolve_device(device)  # before anything is built: a missing CUDA device is a BackendError
     from hydra import compose
     from hydra.utils import instantiate
     from omegaconf import OmegaConf

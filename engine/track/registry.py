@@ -22,3 +22,11 @@ TRACKER_WEIGHTS: tuple[KnownWeights, ...] = tuple(
     ))
     for size, short in (("tiny", "t"), ("small", "s"), ("base_plus", "b+"), ("large", "l"))
 )
+
+
+def official_checkpoint(name_or_config: str) -> KnownWeights | None:
+    """The official checkpoint of tracker ``name_or_config`` (a short name or a sam2 config), if any."""
+    from engine.track.config import resolve_model_config
+
+    config = resolve_model_config(name_or_config)
+    return next((w for w in TRACKER_WEIGHTS if w.config == config), None)

@@ -12,6 +12,11 @@ per extra layout. In a steady stream every object that has been tracked for more
 same layout, so there is one group; objects younger than P frames, or with a different number of
 prompts, add a group each until they catch up. The mask decoder and memory encoder do not depend on
 memory length and always run as one batch.
+
+That is the grouped step, the default on the CPU. On a GPU the per-frame cost at a few objects is kernel
+launches, not arithmetic, so there the step pads objects to a bucket and memories to one length, masks
+the padded keys, and replays the whole step from a CUDA graph per layout (engine.track.padding,
+engine.track.step_graphs; ``TrackerConfig.step`` chooses).
 """
 
 from __future__ import annotations
@@ -25,14 +30,12 @@ import torch
 import torch.nn.functional as F
 
 from engine.errors import ConfigError
-from engine.track.config import TrackerConfig
+from engine.ops import resize_threshold
+from engine.track.config import IMAGE_MEAN, IMAGE_STD, TrackerConfig
 from engine.track.memory import (FrameOutput, MemoryFrame, MemoryPolicy, ObjectSlot, assemble_memory,
                                  select_memory)
 from engine.track.prompts import PromptHeads, bucket_size
 from engine.types import Tracks
-
-_IMG_MEAN = (0.485, 0.456, 0.406)  # the normalisation sam2's frame loaders apply
-_IMG_STD = (0.229, 0.224, 0.225)
 _PREV_LOGIT_CLAMP = 32.0  # sam2 clamps the previous logits it feeds back with a correction prompt
 
 
@@ -100,8 +103,9 @@ class StreamingTracker:
     the frame of the latest ``step``.
     """
 
-    def __init__(self, model, *, options: TrackerConfig | None = None) -> None:
+    def __init__(self, model, *, options: TrackerConfig | None = None, random_weights: bool = False) -> None:
         self.model = model
+        self.random_weights = random_weights  # the model was built from its config, not a checkpoint
         opts = options or TrackerConfig(image_size=model.image_size)
         if opts.image_size != model.image_size:
             opts = replace(opts, image_size=model.image_size)
@@ -112,8 +116,7 @@ class StreamingTracker:
         p = opts.max_obj_ptrs or p_model
         if n > n_model:
             raise ConfigError(f"num_maskmem={n}: this model has temporal encodings for {n_model} memory "
-                              "frames; "
-                              f"use at most {n_model}")
+                              f"frames; use at most {n_model}")
         if p > p_model:
             raise ConfigError(f"max_obj_ptrs={p}: this model was trained with {p_model} object pointers; "
                               f"use at most {p_model}")
@@ -135,8 +138,15 @@ class StreamingTracker:
             from engine.track.encoder import exported_image_encoder
 
             self.image_encoder = exported_image_encoder(model, opts.encoder_backend, device=self.device)
-        self._mean = torch.tensor(_IMG_MEAN, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(_IMG_STD, device=self.device).view(1, 3, 1, 1)
+        self._mean = torch.tensor(IMAGE_MEAN, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(IMAGE_STD, device=self.device).view(1, 3, 1, 1)
+        # None: the grouped step (one memory-attention call per memory layout, no padding); else the
+        # padded step, eager or replayed from CUDA graphs (engine.track.step_graphs), per ``options.step``
+        self._step = _padded_step_for(model, opts, self._policy)
+        if self._step is not None and self._step.graphed and self.image_encoder is None:
+            from engine.track.step_graphs import GraphedImageEncoder
+
+            self.image_encoder = GraphedImageEncoder(model, self.encoder_dtype)
         self._slots: dict[int, ObjectSlot] = {}  # insertion order is slot order
         self._frame: _CurrentFrame | None = None
         self._next_index = 0
@@ -155,7 +165,8 @@ class StreamingTracker:
         from engine.track.model import build_model
 
         opts = _with_image_size(options, image_size)
-        return cls(build_model(config, image_size=opts.image_size, device=device, seed=seed), options=opts)
+        return cls(build_model(config, image_size=opts.image_size, device=device, seed=seed), options=opts,
+                   random_weights=True)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, config: str = "configs/sam2.1/sam2.1_hiera_t.yaml",
@@ -222,20 +233,34 @@ class StreamingTracker:
             slot.forget_before(feature_frame=index - self._policy.recent_frames,
                                ptr_frame=index - self._policy.ptr_window)
         feats = self._features()
-        batch = len(slots)
-        _, _, high_res = feats.expand(batch)
+        if self._step is not None:
+            selections = [select_memory(slot, index, self._policy) for slot in slots]
+            out = self._step(feats, selections, self._maskmem_pos)
+            # each field is one new [n, ...] tensor: the objects keep views of it, as their own
+            low_res, obj_ptr, scores, mem_feats = out.low_res, out.obj_ptr, out.scores, out.memory
+            owned = True
+        else:
+            low_res, obj_ptr, scores, mem_feats = self._grouped_step(slots, feats)
+            owned = False
+        for i, (slot, feat) in enumerate(zip(slots, mem_feats.unbind(0))):
+            slot.recent_features[index] = feat if owned else feat.clone()
+            slot.recent_ptrs[index] = obj_ptr[i] if owned else obj_ptr[i].clone()
+            slot.output = FrameOutput(frame=index, logits=low_res[i:i + 1], score=scores[i:i + 1],
+                                      obj_ptr=obj_ptr[i:i + 1])
+        return self._tracks([s.obj_id for s in slots], low_res, scores)
+
+    def _grouped_step(self, slots: list[ObjectSlot], feats: _FrameFeatures
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(low_res [B, 1, 4h, 4w], obj_ptr [B, C], scores [B, 1], memory [B, C_mem, h, w] bf16) for
+        ``slots``: memory attention per memory layout, then the heads and the memory encoder batched."""
+        _, _, high_res = feats.expand(len(slots))
         pix_feat = self._condition_on_memory(slots, feats)
         outs = self.model._forward_sam_heads(
             backbone_features=pix_feat, point_inputs=None, mask_inputs=None, high_res_features=high_res,
             multimask_output=self.model._use_multimask(False, None))
         low_res, high_res_masks, obj_ptr, scores = outs[3], outs[4], outs[5], outs[6]
         mem_feats = self._encode_memory(feats, high_res_masks, scores, from_prompt=False)
-        for i, (slot, feat) in enumerate(zip(slots, mem_feats.unbind(0))):
-            slot.recent_features[index] = feat.clone()
-            slot.recent_ptrs[index] = obj_ptr[i].clone()
-            slot.output = FrameOutput(frame=index, logits=low_res[i:i + 1], score=scores[i:i + 1],
-                                      obj_ptr=obj_ptr[i:i + 1])
-        return self._tracks([s.obj_id for s in slots], low_res, scores)
+        return low_res, obj_ptr, scores, mem_feats
 
     @torch.inference_mode()
     def add_object(self, obj_id: int, *, box: Sequence[float] | torch.Tensor | None = None,
@@ -402,8 +427,7 @@ class StreamingTracker:
             m = torch.as_tensor(mask, device=self.device)
             if m.dim() != 2 or tuple(m.shape) != (frame.height, frame.width):
                 raise ConfigError(f"add_object({obj_id}): mask must be [{frame.height}, {frame.width}] like "
-                                  "the "
-                                  f"frame, got {tuple(m.shape)}")
+                                  f"the frame, got {tuple(m.shape)}")
             m = m.bool().float()[None, None]
             if m.shape[-2:] != (size, size):
                 m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
@@ -414,8 +438,7 @@ class StreamingTracker:
             b = torch.as_tensor(box, dtype=torch.float32).flatten().cpu()
             if b.numel() != 4 or not torch.isfinite(b).all() or b[2] < b[0] or b[3] < b[1]:
                 raise ConfigError(f"add_object({obj_id}): box must be [x1, y1, x2, y2] with x1 <= x2, "
-                                  "y1 <= y2, "
-                                  f"got {box!r}")
+                                  f"y1 <= y2, got {box!r}")
             coords.append(b.view(2, 2))
             codes.append(torch.tensor([2, 3], dtype=torch.int32))  # sam2's box-corner labels
         if points is not None or labels is not None:
@@ -424,8 +447,7 @@ class StreamingTracker:
             lab = torch.as_tensor(labels if labels is not None else [], dtype=torch.int32).flatten().cpu()
             if points is None or labels is None or p.shape[0] != lab.shape[0] or p.shape[0] == 0:
                 raise ConfigError(f"add_object({obj_id}): points [[x, y], ...] need one label each "
-                                  "(1 foreground, "
-                                  f"0 background), got {points!r} and {labels!r}")
+                                  f"(1 foreground, 0 background), got {points!r} and {labels!r}")
             if not bool(torch.isfinite(p).all()):
                 raise ConfigError(f"add_object({obj_id}): point coordinates must be finite, got {points!r}")
             if not bool(((lab == 0) | (lab == 1)).all()):
@@ -442,9 +464,10 @@ class StreamingTracker:
     def _tracks(self, obj_ids: list[int], low_res: torch.Tensor,  # [N, 1, h, w]
                 scores: torch.Tensor) -> Tracks:  # scores: [N, 1]
         frame = self._frame
-        full = F.interpolate(low_res, size=(frame.height, frame.width), mode="bilinear", align_corners=False)
-        return Tracks(obj_ids=obj_ids, masks=full[:, 0] > 0.0, logits=low_res[:, 0].float(),
-                      scores=scores[:, 0].float())
+        logits = low_res[:, 0].float()
+        # Bilinear upsampling then logit > 0, as sam2's predictor does (its CUDA kernel where built).
+        return Tracks(obj_ids=obj_ids, masks=resize_threshold(logits, size=(frame.height, frame.width)),
+                      logits=logits, scores=scores[:, 0].float())
 
     def _empty_tracks(self) -> Tracks:
         frame, low = self._frame, self.model.image_size // 4
@@ -452,6 +475,23 @@ class StreamingTracker:
                                                     device=self.device),
                       logits=torch.zeros((0, low, low), device=self.device),
                       scores=torch.zeros((0,), device=self.device))
+
+
+def _padded_step_for(model, options: TrackerConfig, policy: MemoryPolicy):
+    """The padded step ``options.step`` asks for (``auto``: graphed on CUDA), or None for grouped."""
+    device = torch.device(model.device)
+    mode = options.step if options.step != "auto" else ("graphed" if device.type == "cuda" else "grouped")
+    if mode == "grouped":
+        return None
+    from engine.track.padding import StepConstants
+    from engine.track.step_graphs import GraphedStep, PaddedStep
+
+    side = int(model.sam_image_embedding_size)
+    constants = StepConstants(
+        hw=side * side, split=int(model.hidden_dim) // int(model.mem_dim),
+        min_frames=1 + policy.recent_frames, min_ptrs=1 + policy.ptr_window if policy.ptr_window else 0,
+        ptr_pos_scale=policy.ptr_pos_scale, multimask=bool(model._use_multimask(False, None)))
+    return GraphedStep(model, constants) if mode == "graphed" else PaddedStep(model, constants)
 
 
 def _with_image_size(options: TrackerConfig | None, image_size: int | None) -> TrackerConfig:

@@ -17,7 +17,7 @@ SEED = 0
 @pytest.fixture(scope="session")
 def spread_state() -> dict[str, torch.Tensor]:
     """The state dict of yolov8n-seg.yaml with seed-0 spread random weights (unfused)."""
-    from engine.detect.loading import build_from_yaml
+    from engine.detect.yolo.loading import build_from_yaml
 
     return build_from_yaml("yolov8n-seg.yaml", seed=SEED, spread=True).state_dict()
 
@@ -42,7 +42,7 @@ def torch_detector():
 @pytest.fixture(scope="session")
 def onnx_file(tmp_path_factory, torch_detector) -> Path:
     """The same network exported with a dynamic batch and dynamic height and width."""
-    from engine.detect import export_onnx
+    from engine.detect.yolo import export_onnx
 
     return export_onnx(torch_detector, tmp_path_factory.mktemp("onnx") / "yolov8n-seg-random.onnx")
 

@@ -16,11 +16,14 @@ from engine.weights import KNOWN_WEIGHTS, fetch
 
 
 def test_every_yolov8_seg_scale_is_registered():
+    from engine.detect.registry import load_known_weights
+
+    load_known_weights()
     for scale in "nsmlx":
         entry = KNOWN_WEIGHTS[f"yolov8{scale}-seg"]
         assert entry.kind == "detector" and entry.filename == f"yolov8{scale}-seg.pt"
         assert entry.url == f"https://github.com/ultralytics/assets/releases/download/v8.4.0/yolov8{scale}-seg.pt"
-        assert entry.sha256 is None  # no published digest could be confirmed (see engine/detect/registry.py)
+        assert entry.sha256 is None  # no published digest could be confirmed (see engine/detect/yolo/weights.py)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

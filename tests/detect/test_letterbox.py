@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.detect.letterbox import batch_geometry, letterbox, letterbox_batch, resize_linear
+from engine.detect.yolo.letterbox import batch_geometry, letterbox, letterbox_batch, resize_linear
 
 # (frame height, frame width): landscape, portrait, odd, tiny, already 640, larger than the input.
 SHAPES = [(720, 1280), (540, 960), (479, 641), (517, 333), (1500, 2250), (640, 640), (31, 17), (1, 700)]

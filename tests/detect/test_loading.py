@@ -147,7 +147,7 @@ def test_corrupt_onnx_is_refused(tmp_path):
 
 
 def test_fixed_size_onnx_needs_its_size(torch_detector, tmp_path, parity_frames):
-    from engine.detect import export_onnx
+    from engine.detect.yolo import export_onnx
 
     path = export_onnx(torch_detector, tmp_path / "fixed320.onnx", imgsz=320, dynamic_hw=False,
                        dynamic_batch=False)
@@ -176,3 +176,14 @@ def test_backend_that_cannot_run_the_weights_is_refused(weights, backend, device
 def test_cuda_asked_for_without_cuda_is_refused():
     with pytest.raises(BackendError, match="no CUDA device"):
         load_detector(DetectorConfig(weights="random", device="cuda"))
+
+
+def test_an_onnx_export_remembers_whether_its_weights_were_random(seg_checkpoint, onnx_file, tmp_path):
+    """A user's trained .pt exported to ONNX loads as trained weights; random weights stay flagged
+    random through their export, so the engine still says its instances mean nothing."""
+    from engine.detect.yolo import export_onnx
+
+    trained = export_onnx(DetectorConfig(weights=str(seg_checkpoint)), tmp_path / "trained.onnx", imgsz=320)
+    assert not load_detector(DetectorConfig(weights=str(trained), imgsz=320, device="cpu")).random_weights
+    assert not load_detector(DetectorConfig(weights=str(seg_checkpoint), device="cpu")).random_weights
+    assert load_detector(DetectorConfig(weights=str(onnx_file), device="cpu")).random_weights

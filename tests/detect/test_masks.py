@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.detect import masks as mask_ops
+from engine.detect.yolo import masks as mask_ops
 
 # (frame h, w, prototype h, w): the prototype grid is the network input / 4, so these are 720p at 640x384
 # (no intermediate upsample), a portrait crop at 416x640 and odd sizes in the 640 square (x2 and x4

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.detect.letterbox import letterbox
-from engine.detect.postprocess import select, to_frame
+from engine.detect.yolo.letterbox import letterbox
+from engine.detect.yolo.postprocess import select, to_frame
 
 NC, NM = 80, 32
 

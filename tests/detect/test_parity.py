@@ -24,8 +24,8 @@ MIN_PER_FRAME = 25  # the fixture's frames give 32+ detections each; fewer would
 # Ultralytics and the detector run the same fused float32 network on bit-identical inputs; what differs is
 # the order of float operations (BLAS blocking, a different composition of the two mask interpolations), worth
 # ~1e-6 in scores and a handful of boundary pixels in masks (measured: <= 8 pixels per frame). The tolerances
-# are the issue's: they leave room for other BLAS/oneDNN builds, and any real mistake (a one-pixel letterbox
-# shift, a wrong rounding, a swapped axis) breaks them by orders of magnitude.
+# leave room for other BLAS/oneDNN builds, and any real mistake (a one-pixel letterbox shift, a wrong
+# rounding, a swapped axis) breaks them by orders of magnitude.
 BOX_IOU_MIN = 0.99
 SCORE_ATOL = 1e-3
 MASK_IOU_MIN = 0.99

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.detect.loading import build_from_yaml
+from engine.detect.yolo.loading import build_from_yaml
 
 from .matching import as_tensor
 
@@ -20,7 +20,7 @@ def test_same_seed_gives_the_same_weights(spread_state):
 
 
 def test_seed_changes_the_calibration_and_the_class_ladder():
-    from engine.detect.random_weights import calibration_batch
+    from engine.detect.yolo.random_weights import calibration_batch
 
     a, b = (calibration_batch(torch.Generator().manual_seed(s)) for s in (0, 1))
     assert a.shape == (6, 3, 320, 320) and not torch.equal(a, b)

@@ -67,7 +67,7 @@ def test_engine_file_carries_its_metadata(tmp_path):
 
 
 def test_io_names_and_roles_come_from_the_onnx_file(onnx_file):
-    from engine.detect.loading import read_onnx_signature
+    from engine.detect.yolo.loading import read_onnx_signature
 
     signature = read_onnx_signature(str(onnx_file))
     names = (signature.input_name, signature.preds_name, signature.protos_name)
@@ -96,7 +96,8 @@ def test_engine_is_built_once_and_matches_the_torch_backend(onnx_file, tmp_path,
 
     import torch
 
-    from engine.detect import DetectorConfig, build_engine, load_detector
+    from engine.detect import DetectorConfig, load_detector
+    from engine.detect.yolo import build_engine
 
     from .matching import as_tensor, match_instances
 

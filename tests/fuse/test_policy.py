@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from engine.fuse import Fuser, FuserConfig
-from engine.types import Detections, Frame, Tracks
+from engine.types import Adopt, Detections, Frame, Origin, Reprompt, RepromptReason, Retire, RetireReason, Spawn
+from tests.doubles import FusionHarness, MaskTracker
 
 H, W = 40, 60
 NAMES = ("cat", "dog")
@@ -14,35 +15,6 @@ def _box_mask(x1, y1, x2, y2) -> torch.Tensor:
     m = torch.zeros((H, W), dtype=torch.bool)
     m[y1:y2, x1:x2] = True
     return m
-
-
-class BoxTracker:
-    """A tracker that answers a box prompt with the box filled in, and keeps the mask (or a mask the
-    test sets) until told otherwise; ``hidden`` objects report a negative object score."""
-
-    def __init__(self):
-        self.masks: dict[int, torch.Tensor] = {}
-        self.hidden: set[int] = set()
-        self.prompts: list[tuple[int, list[float]]] = []
-        self.removed: list[int] = []
-
-    def step(self, image=None) -> Tracks:
-        return self._tracks(list(self.masks))
-
-    def add_object(self, obj_id, *, box):
-        self.prompts.append((obj_id, box))
-        self.masks[obj_id] = _box_mask(*(int(v) for v in box))
-        self.hidden.discard(obj_id)
-        return self._tracks([obj_id])
-
-    def remove_object(self, obj_id):
-        self.removed.append(obj_id)
-        del self.masks[obj_id]
-
-    def _tracks(self, ids) -> Tracks:
-        masks = torch.stack([self.masks[i] for i in ids]) if ids else torch.zeros((0, H, W), dtype=torch.bool)
-        return Tracks(obj_ids=list(ids), masks=masks, logits=torch.where(masks, 8.0, -8.0),
-                      scores=torch.tensor([-8.0 if i in self.hidden else 8.0 for i in ids]))
 
 
 def _dets(*items) -> Detections:
@@ -55,161 +27,169 @@ def _dets(*items) -> Detections:
                       class_ids=torch.tensor([c for _, c, _ in items]), masks=masks, names=NAMES)
 
 
-def _frame(i=0) -> Frame:
-    return Frame(image=torch.zeros((H, W, 3), dtype=torch.uint8), index=i, pts=None, capture_time=0.0)
+def _policy(config: FuserConfig) -> tuple[Fuser, MaskTracker, FusionHarness]:
+    """The policy under test, the tracker double, and the per-frame processor that joins them."""
+    fuser = Fuser(config, names=NAMES)
+    tracker = MaskTracker(H, W)
+    return fuser, tracker, FusionHarness(fuser, tracker, names=NAMES)
 
 
-def _step(fuser, tracker, dets, i=0):
-    return fuser(_frame(i), dets, tracker.step())
+def _step(harness: FusionHarness, dets, i=0):
+    return harness.step(dets, i).instances
 
 
 def test_a_confident_new_detection_spawns_a_track_from_its_box():
-    trk = BoxTracker()
-    fuser = Fuser(trk, FuserConfig(spawn_after=1), names=NAMES)
-    out = _step(fuser, trk, _dets(((5, 5, 20, 20), 1, 0.9)))
+    fuser, trk, run = _policy(FuserConfig(spawn_after=1))
+    out = _step(run, _dets(((5, 5, 20, 20), 1, 0.9)))
     assert trk.prompts == [(1, [5.0, 5.0, 20.0, 20.0])]
     assert out.ids.tolist() == [1] and out.labels == ("dog",) and out.masks[0].sum() == 225
     assert fuser.counters.spawned == 1
 
 
 def test_a_detection_below_spawn_confidence_starts_nothing():
-    trk = BoxTracker()
-    fuser = Fuser(trk, FuserConfig(spawn_conf=0.5, spawn_after=1), names=NAMES)
-    assert len(_step(fuser, trk, _dets(((5, 5, 20, 20), 0, 0.4)))) == 0 and trk.prompts == []
+    fuser, trk, run = _policy(FuserConfig(spawn_conf=0.5, spawn_after=1))
+    assert len(_step(run, _dets(((5, 5, 20, 20), 0, 0.4)))) == 0 and trk.prompts == []
 
 
 def test_the_same_object_next_frame_keeps_its_id_and_is_not_reprompted():
-    trk = BoxTracker()
-    fuser = Fuser(trk, FuserConfig(spawn_after=1), names=NAMES)
-    _step(fuser, trk, _dets(((5, 5, 20, 20), 0, 0.9)))
-    out = _step(fuser, trk, _dets(((6, 5, 21, 20), 0, 0.8)), i=1)  # IoU 0.88 > reprompt_iou
+    fuser, trk, run = _policy(FuserConfig(spawn_after=1))
+    _step(run, _dets(((5, 5, 20, 20), 0, 0.9)))
+    out = _step(run, _dets(((6, 5, 21, 20), 0, 0.8)), i=1)  # IoU 0.88 > reprompt_iou
     assert out.ids.tolist() == [1] and len(trk.prompts) == 1
 
 
 def test_a_drifted_track_is_reprompted_from_its_detection():
-    trk = BoxTracker()
-    fuser = Fuser(trk, FuserConfig(match_iou=0.3, reprompt_iou=0.6, spawn_after=1), names=NAMES)
-    _step(fuser, trk, _dets(((5, 5, 25, 25), 0, 0.9)))
+    fuser, trk, run = _policy(FuserConfig(match_iou=0.3, reprompt_iou=0.6, spawn_after=1))
+    _step(run, _dets(((5, 5, 25, 25), 0, 0.9)))
     trk.masks[1] = _box_mask(10, 5, 30, 25)  # the tracker slid 5 px: IoU with the detection 0.6 -> drift
     trk.masks[1] = _box_mask(11, 5, 31, 25)  # 6 px: IoU 0.54
-    out = _step(fuser, trk, _dets(((5, 5, 25, 25), 0, 0.9)), i=1)
+    out = _step(run, _dets(((5, 5, 25, 25), 0, 0.9)), i=1)
     assert trk.prompts[-1] == (1, [5.0, 5.0, 25.0, 25.0]) and fuser.counters.reprompted == 1
     assert out.boxes[0].tolist() == [5.0, 5.0, 25.0, 25.0]  # this frame already shows the corrected mask
 
 
 def test_a_duplicate_detection_on_a_tracked_object_does_not_spawn():
-    trk = BoxTracker()
-    fuser = Fuser(trk, FuserConfig(spawn_max_overlap=0.5, spawn_after=1), names=NAMES)
-    _step(fuser, trk, _dets(((5, 5, 25, 25), 0, 0.9)))
+    fuser, trk, run = _policy(FuserConfig(spawn_max_overlap=0.5, spawn_after=1))
+    _step(run, _dets(((5, 5, 25, 25), 0, 0.9)))
     # two detections of the one object: the better one matches, the other overlaps it by IoU 0.64
-    out = _step(fuser, trk, _dets(((5, 5, 25, 25), 0, 0.9), ((5, 5, 25, 21), 0, 0.85)), i=1)
+    out = _step(run, _dets(((5, 5, 25, 25), 0, 0.9), ((5, 5, 25, 21), 0, 0.85)), i=1)
     assert out.ids.tolist() == [1] and fuser.counters.spawned == 1
 
 
 def test_class_and_score_are_smoothed_over_matched_detections():
-    trk = BoxTracker()
-    fuser = Fuser(trk, FuserConfig(smoothing=0.3, spawn_after=1), names=NAMES)
-    _step(fuser, trk, _dets(((5, 5, 25, 25), 0, 0.9)))
-    out = _step(fuser, trk, _dets(((5, 5, 25, 25), 1, 0.5)), i=1)  # one frame of "dog" does not flip it
+    fuser, trk, run = _policy(FuserConfig(smoothing=0.3, spawn_after=1))
+    _step(run, _dets(((5, 5, 25, 25), 0, 0.9)))
+    out = _step(run, _dets(((5, 5, 25, 25), 1, 0.5)), i=1)  # one frame of "dog" does not flip it
     assert out.labels == ("cat",)
     assert out.scores[0].item() == pytest.approx(0.7 * 0.9 + 0.3 * 0.5)
     for i in range(2, 8):  # a consistent "dog" does
-        out = _step(fuser, trk, _dets(((5, 5, 25, 25), 1, 0.9)), i=i)
+        out = _step(run, _dets(((5, 5, 25, 25), 1, 0.9)), i=i)
     assert out.labels == ("dog",)
 
 
 def test_a_lost_unmatched_track_is_retired_after_k_frames_and_only_then():
-    trk = BoxTracker()
-    fuser = Fuser(trk, FuserConfig(retire_after=3, spawn_after=1), names=NAMES)
-    _step(fuser, trk, _dets(((5, 5, 25, 25), 0, 0.9)))
+    fuser, trk, run = _policy(FuserConfig(retire_after=3, spawn_after=1))
+    _step(run, _dets(((5, 5, 25, 25), 0, 0.9)))
     trk.hidden.add(1)
     for i in range(1, 3):
-        assert len(_step(fuser, trk, _dets(), i=i)) == 0  # hidden: not shown, still tracked
+        assert len(_step(run, _dets(), i=i)) == 0  # hidden: not shown, still tracked
         assert trk.removed == []
-    _step(fuser, trk, _dets(), i=3)
+    _step(run, _dets(), i=3)
     assert trk.removed == [1] and fuser.counters.retired == 1 and 1 not in fuser.tracks
 
 
 def test_a_lost_track_is_reacquired_by_a_detection_where_it_was_last_seen():
-    trk = BoxTracker()
-    fuser = Fuser(trk, FuserConfig(retire_after=10, spawn_after=1), names=NAMES)
-    _step(fuser, trk, _dets(((5, 5, 25, 25), 0, 0.9)))
+    fuser, trk, run = _policy(FuserConfig(retire_after=10, spawn_after=1))
+    _step(run, _dets(((5, 5, 25, 25), 0, 0.9)))
     trk.hidden.add(1)
     trk.masks[1] = torch.zeros((H, W), dtype=torch.bool)
-    _step(fuser, trk, _dets(), i=1)  # occluded for a frame
-    out = _step(fuser, trk, _dets(((7, 5, 27, 25), 0, 0.9)), i=2)  # back, 2 px further on
+    _step(run, _dets(), i=1)  # occluded for a frame
+    out = _step(run, _dets(((7, 5, 27, 25), 0, 0.9)), i=2)  # back, 2 px further on
     assert out.ids.tolist() == [1] and fuser.counters.reacquired == 1 and fuser.counters.spawned == 1
 
 
 def test_a_track_no_detection_confirms_is_retired_even_if_the_tracker_still_sees_it():
-    trk = BoxTracker()
-    fuser = Fuser(trk, FuserConfig(retire_unmatched_after=4, spawn_after=1), names=NAMES)
-    _step(fuser, trk, _dets(((5, 5, 25, 25), 0, 0.9)))
+    fuser, trk, run = _policy(FuserConfig(retire_unmatched_after=4, spawn_after=1))
+    _step(run, _dets(((5, 5, 25, 25), 0, 0.9)))
     for i in range(1, 5):
-        _step(fuser, trk, _dets(((40, 20, 55, 35), 0, 0.3)), i=i)  # a weak detection elsewhere only
+        _step(run, _dets(((40, 20, 55, 35), 0, 0.3)), i=i)  # a weak detection elsewhere only
     assert trk.removed == [1]
 
 
 def test_overlapping_tracks_resolve_to_disjoint_masks_by_score():
-    trk = BoxTracker()
-    fuser = Fuser(trk, FuserConfig(spawn_after=1), names=NAMES)
-    out = _step(fuser, trk, _dets(((5, 5, 30, 30), 0, 0.95), ((20, 5, 45, 30), 1, 0.6)))
+    fuser, trk, run = _policy(FuserConfig(spawn_after=1))
+    out = _step(run, _dets(((5, 5, 30, 30), 0, 0.95), ((20, 5, 45, 30), 1, 0.6)))
     assert out.ids.tolist() == [1, 2]
     assert not (out.masks[0] & out.masks[1]).any()
     assert out.masks[0][10, 25] and not out.masks[1][10, 25]  # the overlap goes to the surer track
 
 
 def test_a_new_object_must_be_seen_twice_before_it_gets_an_id():
-    trk = BoxTracker()
-    fuser = Fuser(trk, FuserConfig(spawn_after=2), names=NAMES)
-    assert len(_step(fuser, trk, _dets(((5, 5, 20, 20), 0, 0.9)))) == 0 and trk.prompts == []
-    out = _step(fuser, trk, _dets(((6, 5, 21, 20), 0, 0.9)), i=1)  # seen again, about the same place
+    fuser, trk, run = _policy(FuserConfig(spawn_after=2))
+    assert len(_step(run, _dets(((5, 5, 20, 20), 0, 0.9)))) == 0 and trk.prompts == []
+    out = _step(run, _dets(((6, 5, 21, 20), 0, 0.9)), i=1)  # seen again, about the same place
     assert out.ids.tolist() == [1]
 
 
 def test_a_one_frame_flicker_never_spawns():
-    trk = BoxTracker()
-    fuser = Fuser(trk, FuserConfig(spawn_after=2), names=NAMES)
-    _step(fuser, trk, _dets(((5, 5, 20, 20), 0, 0.9)))
-    _step(fuser, trk, _dets(((40, 20, 55, 35), 0, 0.9)), i=1)  # something else, elsewhere
-    _step(fuser, trk, _dets(), i=2)
+    fuser, trk, run = _policy(FuserConfig(spawn_after=2))
+    _step(run, _dets(((5, 5, 20, 20), 0, 0.9)))
+    _step(run, _dets(((40, 20, 55, 35), 0, 0.9)), i=1)  # something else, elsewhere
+    _step(run, _dets(), i=2)
     assert trk.prompts == [] and fuser.counters.spawned == 0
 
 
 def test_two_tracks_on_one_object_become_one_keeping_the_matched_track():
-    trk = BoxTracker()
-    fuser = Fuser(trk, FuserConfig(spawn_after=1), names=NAMES)
-    _step(fuser, trk, _dets(((5, 5, 25, 25), 0, 0.95), ((35, 5, 55, 25), 1, 0.9)))  # ids by confidence
+    fuser, trk, run = _policy(FuserConfig(spawn_after=1))
+    _step(run, _dets(((5, 5, 25, 25), 0, 0.95), ((35, 5, 55, 25), 1, 0.9)))  # ids by confidence
     trk.masks[2] = _box_mask(6, 5, 26, 25)  # track 2 wandered onto object 1
-    out = _step(fuser, trk, _dets(((5, 5, 25, 25), 0, 0.9)), i=1)
+    out = _step(run, _dets(((5, 5, 25, 25), 0, 0.9)), i=1)
     assert out.ids.tolist() == [1] and trk.removed == [2] and fuser.counters.merged == 1
 
 
 def test_a_weak_match_of_another_class_does_not_move_the_track():
-    trk = BoxTracker()
-    fuser = Fuser(trk, FuserConfig(spawn_after=1, match_iou=0.3, reprompt_iou=0.7), names=NAMES)
-    _step(fuser, trk, _dets(((5, 5, 25, 25), 0, 0.9)))  # a cat
+    fuser, trk, run = _policy(FuserConfig(spawn_after=1, match_iou=0.3, reprompt_iou=0.7))
+    _step(run, _dets(((5, 5, 25, 25), 0, 0.9)))  # a cat
     # a dog overlapping the cat's mask by IoU 0.5: not the cat drifting, so no re-prompt onto it
-    out = _step(fuser, trk, _dets(((15, 5, 35, 25), 1, 0.9)), i=1)
+    out = _step(run, _dets(((15, 5, 35, 25), 1, 0.9)), i=1)
     assert trk.prompts[1:] == [(2, [15.0, 5.0, 35.0, 25.0])]  # the dog got its own track instead
     assert fuser.counters.reprompted == 0 and out.labels[0] == "cat"
 
 
 def test_spawning_stops_at_max_tracks_keeping_the_most_confident():
-    trk = BoxTracker()
-    fuser = Fuser(trk, FuserConfig(spawn_after=1, max_tracks=2), names=NAMES)
-    out = _step(fuser, trk, _dets(((2, 2, 10, 10), 0, 0.6), ((20, 2, 30, 10), 0, 0.9), ((40, 2, 50, 10), 0, 0.8)))
+    fuser, trk, run = _policy(FuserConfig(spawn_after=1, max_tracks=2))
+    out = _step(run, _dets(((2, 2, 10, 10), 0, 0.6), ((20, 2, 30, 10), 0, 0.9), ((40, 2, 50, 10), 0, 0.8)))
     assert sorted(out.scores.tolist()) == pytest.approx([0.8, 0.9]) and len(fuser.tracks) == 2
 
 
 def test_a_zero_area_detection_box_is_ignored_not_a_crash():
     """Box IoU of a degenerate box is 0/0; the lost-track stage must treat it as no overlap."""
-    trk = BoxTracker()
-    fuser = Fuser(trk, FuserConfig(spawn_after=1), names=NAMES)
-    _step(fuser, trk, _dets(((5, 5, 25, 25), 0, 0.9)))
+    fuser, trk, run = _policy(FuserConfig(spawn_after=1))
+    _step(run, _dets(((5, 5, 25, 25), 0, 0.9)))
     trk.hidden.add(1)
     trk.masks[1] = torch.zeros((H, W), dtype=torch.bool)
     flat = Detections(boxes=torch.tensor([[30.0, 10.0, 30.0, 10.0]]), scores=torch.tensor([0.9]),
                       class_ids=torch.tensor([0]), masks=torch.zeros((1, H, W), dtype=torch.bool), names=NAMES)
-    _step(fuser, trk, flat, i=1)  # must not raise
+    _step(run, flat, i=1)  # must not raise
     assert 1 in fuser.tracks
+
+
+def test_association_returns_decisions_and_never_holds_the_tracker():
+    """Association is data in, decisions out: the same Spawn whatever tracker the pipeline runs."""
+    fuser = Fuser(FuserConfig(spawn_after=1), names=NAMES)
+    frame = Frame(image=torch.zeros((H, W, 3), dtype=torch.uint8), index=0, pts=None, capture_time=0.0)
+    decided = fuser.associate(frame, _dets(((5, 5, 20, 20), 1, 0.9)), MaskTracker(H, W).step())
+    assert decided == [Spawn(1, class_id=1, score=pytest.approx(0.9), box=(5.0, 5.0, 20.0, 20.0))]
+    assert not any(isinstance(v, MaskTracker) for v in vars(fuser).values())
+
+
+def test_the_decisions_of_a_frame_are_typed_and_in_the_order_they_were_applied():
+    fuser, trk, run = _policy(FuserConfig(spawn_after=1, match_iou=0.3, reprompt_iou=0.6, retire_after=1))
+    run.step(_dets(((5, 5, 25, 25), 0, 0.95), ((35, 5, 55, 25), 1, 0.9)), 0)  # ids by confidence
+    trk.masks[1] = _box_mask(11, 5, 31, 25)  # drifted
+    trk.hidden.add(2)
+    result = run.step(_dets(((5, 5, 25, 25), 0, 0.9)), 1)
+    assert result.decisions == (Reprompt(1, (5.0, 5.0, 25.0, 25.0), RepromptReason.DRIFT),
+                                Retire(2, RetireReason.LOST))
+    assert trk.removed == [2] and Adopt not in {type(d) for d in result.decisions}
+    assert Origin.DETECTOR is fuser.tracks[1].origin

@@ -43,6 +43,29 @@ def test_a_frame_without_instances_is_still_a_line(tmp_path):
     assert json.loads(path.read_text())["instances"] == []
 
 
+def test_the_file_is_created_by_the_first_line_not_by_the_writer(tmp_path):
+    """Making a writer only checks the path: an earlier file there survives a run that ends before its
+    first frame (another output failed, the source never delivered)."""
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"frame": 0}\n')
+    JsonlWriter(path).close()
+    assert path.read_text() == '{"frame": 0}\n'
+    new = tmp_path / "new.jsonl"
+    writer = JsonlWriter(new)
+    assert not new.exists()
+    writer.write(_result(0, torch.zeros((0, 8, 8), dtype=torch.bool)))
+    writer.close()
+    assert len(new.read_text().splitlines()) == 1
+
+
+def test_a_full_device_fails_with_the_path_and_refuses_later_lines():
+    writer = JsonlWriter("/dev/full")
+    for _ in range(2):  # the second write repeats the first failure instead of writing after it
+        with pytest.raises(SinkError, match="/dev/full.*No space left on device"):
+            writer.write(_result(0, torch.zeros((0, 8, 8), dtype=torch.bool)))
+    writer.close()
+
+
 def test_a_failed_write_leaves_only_whole_lines(tmp_path, monkeypatch):
     path = tmp_path / "r.jsonl"
     writer = JsonlWriter(path)

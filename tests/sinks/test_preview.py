@@ -1,7 +1,11 @@
 import json
 import os
 import shutil
+import socket
+import struct
+import threading
 import time
+import urllib.error
 import urllib.request
 
 import cv2
@@ -9,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from engine.errors import SinkError
 from engine.sinks import PreviewServer
 from engine.types import Frame, FrameResult, Instances, StageTimes
 
@@ -58,8 +63,6 @@ def test_serves_latest_frame_stats_and_page(preview):
 
 
 def test_stream_sends_each_new_frame(preview):
-    import threading
-
     def feed():
         for i in range(40):
             preview.write(_result(i, (10 * (i % 20), 100, 100)))
@@ -79,6 +82,127 @@ def test_without_viewers_only_the_first_frame_is_encoded(preview, monkeypatch):
     for i in range(10):
         preview.write(_result(i, (0, 0, 0)))
     assert len(calls) == 1  # kept for /frame.jpg; the rest skipped while nobody watches
+
+
+def _wait_until(condition, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def _connect(server: PreviewServer) -> socket.socket:
+    host, port = server._server.server_address[:2]
+    return socket.create_connection((host, port), timeout=5)
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close as a crashed browser or a dropped network does: RST, no orderly shutdown."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def test_watched_frames_are_encoded_at_most_max_fps(monkeypatch):
+    """An engine faster than a monitor needs: 50 frames in about a second, a cap of 10 a second."""
+    server = PreviewServer(port=0, max_fps=10)
+    calls = []
+    real = cv2.imencode
+    monkeypatch.setattr(cv2, "imencode", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    try:
+        server.write(_result(0, (0, 0, 0)))
+        viewer = _connect(server)
+        viewer.sendall(b"GET /stream.mjpg HTTP/1.0\r\n\r\n")
+        assert _wait_until(lambda: server.viewers == 1)
+        calls.clear()
+        started = time.monotonic()
+        for i in range(50):
+            server.write(_result(i + 1, (i, 0, 0)))
+            time.sleep(0.02)
+        elapsed = time.monotonic() - started
+        assert 1 <= len(calls) <= elapsed * 10 + 1
+        viewer.close()
+    finally:
+        server.close()
+
+
+def test_a_busy_port_fails_naming_the_port_and_the_option():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SinkError, match=f"127.0.0.1:{port}.*--preview-port"):
+            PreviewServer(port=port)
+
+
+def test_a_connection_that_never_sends_a_request_is_dropped_after_the_idle_timeout():
+    server = PreviewServer(port=0, idle_timeout_s=0.5)
+    try:
+        silent = _connect(server)
+        assert _wait_until(lambda: server.connections == 1)
+        started = time.monotonic()
+        assert silent.recv(1) == b""  # the server closed it
+        assert time.monotonic() - started < 3.0
+        assert _wait_until(lambda: server.connections == 0)
+        silent.close()
+    finally:
+        server.close()
+
+
+def test_connections_past_the_limit_are_refused_at_once_and_served_again_when_freed():
+    server = PreviewServer(port=0, max_connections=2, idle_timeout_s=30)
+    try:
+        holders = [_connect(server) for _ in range(2)]  # idle: each holds a slot until its timeout
+        assert _wait_until(lambda: server.connections == 2)
+        started = time.monotonic()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(server.url + "stats.json", timeout=5)
+        assert refused.value.code == 503 and time.monotonic() - started < 1.0
+        for sock in holders:
+            _reset(sock)
+        assert _wait_until(lambda: server.connections == 0)
+        with urllib.request.urlopen(server.url + "stats.json", timeout=5) as response:
+            assert response.status == 200
+    finally:
+        server.close()
+
+
+def test_viewers_that_vanish_abruptly_free_their_threads(preview):
+    """Twenty MJPEG viewers reset their connections mid-stream, some while frames flow and some while
+    none come: every handler thread ends, and no viewer is left counted."""
+    threads_before = threading.active_count()
+    preview.write(_result(0, (0, 0, 0)))
+    viewers = []
+    for _ in range(20):
+        sock = _connect(preview)
+        sock.sendall(b"GET /stream.mjpg HTTP/1.0\r\n\r\n")
+        viewers.append(sock)
+    assert _wait_until(lambda: preview.viewers == 20)
+    for i in range(5):
+        preview.write(_result(i + 1, (i * 40, 0, 0)))
+    for sock in viewers[:10]:
+        _reset(sock)
+    for i in range(5):
+        preview.write(_result(i + 6, (0, i * 40, 0)))
+    for sock in viewers[10:]:  # reset while no frame comes: noticed by the handler's hang-up check
+        _reset(sock)
+    assert _wait_until(lambda: preview.viewers == 0 and preview.connections == 0), \
+        (preview.viewers, preview.connections)
+    assert _wait_until(lambda: threading.active_count() <= threads_before)
+
+
+def test_close_ends_open_connections(preview):
+    viewer = _connect(preview)
+    viewer.sendall(b"GET /stream.mjpg HTTP/1.0\r\n\r\n")
+    assert _wait_until(lambda: preview.viewers == 1)
+    preview.close()
+    viewer.settimeout(5)
+    received = b""
+    while chunk := viewer.recv(65536):  # ends with EOF, not the 5 s timeout
+        received += chunk
+    assert received.startswith(b"HTTP/1.0 200")
+    viewer.close()
 
 
 @pytest.mark.skipif(os.environ.get("STREAMSEG_SKIP_BROWSER") == "1", reason="STREAMSEG_SKIP_BROWSER=1")

@@ -181,3 +181,52 @@ def test_to_video_writes_every_frame_as_h264(tmp_path) -> None:
         # crf 18 with 4:2:0 chroma on hard saturated edges: ~33 dB measured; 28 dB would mean a wrong
         # frame or a colour-space mix-up, not compression.
         assert psnr > 28.0, f"frame {i}: {psnr:.1f} dB"
+
+
+@pytest.fixture(scope="module")
+def street() -> SyntheticScene:
+    return SyntheticScene(seed=3, frames=60, width=320, height=240, objects=6, stuff=True)
+
+
+def test_stuff_scene_has_the_same_objects_over_a_labelled_street(street: SyntheticScene) -> None:
+    plain = SyntheticScene(seed=3, frames=60, width=320, height=240, objects=6)
+    assert plain.ground_truth(0).stuff_map is None
+    background = street.background
+    for i in (0, 17, 59):
+        gt, image = street.ground_truth(i), street.render(i)
+        np.testing.assert_array_equal(gt.id_map, plain.ground_truth(i).id_map)  # same things, same motion
+        # Every pixel is exactly one of: a visible object, or one stuff class.
+        np.testing.assert_array_equal(gt.stuff_map == -1, gt.id_map >= 0)
+        assert gt.stuff_map.min() >= -1 and gt.stuff_map.max() < len(street.stuff_names)
+        np.testing.assert_array_equal(image[gt.id_map < 0], background[gt.id_map < 0])
+    counts = np.bincount(street.ground_truth(0).stuff_map[street.ground_truth(0).stuff_map >= 0], minlength=5)
+    assert (counts > 0).all(), f"every stuff class should be visible: {dict(zip(street.stuff_names, counts))}"
+
+
+def test_stuff_regions_are_where_a_street_has_them(street: SyntheticScene) -> None:
+    labels = street._stuff_map  # the static layout, objects left out
+    names = street.stuff_names
+    assert (labels[0] == names.index("sky")).mean() > 0.4  # the top row is mostly sky
+    assert (labels[-1] == names.index("road")).all()  # the bottom row is road
+    assert (labels[int(0.64 * 240)] == names.index("sidewalk")).all()
+    # Object colours keep a channel at 255; the street stays inside the background range.
+    assert street.background.max() <= 200 and street.background.min() >= 48
+
+
+@pytest.mark.parametrize(("spec", "stuff"), [
+    pytest.param("stuff=1,size=64x48", True, id="on"),
+    pytest.param("stuff=0", False, id="off"),
+    pytest.param("", False, id="default-off"),
+])
+def test_stuff_spec(spec: str, stuff: bool) -> None:
+    assert SyntheticScene.from_spec(spec).stuff is stuff
+
+
+def test_bad_stuff_value_names_the_form() -> None:
+    with pytest.raises(SourceError, match="stuff as 0 or 1"):
+        open_source("synthetic:stuff=yes")
+
+
+def test_stuff_source_uri_round_trips() -> None:
+    src = open_source("synthetic:seed=1,frames=3,size=64x48,objects=2,stuff=1")
+    assert src.uri.endswith("stuff=1") and src.scene.stuff

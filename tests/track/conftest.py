@@ -53,30 +53,17 @@ class ReferenceRun:
 
 def official_predictor(state: dict[str, torch.Tensor], *, size: int = SIZE, reprompt_as_cond: bool = False,
                        device: str = "cpu"):
-    from sam2.build_sam import build_sam2_video_predictor
+    from engine.track.official import official_predictor as build
 
-    overrides = [f"++model.image_size={size}"]
-    if reprompt_as_cond:
-        overrides.append("++model.add_all_frames_to_correct_as_cond=true")
-    predictor = build_sam2_video_predictor(CONFIG, None, device=device, hydra_overrides_extra=overrides)
-    predictor.load_state_dict(state)
-    return predictor
+    return build(state, config=CONFIG, image_size=size, device=device, reprompt_as_cond=reprompt_as_cond)
 
 
 def official_state(predictor, frames: np.ndarray):
-    """``init_state`` on in-memory frames: sam2's loader is replaced by one returning the same normalised
-    tensor the tracker computes, so no JPEG round trip or resampling differs."""
-    import sam2.sam2_video_predictor as svp
+    """``init_state`` on in-memory frames (engine.track.official: the tracker's normalisation, no JPEG
+    round trip or resampling)."""
+    from engine.track.official import official_state as init
 
-    images = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor((0.485, 0.456, 0.406))[:, None, None]
-    std = torch.tensor((0.229, 0.224, 0.225))[:, None, None]
-    images = (images - mean) / std
-    images = images.to(predictor.device)
-    height, width = frames.shape[1:3]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(svp, "load_video_frames", lambda **_: (images, height, width))
-        return predictor.init_state("in-memory")
+    return init(predictor, frames)
 
 
 def collect(run: ReferenceRun, predictor, state, **propagate) -> None:

@@ -173,7 +173,7 @@ def test_tracker_point_prompts_match_the_official_predictor(state_dict, clip_fra
     with torch.inference_mode():
         state = official_state(predictor, frames)
         predictor.add_new_points_or_box(state, 0, 1, points=points, labels=labels)
-        for index, _, masks in predictor.propagate_in_video(state, max_frame_num_to_track=8):
+        for index, _, _masks in predictor.propagate_in_video(state, max_frame_num_to_track=8):
             out = state["output_dict_per_obj"][0]
             entry = out["cond_frame_outputs"].get(index) or out["non_cond_frame_outputs"].get(index)
             reference[index] = entry["pred_masks"][0, 0]

@@ -10,7 +10,7 @@ import threading
 import pytest
 import torch
 
-from engine.errors import ConfigError, WeightsError
+from engine.errors import BackendError, ConfigError, WeightsError
 from engine.track import StreamingTracker, load_tracker
 from engine.track.config import MODEL_CONFIGS, resolve_model_config
 from engine.track.model import build_model, load_checkpoint
@@ -115,6 +115,15 @@ def test_bad_checkpoint_raises_weights_error_naming_the_file(model, official_fil
 def test_missing_checkpoint_names_the_file(tmp_path):
     with pytest.raises(WeightsError, match="no such weights file"):
         StreamingTracker.from_checkpoint(tmp_path / "nope.pt", config=CONFIG, image_size=SMALL)
+    with pytest.raises(WeightsError, match="no such weights file") as err:
+        load_tracker("sam2.1_hiera_t", weights=tmp_path / "nope.pt", image_size=SMALL)
+    assert str(tmp_path / "nope.pt") in str(err.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_asked_for_without_cuda_is_refused_as_the_detector_refuses_it():
+    with pytest.raises(BackendError, match="no CUDA device"):
+        load_tracker("sam2.1_hiera_t", weights="random", image_size=SMALL, device="cuda")
 
 
 # name, what the user typed, the sam2 config it means

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.detect.backends import ModelInfo
+from engine.detect.yolo.backends import ModelInfo
 from engine.errors import WeightsError
 
 _TASK_NAMES = {"detect": "a detection-only model (no mask head)", "pose": "a pose model",
@@ -52,7 +52,7 @@ def build_from_yaml(config: str, *, seed: int, spread: bool) -> torch.nn.Module:
     _quiet_ultralytics()
     from ultralytics.nn.tasks import SegmentationModel, guess_model_task, yaml_model_load
 
-    from engine.detect.random_weights import spread_random_weights
+    from engine.detect.yolo.random_weights import spread_random_weights
 
     try:
         cfg = yaml_model_load(config)
@@ -95,6 +95,20 @@ def load_checkpoint(path: str) -> torch.nn.Module:
     return model.float().eval()
 
 
+def torch_module(config) -> torch.nn.Module:
+    """The network ``config`` (a ``DetectorConfig`` with .pt, .yaml or "random" weights) describes, Conv and
+    BatchNorm fused, in float32 eval mode on the CPU."""
+    if config.random:
+        module = build_from_yaml(f"{config.model}.yaml", seed=config.seed, spread=True)
+    elif Path(config.weights).suffix.lower() in (".yaml", ".yml"):
+        module = build_from_yaml(config.weights, seed=config.seed, spread=True)
+    elif Path(config.weights).suffix.lower() == ".pt":
+        module = load_checkpoint(config.weights)
+    else:
+        raise WeightsError(f"{config.weights}: the torch network is read from .pt, .yaml or 'random' weights")
+    return module.fuse(verbose=False)
+
+
 def _check_segment_head(model: torch.nn.Module, source: str) -> None:
     from ultralytics.nn.modules.head import Segment, Segment26
     from ultralytics.nn.tasks import guess_model_task
@@ -133,6 +147,7 @@ class OnnxSignature:
     preds_name: str  # [B, 4 + nc + nm, A]
     protos_name: str  # [B, nm, H/4, W/4]
     info: ModelInfo
+    random_weights: bool = False  # exported from random weights (streamseg's exports record it)
 
     @property
     def fixed_batch(self) -> int | None:
@@ -182,7 +197,8 @@ def read_onnx_signature(path: str) -> OnnxSignature:
     input_dtype = torch.from_numpy(np.zeros(0, tensor_dtype_to_np_dtype(elem_type))).dtype
     return OnnxSignature(input_name=inputs[0].name, input_dims=_dims(inputs[0]), input_dtype=input_dtype,
                          preds_name=preds.name, protos_name=protos.name,
-                         info=ModelInfo(names=names, nm=nm, stride=stride))
+                         info=ModelInfo(names=names, nm=nm, stride=stride),
+                         random_weights=metadata.get("random_weights") == "true")
 
 
 def _dims(value) -> tuple[int | str, ...]:

@@ -1,4 +1,5 @@
-"""The YOLOv8-seg detector stage: frames in, ``Detections`` out, on the compute device."""
+"""The YOLOv8-seg detector: frames in, ``Detections`` out, on the compute device (an
+``engine.interfaces.Detector``)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,35 @@ from pathlib import Path
 
 import torch
 
-from engine.detect.backends import Backend, ModelInfo, OnnxRuntimeBackend, TensorRTBackend, TorchBackend
 from engine.detect.config import DetectorConfig
-from engine.detect.letterbox import batch_geometry, letterbox_batch
-from engine.detect.postprocess import decode
+from engine.detect.yolo.backends import Backend, ModelInfo, OnnxRuntimeBackend, TensorRTBackend, TorchBackend
+from engine.detect.yolo.letterbox import batch_geometry, letterbox_batch
+from engine.detect.yolo.postprocess import decode
 from engine.errors import BackendError, ConfigError, WeightsError
+from engine.runtime.device import resolve_device
+from engine.runtime.precision import PrecisionPolicy
 from engine.types import Detections
+
+WEIGHT_SUFFIXES = (".pt", ".yaml", ".yml", ".onnx", ".engine")
+MAX_STRIDE = 32  # YOLOv8's coarsest feature map: every input side must be a multiple of it
+
+
+def weights_kind(config: DetectorConfig) -> str:
+    """What the weights are: "random", "yaml", "pt", "onnx" or "engine"."""
+    if config.random:
+        return "random"
+    suffix = Path(config.weights).suffix.lower()
+    return "yaml" if suffix in (".yaml", ".yml") else suffix[1:]
+
+
+def check(config: DetectorConfig) -> None:
+    """ConfigError for weights of a type YOLO does not read, or an input size off its stride."""
+    if not config.random and Path(config.weights).suffix.lower() not in WEIGHT_SUFFIXES:
+        raise ConfigError(f"detector weights {config.weights!r}: unknown file type; pass 'random' or a .pt, "
+                          ".yaml, .onnx or .engine file")
+    if config.imgsz < MAX_STRIDE or config.imgsz % MAX_STRIDE:
+        raise ConfigError(f"detector imgsz={config.imgsz!r} must be a positive multiple of {MAX_STRIDE} "
+                          "(e.g. 320, 640)")
 
 
 class YoloSegDetector:
@@ -29,7 +53,7 @@ class YoloSegDetector:
         self.backend = backend
         self.info = info
         self.config = config
-        self.random_weights = random_weights  # built from a config, random weights: instances mean nothing
+        self.random_weights = random_weights  # built from a config with random weights: instances mean nothing
         self._workdir = workdir  # keeps an exported ONNX alive as long as the session that reads it
 
     @property
@@ -82,7 +106,7 @@ class YoloSegDetector:
                        max_det=cfg.max_det, names=self.info.names) for i, box in enumerate(boxes)]
 
 
-def load_detector(config: DetectorConfig) -> YoloSegDetector:
+def load(config: DetectorConfig) -> YoloSegDetector:
     """Build the detector ``config`` describes.
 
     The backend follows the weights unless ``config.backend`` says otherwise: ``.onnx`` runs on ONNX
@@ -96,8 +120,9 @@ def load_detector(config: DetectorConfig) -> YoloSegDetector:
         BackendError: the runtime or device is not available here.
         ConfigError: the backend cannot run these weights, or the file's fixed input size is not imgsz.
     """
-    device = _resolve_device(config.device)
-    kind = config.source_kind
+    check(config)
+    device = resolve_device(config.device)
+    kind = weights_kind(config)
     backend = config.backend
     if backend == "auto":
         backend = {"onnx": "onnxruntime", "engine": "tensorrt"}.get(
@@ -109,58 +134,31 @@ def load_detector(config: DetectorConfig) -> YoloSegDetector:
         raise ConfigError(f"{config.weights} is a TensorRT engine; use backend='tensorrt'")
     if backend == "tensorrt" and device.type != "cuda":
         raise BackendError("TensorRT needs a CUDA device; use device='cuda', or backend='onnxruntime'")
-    random_weights = kind in ("random", "yaml")
+    half = config.half if config.half is not None else PrecisionPolicy.for_device(device).detector == torch.float16
+    if half and device.type != "cuda":
+        raise ConfigError("half=True needs a CUDA device")
 
     if backend == "torch":
-        module = _torch_module(config)
-        half = config.half if config.half is not None else device.type == "cuda"
-        if half and device.type != "cuda":
-            raise ConfigError("half=True needs a CUDA device")
-        from engine.detect.loading import model_info
+        from engine.detect.yolo.loading import model_info, torch_module
 
-        info = model_info(module)
-        return YoloSegDetector(TorchBackend(module, device=device, half=half), info, config,
-                               random_weights=random_weights)
+        module = torch_module(config)
+        return YoloSegDetector(TorchBackend(module, device=device, half=half), model_info(module), config,
+                               random_weights=kind in ("random", "yaml"))
 
     workdir, onnx_path = None, config.weights
     if kind in ("random", "yaml", "pt"):
-        from engine.detect.export import export_onnx
+        from engine.detect.yolo.export import export_onnx
 
         workdir = tempfile.TemporaryDirectory(prefix="streamseg-onnx-")
         onnx_path = str(export_onnx(config, Path(workdir.name) / "detector.onnx", imgsz=config.imgsz,
                                     dynamic_batch=True, dynamic_hw=backend == "onnxruntime"))
     if backend == "onnxruntime":
-        return _onnxruntime_detector(onnx_path, config, device, random_weights, workdir)
-    return _tensorrt_detector(onnx_path, kind, config, device, random_weights, workdir)
+        return _onnxruntime_detector(onnx_path, config, device, workdir)
+    return _tensorrt_detector(onnx_path, kind, config, device, half, workdir)
 
 
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise BackendError(f"device {name!r} asked for, but torch sees no CUDA device; use device='cpu'")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise BackendError(f"device {name!r} does not exist: {torch.cuda.device_count()} CUDA device(s)")
-    return device
-
-
-def _torch_module(config: DetectorConfig) -> torch.nn.Module:
-    from engine.detect.loading import build_from_yaml, load_checkpoint
-
-    kind = config.source_kind
-    if kind == "pt":
-        module = load_checkpoint(config.weights)
-    else:
-        module = build_from_yaml(f"{config.model}.yaml" if kind == "random" else config.weights,
-                                 seed=config.seed, spread=True)
-    return module.fuse(verbose=False)
-
-
-def _onnxruntime_detector(path: str, config: DetectorConfig, device: torch.device, random_weights: bool,
-                          workdir) -> YoloSegDetector:
-    from engine.detect.loading import read_onnx_signature
+def _onnxruntime_detector(path: str, config: DetectorConfig, device: torch.device, workdir) -> YoloSegDetector:
+    from engine.detect.yolo.loading import read_onnx_signature
 
     signature = read_onnx_signature(path)
     fixed_hw = signature.fixed_hw
@@ -173,18 +171,18 @@ def _onnxruntime_detector(path: str, config: DetectorConfig, device: torch.devic
                                  output_names=(signature.preds_name, signature.protos_name),
                                  input_dtype=signature.input_dtype, dynamic_hw=fixed_hw is None,
                                  fixed_batch=signature.fixed_batch, device=device, nm=signature.info.nm)
-    return YoloSegDetector(backend, signature.info, config, random_weights=random_weights, workdir=workdir)
+    return YoloSegDetector(backend, signature.info, config, random_weights=signature.random_weights,
+                           workdir=workdir)
 
 
-def _tensorrt_detector(path: str, kind: str, config: DetectorConfig, device: torch.device,
-                       random_weights: bool, workdir) -> YoloSegDetector:
-    from engine.detect.export import build_engine
-    from engine.detect.loading import check_file
+def _tensorrt_detector(path: str, kind: str, config: DetectorConfig, device: torch.device, half: bool,
+                       workdir) -> YoloSegDetector:
+    from engine.detect.yolo.export import build_engine
+    from engine.detect.yolo.loading import check_file
     from engine.runtime.tensorrt import TensorRTRunner
 
     if kind != "engine":
-        path = str(build_engine(path, batch=1, imgsz=config.imgsz, half=config.half is not False,
-                                device=str(device)))
+        path = str(build_engine(path, batch=1, imgsz=config.imgsz, half=half, device=str(device)))
     runner = TensorRTRunner(check_file(path), device=device)
     meta = runner.metadata
     if meta.get("task", "segment") != "segment":
@@ -205,4 +203,6 @@ def _tensorrt_detector(path: str, kind: str, config: DetectorConfig, device: tor
     info = ModelInfo(names=tuple(str(names.get(i, i)) for i in range(nc)), nm=nm,
                      stride=int(meta.get("stride", 32)))
     backend = TensorRTBackend(runner, input_name=runner.inputs[0], output_names=(outputs[0], outputs[1]))
-    return YoloSegDetector(backend, info, config, random_weights=random_weights, workdir=workdir)
+    # Exports of random weights say so in their metadata, and the engines built from them carry it on.
+    return YoloSegDetector(backend, info, config, random_weights=bool(meta.get("random_weights", False)),
+                           workdir=workdir)

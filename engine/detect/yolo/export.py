@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from engine.detect.backends import TorchBackend
 from engine.detect.config import DetectorConfig
+from engine.detect.yolo.backends import TorchBackend
 from engine.errors import ConfigError
 from engine.weights import cache_dir as weights_cache_dir
 
@@ -30,13 +30,14 @@ def export_onnx(source, path: str | Path, *, batch: int = 1, imgsz: int = 640, d
             ``dynamic_hw`` that axis is left open, otherwise the file takes exactly that size.
     Returns:
         ``path``. The file's input is ``images`` [B, 3, H, W] float32 in [0, 1] RGB; its outputs are
-        ``output0`` [B, 4 + nc + nm, A] and ``output1`` [B, nm, H/4, W/4].
+        ``output0`` [B, 4 + nc + nm, A] and ``output1`` [B, nm, H/4, W/4]. Its metadata says whether the
+        weights were random (``random_weights``), so a detector loaded from it knows.
     """
     import onnx
 
-    from engine.detect.loading import model_info
+    from engine.detect.yolo.loading import model_info
 
-    module = _torch_module(source)
+    module, random_weights = _torch_module(source)
     if imgsz % 32 or imgsz < 32:
         raise ConfigError(f"export imgsz={imgsz} must be a positive multiple of 32")
     if batch < 1:
@@ -62,7 +63,7 @@ def export_onnx(source, path: str | Path, *, batch: int = 1, imgsz: int = 640, d
     model = onnx.load(str(path))
     metadata = {"description": "YOLOv8-seg exported by streamseg", "task": "segment",
                 "stride": str(info.stride), "batch": str(batch), "imgsz": str([imgsz, imgsz]),
-                "names": str(dict(enumerate(info.names)))}
+                "names": str(dict(enumerate(info.names))), "random_weights": str(random_weights).lower()}
     # The TorchScript exporter leaves the detection channels symbolic when H and W are dynamic; they are not.
     channels = model.graph.output[0].type.tensor_type.shape.dim[1]
     channels.ClearField("dim_param")
@@ -80,12 +81,13 @@ def build_engine(onnx_path: str | Path, *, batch: int = 1, imgsz: int = 640, hal
     optimisation profile for batches 1..``batch`` at ``imgsz`` x ``imgsz``; cached on disk (default
     ``<weights cache>/engines``) by the ONNX file's digest, TensorRT version, GPU name and these settings.
     Returns the engine file's path. Needs TensorRT and a CUDA device."""
-    from engine.detect.loading import read_onnx_signature
+    from engine.detect.yolo.loading import read_onnx_signature
     from engine.runtime import tensorrt
 
     signature = read_onnx_signature(str(onnx_path))
     profile = tensorrt.profile_for(signature.input_name, signature.input_dims, batch=batch, imgsz=imgsz)
     metadata = {"task": "segment", "names": dict(enumerate(signature.info.names)),
+                "random_weights": signature.random_weights,
                 "stride": signature.info.stride, "imgsz": [imgsz, imgsz], "batch": batch,
                 "nm": signature.info.nm,
                 "inputs": [signature.input_name], "outputs": [signature.preds_name, signature.protos_name]}
@@ -94,23 +96,18 @@ def build_engine(onnx_path: str | Path, *, batch: int = 1, imgsz: int = 640, hal
                                  metadata=metadata, device=torch.device(device))
 
 
-def _torch_module(source) -> torch.nn.Module:
-    from engine.detect.detector import YoloSegDetector
-    from engine.detect.loading import build_from_yaml, load_checkpoint
+def _torch_module(source) -> tuple[torch.nn.Module, bool]:
+    """(the float32 CPU network of ``source``, whether its weights are random)."""
+    from engine.detect.yolo.loading import torch_module
 
-    if isinstance(source, YoloSegDetector):
-        if not isinstance(source.backend, TorchBackend):
-            raise ConfigError(f"export needs a detector on the torch backend, not {source.backend.name}")
-        return copy.deepcopy(source.backend.module).float().cpu()
     if not isinstance(source, DetectorConfig):
-        raise ConfigError(f"export takes a DetectorConfig or a YoloSegDetector, not {type(source).__name__}")
-    kind = source.source_kind
-    if kind == "random":
-        module = build_from_yaml(f"{source.model}.yaml", seed=source.seed, spread=True)
-    elif kind == "yaml":
-        module = build_from_yaml(source.weights, seed=source.seed, spread=True)
-    elif kind == "pt":
-        module = load_checkpoint(source.weights)
-    else:
+        backend = getattr(source, "backend", None)  # a YoloSegDetector (its module imports this one)
+        if backend is None:
+            raise ConfigError(f"export takes a DetectorConfig or a YoloSegDetector, not {type(source).__name__}")
+        if not isinstance(backend, TorchBackend):
+            raise ConfigError(f"export needs a detector on the torch backend, not {backend.name}")
+        return copy.deepcopy(backend.module).float().cpu(), bool(source.random_weights)
+    suffix = Path(source.weights).suffix.lower()
+    if not source.random and suffix not in (".pt", ".yaml", ".yml"):
         raise ConfigError(f"export reads .pt, .yaml or 'random' weights, not {source.weights}")
-    return module.fuse(verbose=False)
+    return torch_module(source), source.random or suffix in (".yaml", ".yml")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from engine.detect.letterbox import Letterbox
-from engine.detect.masks import box_masks, mask_geometry
+from engine.detect.yolo.letterbox import Letterbox
+from engine.detect.yolo.masks import box_masks, mask_geometry
 from engine.types import Detections
 
 # Class-aware NMS runs as one torchvision NMS over boxes shifted by class id x MAX_WH, which is what

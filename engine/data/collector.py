@@ -1,0 +1,323 @@
+"""The uncertainty collector: scores every frame, keeps the most uncertain ones, writes them for labelling.
+
+A collection folder, written incrementally::
+
+    collection.jsonl          one line per kept frame: file, split, frame, uncertainty and its cues,
+                              the engine's instances (track id, class, label, score, box, RLE, outlines)
+    images/{train,val}/       the kept frames, lossless PNG (labels' edges stay exact) or JPEG
+    labels/{train,val}/       YOLO-seg labels, one .txt per image  } Ultralytics' dataset layout,
+    data.yaml                 train/val folders and class names     } for `streamseg finetune yolo`
+    annotations.json          COCO instance segmentation (RLE), every split, file names relative to
+                              the folder: for `streamseg finetune sam2`, and any COCO tool
+    label_studio/tasks.json   Label Studio import: the images with the instances as pre-annotations
+    label_studio/config.xml   the labelling config those tasks match (Image + PolygonLabels)
+
+Every ``val_every``-th kept frame goes to the ``val`` split. Until ``images/val`` holds an image,
+``data.yaml`` validates on the training images (Ultralytics needs a ``val`` entry that exists).
+
+Label Studio reads images by URL. The default URL prefix, ``/data/local-files/?d=FOLDER/``, serves them
+through Label Studio's local-files storage with ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT`` set to the
+collection's parent folder (``label_studio_root`` sets another prefix, e.g. a web server's URL).
+
+Crash safety: an image and its label file are written to a temporary name and renamed; the journal line
+is one write (a failed write is cut back to the last whole line); the JSON and YAML files are rebuilt from
+the journal, streaming it (so memory does not grow with the collection), to a temporary file that
+replaces the old one. A killed run leaves every file valid; at most the last frame's image and label
+are in the YOLO layout but not yet in the JSON files, and the candidates of the window in progress are
+lost. Opening an existing collection continues it (its kept frames count against the budget).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engine.data.exports import (
+    InstanceRecord,
+    coco_annotation,
+    coco_categories,
+    coco_image,
+    instance_records,
+    label_studio_config,
+    label_studio_task,
+    yolo_label_lines,
+)
+from engine.data.selector import FrameSelector, Kept, SelectorConfig
+from engine.data.uncertainty import FrameEvidence, UncertaintyScore, UncertaintyWeights, uncertainty
+from engine.errors import ConfigError, SinkError
+from engine.types import FrameResult
+
+JOURNAL = "collection.jsonl"
+COCO_FILE = "annotations.json"
+DATA_YAML = "data.yaml"
+TASKS_FILE = "label_studio/tasks.json"
+CONFIG_FILE = "label_studio/config.xml"
+IMAGE_FORMATS = ("png", "jpg")
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorConfig:
+    selector: SelectorConfig = field(default_factory=SelectorConfig)
+    weights: UncertaintyWeights = field(default_factory=UncertaintyWeights)
+    val_every: int = 5  # every 5th kept frame is held out for validation; 0: none
+    image_format: str = "png"
+    prefix: str = ""  # file-name prefix, so several streams or runs can share one collection
+    label_studio_root: str | None = None  # image URL prefix in tasks.json (None: see the module docstring)
+    model_version: str = "streamseg"  # Label Studio's name for the model that made the pre-annotations
+
+    def __post_init__(self) -> None:
+        if self.val_every < 0:
+            raise ConfigError(f"collector val_every must be >= 0, got {self.val_every}")
+        if self.image_format not in IMAGE_FORMATS:
+            raise ConfigError(f"collector image_format must be one of {IMAGE_FORMATS}, got {self.image_format!r}")
+        if any(c in self.prefix for c in "/\\\0"):
+            raise ConfigError(f"collector prefix {self.prefix!r} must be a plain file-name prefix")
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """A candidate frame's data, on the host: what the exports need, nothing more."""
+
+    image: np.ndarray  # [H, W, 3] uint8 RGB
+    index: int
+    stream: int
+    pts: float | None
+    instances: tuple[InstanceRecord, ...]
+    score: UncertaintyScore
+
+
+class Collector:
+    """Scores frames by uncertainty and writes the kept ones to ``folder`` (see the module docstring).
+
+    Args:
+        folder: a new or empty folder, or an existing collection to continue.
+        names: the detector's class names (class id -> label); ids past the end take their labels.
+    Raises:
+        SinkError: the folder cannot be created or written, or holds something other than a collection.
+    """
+
+    def __init__(self, folder: str | os.PathLike, *, names: Sequence[str],
+                 config: CollectorConfig = CollectorConfig()) -> None:
+        self.folder = Path(folder)
+        self.config = config
+        self.names = list(names)
+        self._stems: set[str] = set()  # file stems already in the collection: a rerun must not overwrite
+        kept = self._open()
+        self.selector: FrameSelector[_Snapshot] = FrameSelector(config.selector, already_kept=kept)
+        self.scored = 0  # frames scored
+
+    @property
+    def kept(self) -> int:
+        """Frames in the collection (including those of the run it continues)."""
+        return self.selector.kept
+
+    def write(self, result: FrameResult, evidence: FrameEvidence) -> UncertaintyScore:
+        """Score ``result``'s frame from ``evidence``; keep it if it ranks; write the frames of any window
+        this frame closed. Returns the frame's score."""
+        if evidence.frame != result.frame.index:
+            raise ValueError(f"evidence of frame {evidence.frame} given with frame {result.frame.index}")
+        score = uncertainty(evidence, self.config.weights)
+        self.scored += 1
+        released = self.selector.offer(result.frame.index, score.total, lambda: _snapshot(result, score))
+        self._store(released)
+        return score
+
+    def close(self) -> None:
+        """Write the last window's frames and the final JSON files."""
+        self._store(self.selector.finish(), always=True)
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    def _open(self) -> int:
+        folder = self.folder
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SinkError(f"cannot create collection folder {folder}: {exc.strerror}; choose a writable "
+                            "--collect folder") from None
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise SinkError(f"cannot write collection folder {folder}: permission denied; choose a writable "
+                            "--collect folder")
+        journal = folder / JOURNAL
+        if not journal.exists() and any(folder.iterdir()):
+            raise SinkError(f"{folder} is not empty and holds no {JOURNAL}: it is not a streamseg collection; "
+                            "choose a new or empty --collect folder")
+        kept = 0
+        if journal.exists():
+            for leftover in folder.rglob("*.tmp"):  # a killed run's unfinished rewrite
+                leftover.unlink()
+            _drop_partial_line(journal)
+            for record in _read_journal(journal):
+                kept += 1
+                self._stems.add(Path(record["file"]).stem)
+                for inst in record["instances"]:
+                    self._name(int(inst["class_id"]), inst["label"])
+        for sub in ("images/train", "images/val", "labels/train", "labels/val", "label_studio"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        self._write_views()
+        return kept
+
+    def _store(self, released: list[Kept[_Snapshot]], *, always: bool = False) -> None:
+        first = self.selector.kept - len(released)  # the selector counted them when it released them
+        for k, kept in enumerate(released):
+            self._store_frame(kept.payload, number=first + k)
+        if released or always:
+            self._write_views()
+
+    def _store_frame(self, snap: _Snapshot, *, number: int) -> None:
+        cfg = self.config
+        split = "val" if cfg.val_every and number % cfg.val_every == cfg.val_every - 1 else "train"
+        stem = f"{cfg.prefix}{'' if snap.stream == 0 else f's{snap.stream}_'}{snap.index:08d}"
+        if stem in self._stems:
+            raise SinkError(f"{self.folder} already holds frame {stem}; continue into another --collect folder "
+                            "or give this run its own file-name prefix")
+        self._stems.add(stem)
+        height, width = snap.image.shape[:2]
+        for inst in snap.instances:
+            self._name(inst.class_id, inst.label)
+        image_file = f"images/{split}/{stem}.{cfg.image_format}"
+        lines = yolo_label_lines(snap.instances, width, height)
+        self._atomic_write(f"labels/{split}/{stem}.txt", ("\n".join(lines) + "\n" if lines else "").encode())
+        ok, encoded = cv2.imencode(f".{cfg.image_format}", np.ascontiguousarray(snap.image[:, :, ::-1]))
+        if not ok:
+            raise SinkError(f"cannot encode frame {snap.index} as {cfg.image_format}")
+        self._atomic_write(image_file, encoded.tobytes())
+        record = {"file": image_file, "split": split, "frame": snap.index, "stream": snap.stream,
+                  "pts": snap.pts, "width": width, "height": height, "uncertainty": snap.score.as_dict(),
+                  "instances": [inst.as_dict() for inst in snap.instances]}
+        self._append_journal(json.dumps(record, separators=(",", ":")) + "\n")
+
+    def _write_views(self) -> None:
+        """Rebuild annotations.json, tasks.json, data.yaml and config.xml from the journal."""
+        journal = self.folder / JOURNAL
+        names = self.names
+        root = self.config.label_studio_root
+        url_prefix = root if root is not None else f"/data/local-files/?d={self.folder.resolve().name}/"
+        with self._atomic_stream(COCO_FILE) as f:
+            f.write('{"info": {"description": "streamseg collection", "version": "1.0"}, "licenses": [], '
+                    f'"categories": {json.dumps(coco_categories(names))}, "images": [')
+            for k, rec in enumerate(_read_journal(journal)):
+                extra = {"frame": rec["frame"], "stream": rec["stream"], "split": rec["split"],
+                         "uncertainty": rec["uncertainty"]["total"]}
+                f.write(("," if k else "") + json.dumps(coco_image(k + 1, rec["file"], rec["width"],
+                                                                   rec["height"], **extra)))
+            f.write('], "annotations": [')
+            ann_id = 0
+            for k, rec in enumerate(_read_journal(journal)):
+                for inst in rec["instances"]:
+                    ann_id += 1
+                    ann = coco_annotation(ann_id, k + 1, InstanceRecord.from_dict(inst))
+                    f.write(("," if ann_id > 1 else "") + json.dumps(ann))
+            f.write("]}\n")
+        with self._atomic_stream(TASKS_FILE) as f:
+            f.write("[")
+            for k, rec in enumerate(_read_journal(journal)):
+                instances = [InstanceRecord.from_dict(i) for i in rec["instances"]]
+                task = label_studio_task(url_prefix + rec["file"], instances, rec["width"], rec["height"],
+                                         frame=rec["frame"], model_version=self.config.model_version,
+                                         score=rec["uncertainty"]["total"])
+                f.write(("," if k else "") + "\n" + json.dumps(task))
+            f.write("\n]\n")
+        self._atomic_write(CONFIG_FILE, label_studio_config(names).encode())
+        self._atomic_write(DATA_YAML, _data_yaml(names, has_val=any((self.folder / "images/val").iterdir())))
+
+    def _name(self, class_id: int, label: str) -> None:
+        while len(self.names) <= class_id:
+            self.names.append(str(len(self.names)))
+        if self.names[class_id] == str(class_id) and label != str(class_id):
+            self.names[class_id] = label
+
+    def _append_journal(self, line: str) -> None:
+        path = self.folder / JOURNAL
+        data = line.encode("utf-8")
+        try:
+            with open(path, "ab", buffering=0) as f:
+                size = f.tell()
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[f.write(view):]
+                except OSError:
+                    f.truncate(size)
+                    raise
+        except OSError as exc:
+            raise SinkError(f"writing {path} failed: {exc.strerror}") from None
+
+    def _atomic_write(self, relative: str, data: bytes) -> None:
+        with self._atomic_stream(relative, binary=True) as f:
+            f.write(data)
+
+    def _atomic_stream(self, relative: str, *, binary: bool = False):
+        return _AtomicFile(self.folder / relative, binary=binary)
+
+
+class _AtomicFile:
+    """A file written to ``NAME.tmp`` and renamed over ``NAME`` only when the ``with`` block succeeds."""
+
+    def __init__(self, path: Path, *, binary: bool) -> None:
+        self.path, self.binary = path, binary
+        self.tmp = path.with_name(path.name + ".tmp")
+
+    def __enter__(self):
+        try:
+            self.file = open(self.tmp, "wb" if self.binary else "w", encoding=None if self.binary else "utf-8")
+        except OSError as exc:
+            raise SinkError(f"cannot write {self.path}: {exc.strerror}") from None
+        return self.file
+
+    def __exit__(self, kind, value, traceback) -> None:
+        try:
+            self.file.close()
+            if kind is None:
+                os.replace(self.tmp, self.path)
+        except OSError as exc:
+            raise SinkError(f"cannot write {self.path}: {exc.strerror}") from None
+        finally:
+            if self.tmp.exists():
+                self.tmp.unlink()
+
+
+def _snapshot(result: FrameResult, score: UncertaintyScore) -> _Snapshot:
+    frame, inst = result.frame, result.instances
+    records = instance_records(inst.masks.cpu().numpy(), inst.ids.tolist(), inst.class_ids.tolist(),
+                               inst.labels, inst.scores.tolist(), inst.boxes.tolist())
+    return _Snapshot(image=frame.image.cpu().numpy().copy(), index=frame.index, stream=frame.stream,
+                     pts=frame.pts, instances=tuple(records), score=score)
+
+
+def _read_journal(path: Path) -> Iterator[dict]:
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    raise SinkError(f"{path}:{number}: not a collection line; the file was edited or damaged: "
+                                    "collect into a new folder") from None
+
+
+def _drop_partial_line(path: Path) -> None:
+    """Cut a journal back to its last whole line (a run killed mid-write can leave a partial one)."""
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end != len(data):
+        with open(path, "r+b") as f:
+            f.truncate(end)
+
+
+def _data_yaml(names: Sequence[str], *, has_val: bool) -> bytes:
+    import yaml
+
+    body = yaml.safe_dump({"train": "images/train", "val": "images/val" if has_val else "images/train",
+                           "names": dict(enumerate(names))}, sort_keys=False, allow_unicode=True)
+    head = ("# streamseg collection in Ultralytics' YOLO-seg layout; paths are relative to this file.\n"
+            + ("" if has_val else "# No frame is held out yet: validation reads the training images.\n"))
+    return (head + body).encode("utf-8")

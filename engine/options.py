@@ -1,0 +1,418 @@
+"""The options of a run, in one place: ``RunOptions`` is the one source of the ``streamseg run`` flags,
+of the TOML config file (``--config FILE.toml``, read with the standard library's ``tomllib``) and of
+``streamseg config``, which prints the effective options as TOML that loads back.
+
+Each field declares, in its metadata (``option(...)``), its TOML section and key, its flag, its help
+text, its allowed values, and (for the source's options) the keyword of ``open_source`` it feeds: a new
+option is one field here. Values come from the defaults, then the file, then the flags given.
+
+    [source]                 # what to read and how         (open_source's options)
+    [outputs]                # where results go
+    [detector]               # the detector and its thresholds
+    [tracker]                # the tracker, the fusion's track cap and spawn threshold, box prompts
+    device, seed, max_frames # top-level keys
+
+A bad file (unknown section or key, wrong type, value out of range) is one ConfigError line naming the
+file, the key and the allowed values. A ``[[streams]]`` array of tables (one per stream, each with its
+own ``[source]``/``[outputs]`` keys) is the form a multi-stream server's config takes; ``streamseg run``
+reads one stream and refuses it with a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from pathlib import Path
+
+from engine.errors import ConfigError
+
+SECTIONS = ("", "source", "outputs", "detector", "tracker")  # "" holds the top-level keys
+_GROUP_TITLES = {"": "run", "source": "source", "outputs": "outputs",
+                 "detector": "detector (YOLOv8-seg; thresholds default to Ultralytics')",
+                 "tracker": "tracker (SAM 2) and fusion"}
+_UNSET = "not set"
+
+
+def option(default, *, section: str, help: str, key: str | None = None, flag: str | None = None,
+           choices: tuple | None = None, minimum: float | None = None, maximum: float | None = None,
+           above: float | None = None, param: str | None = None, unset: str = "", metavar: str | None = None):
+    """A ``RunOptions`` field. ``key`` defaults to the field name, ``flag`` to ``--field-name``;
+    ``minimum``/``maximum`` bound a number inclusively, ``above`` exclusively; ``param`` is the keyword
+    of the stage call the value feeds; ``unset`` says what None means (for ``streamseg config``)."""
+    meta = {"section": section, "help": help, "key": key, "flag": flag, "choices": choices, "minimum": minimum,
+            "maximum": maximum, "above": above, "param": param, "unset": unset, "metavar": metavar}
+    return field(default=default, metadata=meta)
+
+
+Prompt = tuple[int, tuple[float, float, float, float]]
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """Everything ``streamseg run`` takes (``streamseg run --help`` lists each with its flag)."""
+
+    source: str = option("", section="source", key="uri", flag="SOURCE", metavar="SOURCE",
+                         help="file path, rtsp:// or http(s):// URL, /dev/videoN, or synthetic:seed=N,frames=N,"
+                              "size=WxH")
+    live: bool | None = option(None, section="source", flag="--live", param="live",
+                               unset="live for rtsp:// and cameras, every frame for files and http(s)",
+                               help="newest-frame-wins buffering (--no-live: deliver every frame in order)")
+    realtime: bool = option(False, section="source", param="realtime",
+                            help="read a file at its own frame rate, like a camera")
+    buffer: int = option(2, section="source", minimum=1, param="buffer_size",
+                         help="frames held between decoder and pipeline")
+    reconnect_attempts: int = option(5, section="source", minimum=0, param="reconnect_attempts",
+                                     help="reconnections tried for a lost live stream")
+    io_timeout_s: float = option(5.0, section="source", key="io_timeout", flag="--io-timeout", above=0.0,
+                                 param="io_timeout_s", help="network read timeout, seconds")
+
+    out: Path | None = option(None, section="outputs", unset="no overlay video",
+                              help="write the overlay video here (.mp4, H.264)")
+    jsonl: Path | None = option(None, section="outputs", unset="no results file",
+                                help="write one JSON line of results per frame here")
+    preview: bool = option(False, section="outputs", help="serve a live MJPEG preview over HTTP")
+    preview_host: str = option("127.0.0.1", section="outputs",
+                               help="interface for the preview (127.0.0.1: this machine only)")
+    preview_port: int = option(8080, section="outputs", minimum=0, maximum=65535, help="preview port (0: any)")
+
+    detector: str = option("yolov8n-seg", section="detector", key="model", flag="--detector",
+                           help="model name (yolov8n-seg ... yolov8x-seg), a model .yaml, or none")
+    weights: str | None = option(None, section="detector", unset="the fetched official file (streamseg fetch)",
+                                 help="detector weights: .pt, .onnx or .engine path, or 'random'")
+    backend: str = option("auto", section="detector", choices=("auto", "torch", "onnxruntime", "tensorrt"),
+                          help="what runs the detector's network")
+    conf: float = option(0.25, section="detector", minimum=0.0, maximum=1.0, help="confidence threshold")
+    iou: float = option(0.7, section="detector", minimum=0.0, maximum=1.0, help="NMS IoU threshold")
+    imgsz: int = option(640, section="detector", minimum=1, help="network input size")
+    detect_every: int = option(1, section="detector", minimum=1,
+                               help="run the detector on every k-th frame; the tracker fills the rest")
+
+    tracker: str = option("sam2.1_hiera_t", section="tracker", key="model", flag="--tracker",
+                          help="sam2.1_hiera_t, _s, _b+, _l, a sam2 config path, or none")
+    tracker_weights: str | None = option(None, section="tracker", key="weights",
+                                         unset="the fetched official checkpoint (streamseg fetch)",
+                                         help="sam2 checkpoint path or 'random'")
+    tracker_size: int | None = option(None, section="tracker", key="size", minimum=32,
+                                      unset="1024 on a GPU, 512 on a CPU", help="tracker image size")
+    tracker_encoder: str = option("auto", section="tracker", key="encoder",
+                                  choices=("auto", "torch", "onnxruntime", "tensorrt"),
+                                  help="what runs SAM 2's image encoder (auto: onnxruntime on a CPU, torch on "
+                                       "a GPU)")
+    spawn_conf: float | None = option(None, section="tracker", minimum=0.0, maximum=1.0,
+                                      unset="0.5, or --conf on random detector weights",
+                                      help="detection confidence that starts a track")
+    max_tracks: int = option(32, section="tracker", minimum=1, help="most objects tracked at once")
+    prompts: tuple[Prompt, ...] = option((), section="tracker", flag="--prompt", metavar="ID:X1,Y1,X2,Y2",
+                                         help="track this box from the first frame (repeatable); with "
+                                              "--detector none the tracker follows only these objects")
+
+    device: str = option("auto", section="", help="auto, cpu, cuda or cuda:N")
+    seed: int = option(0, section="", help="seed for random weights")
+    max_frames: int | None = option(None, section="", minimum=1, unset="every frame",
+                                    help="stop after N frames")
+    # The demo's choice, not a user option: no trained weights at hand -> random weights and a banner.
+    random_fallback: bool = field(default=False, metadata={"internal": True})
+
+    def __post_init__(self) -> None:
+        for f in user_fields():
+            value = getattr(self, f.name)
+            object.__setattr__(self, f.name, _checked(f, value, where=f"{describe(f)} {_shown(value)}"))
+        if self.prompts and self.tracker == "none":
+            raise ConfigError(f"{describe('prompts')} needs a tracker; drop --tracker none")
+        if self.prompts and self.detector != "none":
+            raise ConfigError(f"{describe('prompts')} is for --detector none; with a detector, tracks come "
+                              "from detections")
+
+    def params(self, section: str) -> dict[str, object]:
+        """``{keyword: value}`` of the section's options that feed a stage call (``param``)."""
+        return {f.metadata["param"]: getattr(self, f.name) for f in user_fields()
+                if f.metadata["section"] == section and f.metadata["param"]}
+
+
+# -- the fields ---------------------------------------------------------------------------------------
+
+def user_fields() -> tuple[Field, ...]:
+    return tuple(f for f in fields(RunOptions) if not f.metadata.get("internal"))
+
+
+def _field(name: str) -> Field:
+    return next(f for f in fields(RunOptions) if f.name == name)
+
+
+def key_of(f: Field) -> str:
+    return f.metadata["key"] or f.name
+
+
+def flag_of(f: Field) -> str:
+    return f.metadata["flag"] or "--" + f.name.replace("_", "-")
+
+
+def describe(f: Field | str) -> str:
+    """How a user names an option: its flag and its place in the config file."""
+    f = _field(f) if isinstance(f, str) else f
+    section = f.metadata["section"]
+    return f"{flag_of(f)} ([{section}] {key_of(f)})" if section else f"{flag_of(f)} ({key_of(f)})"
+
+
+_HINTS: dict[str, object] = {}
+
+
+def _kind(f: Field):
+    """(base type, whether None is allowed) of a field, from its annotation."""
+    if not _HINTS:
+        _HINTS.update(typing.get_type_hints(RunOptions))
+    hint = _HINTS[f.name]
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    if optional:
+        hint = next(a for a in args if a is not type(None))
+    return (tuple if typing.get_origin(hint) is tuple else hint), optional
+
+
+# -- checking one value ---------------------------------------------------------------------------------
+
+class _Invalid(Exception):
+    def __init__(self, reason: str, allowed: str) -> None:
+        super().__init__(reason)
+        self.reason, self.allowed = reason, allowed
+
+
+def _checked(f: Field, value, *, where: str):
+    """``value`` as the field's type; ConfigError "WHERE: REASON; allowed: ALLOWED" otherwise."""
+    try:
+        return _convert(f, value)
+    except _Invalid as bad:
+        raise ConfigError(f"{where}: {bad.reason}; allowed: {bad.allowed}") from None
+
+
+def _allowed(f: Field, base) -> str:
+    m = f.metadata
+    if m["choices"]:
+        return ", ".join(map(str, m["choices"]))
+    if base is tuple:
+        return "a list of 'ID:X1,Y1,X2,Y2' strings"
+    words = {bool: "true or false", int: "an integer", float: "a number", str: "a string", Path: "a path"}[base]
+    bounds = []
+    if m["minimum"] is not None:
+        bounds.append(f">= {m['minimum']:g}")
+    if m["above"] is not None:
+        bounds.append(f"> {m['above']:g}")
+    if m["maximum"] is not None:
+        bounds.append(f"<= {m['maximum']:g}")
+    return words + (" " + " and ".join(bounds) if bounds else "")
+
+
+def _convert(f: Field, value):
+    base, optional = _kind(f)
+    allowed = _allowed(f, base)
+    if value is None:
+        if optional:
+            return None
+        raise _Invalid("must be set", allowed)
+    if base is tuple:
+        if isinstance(value, str) or not isinstance(value, Iterable):
+            raise _Invalid("must be a list", allowed)
+        return tuple(parse_prompt(v) if isinstance(v, str) else _prompt_pair(v) for v in value)
+    if base is bool:
+        if not isinstance(value, bool):
+            raise _Invalid(f"{_shown(value)} is not true or false", allowed)
+        return value
+    if base in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (base is int and not isinstance(value, int)):
+            raise _Invalid(f"{_shown(value)} is not {'an integer' if base is int else 'a number'}", allowed)
+        if not math.isfinite(value):
+            raise _Invalid("must be finite", allowed)
+        m = f.metadata
+        if (m["minimum"] is not None and value < m["minimum"]) or (m["maximum"] is not None and value > m["maximum"]) \
+                or (m["above"] is not None and value <= m["above"]):
+            raise _Invalid("out of range", allowed)
+        return base(value)
+    if not isinstance(value, (str, Path)):
+        raise _Invalid(f"{_shown(value)} is not a string", allowed)
+    if f.metadata["choices"] and value not in f.metadata["choices"]:
+        raise _Invalid(f"{value!r} is not one of them", allowed)
+    return Path(value) if base is Path else str(value)
+
+
+def parse_prompt(text: str) -> Prompt:
+    """``"ID:X1,Y1,X2,Y2"`` -> (id, (x1, y1, x2, y2)); the box is checked as a prompt (finite, x2 > x1,
+    y2 > y1)."""
+    from engine.types import UserPrompt
+
+    try:
+        obj, box = text.split(":", 1)
+        x1, y1, x2, y2 = (float(v) for v in box.split(","))
+        prompt = (int(obj), (x1, y1, x2, y2))
+    except ValueError:
+        raise _Invalid(f"{text!r} is not ID:X1,Y1,X2,Y2 (e.g. 1:10,20,200,240)", "ID:X1,Y1,X2,Y2") from None
+    UserPrompt(obj_id=prompt[0], box=prompt[1])
+    return prompt
+
+
+def _prompt_pair(value) -> Prompt:
+    try:
+        obj, box = value
+        return parse_prompt(f"{int(obj)}:{','.join(str(float(v)) for v in box)}")
+    except (TypeError, ValueError):
+        raise _Invalid(f"{value!r} is not ID:X1,Y1,X2,Y2", "ID:X1,Y1,X2,Y2") from None
+
+
+def _shown(value) -> str:
+    return json.dumps(value) if isinstance(value, (str, bool, int, float)) else str(value)
+
+
+# -- the config file --------------------------------------------------------------------------------------
+
+def read_config(path: str | Path) -> dict[str, object]:
+    """The options a TOML file sets, as ``{field name: value}``, each checked; ConfigError naming the file,
+    the key and the allowed values for anything wrong."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the same parser, released as tomli
+        import tomli as tomllib
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file; check the path given to --config") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); see examples/run.toml for the format") from None
+    by_place = {(f.metadata["section"], key_of(f)): f for f in user_fields()}
+    values: dict[str, object] = {}
+    tables = {"": {k: v for k, v in document.items() if not isinstance(v, (dict, list)) or k == "prompts"}}
+    for name, table in document.items():
+        if name in tables[""]:
+            continue
+        if name == "streams":
+            raise ConfigError(f"{path}: [[streams]] lists the streams of a multi-stream server; "
+                              "'streamseg run' reads one stream: give its [source] table instead")
+        if name not in SECTIONS or not isinstance(table, dict):
+            allowed = ", ".join(f"[{s}]" for s in SECTIONS if s)
+            raise ConfigError(f"{path}: unknown section [{name}]; allowed: {allowed} and the top-level keys "
+                              f"{', '.join(key_of(f) for f in user_fields() if not f.metadata['section'])}")
+        tables[name] = table
+    for section, table in tables.items():
+        for key, value in table.items():
+            f = by_place.get((section, key))
+            place = f"[{section}] {key}" if section else key
+            if f is None:
+                known = ", ".join(k for s, k in by_place if s == section)
+                raise ConfigError(f"{path}: unknown key {place}; allowed here: {known}")
+            values[f.name] = _checked(f, value, where=f"{path}: {place} = {_shown(value)}")
+    return values
+
+
+def to_toml(options: RunOptions) -> str:
+    """The options as a TOML config that ``read_config`` reads back to the same options. Options that
+    are not set are comments saying what that means."""
+    lines = ["# streamseg run options: defaults, then --config FILE, then flags", ""]
+    for section in SECTIONS:
+        if section:
+            lines += ["", f"[{section}]"]
+        for f in user_fields():
+            if f.metadata["section"] != section:
+                continue
+            value = getattr(options, f.name)
+            if value is None or (f.name == "source" and not value):
+                lines.append(f"# {key_of(f)}: {_UNSET}; {f.metadata['unset'] or 'pass ' + flag_of(f)}")
+            else:
+                lines.append(f"{key_of(f)} = {_toml_value(value)}")
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _number(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, tuple):  # prompts
+        return "[" + ", ".join(json.dumps(f"{i}:{','.join(map(_number, box))}") for i, box in value) + "]"
+    return json.dumps(str(value))  # JSON's string escapes are a subset of TOML's basic strings
+
+
+# -- the command line --------------------------------------------------------------------------------------
+
+def add_flags(parser: argparse.ArgumentParser, *, only: Iterable[str] | None = None, source: bool = True,
+              defaults: Mapping[str, str] | None = None) -> None:
+    """The options' flags on ``parser``, grouped by section. Flags not given stay off the namespace
+    (``argparse.SUPPRESS``), so ``from_args`` can tell them from defaults. ``only`` names a subset;
+    ``source`` adds the SOURCE positional (optional: a config file may give it); ``defaults`` replaces
+    the default the help states, for a command that sets its own."""
+    wanted = set(only) if only is not None else None
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in user_fields():
+        if (wanted is not None and f.name not in wanted) or (f.name == "source" and not source):
+            continue
+        section = f.metadata["section"]
+        group = groups.get(section) or groups.setdefault(section, parser.add_argument_group(_GROUP_TITLES[section]))
+        _add_flag(group, f, (defaults or {}).get(f.name))
+
+
+def _default_text(f: Field, base) -> str:
+    """What the help says the default is: nothing for switches and lists."""
+    if f.default is None:
+        return f.metadata["unset"]
+    if base in (bool, tuple) or f.default is MISSING:
+        return ""
+    return str(f.default)
+
+
+def _add_flag(group, f: Field, shown: str | None = None) -> None:
+    m = f.metadata
+    base, _ = _kind(f)
+    shown = shown or _default_text(f, base)
+    text = m["help"] + (f" (default: {shown})" if shown else "")
+    if f.name == "source":
+        group.add_argument("source", nargs="?", default=argparse.SUPPRESS, help=text, metavar="SOURCE")
+        return
+    common = {"dest": f.name, "default": argparse.SUPPRESS}
+    flag = flag_of(f)
+    if base is bool and f.name == "live":
+        group.add_argument(flag, action="store_true", help=text, **common)
+        group.add_argument("--no-" + flag[2:], action="store_false", help="the opposite of " + flag, **common)
+    elif base is bool:
+        group.add_argument(flag, action="store_true", help=text, **common)
+    elif base is tuple:
+        group.add_argument(flag, action="append", help=text, metavar=m["metavar"], **common)
+    else:
+        convert = {int: int, float: float, str: str, Path: Path}[base]
+        metavar = m["metavar"] or ("PATH" if base is Path else None if m["choices"] else key_of(f).upper())
+        group.add_argument(flag, type=convert, choices=m["choices"], help=text, metavar=metavar, **common)
+
+
+def given(args: argparse.Namespace) -> dict[str, object]:
+    """The options the command line gave (``add_flags`` leaves the others off the namespace)."""
+    names = {f.name for f in user_fields()}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+def from_args(args: argparse.Namespace, *, config: Path | None = None,
+              overrides: Mapping[str, object] | None = None, need_source: bool = True) -> RunOptions:
+    """Defaults, then ``config`` (a TOML file), then ``overrides``, then the flags given."""
+    values: dict[str, object] = {}
+    if config is not None:
+        values.update(read_config(config))
+    values.update(overrides or {})
+    values.update(given(args))
+    if need_source and not values.get("source"):
+        where = f" or set [source] uri in {config}" if config is not None else " (or --config FILE.toml)"
+        raise ConfigError(f"no source: pass SOURCE{where}")
+    return RunOptions(**values)
+
+
+def default(name: str):
+    """The default value of option ``name``."""
+    return _field(name).default
+

@@ -1,0 +1,61 @@
+"""Resolution in every mode: no two instances share a pixel, and the detector-only path pays nothing
+when detections do not touch."""
+
+from __future__ import annotations
+
+import torch
+
+from engine.fuse import DetectionsOnly, TracksOnly, resolve_detections
+from engine.types import Detections, Frame, Tracks
+
+H, W = 40, 60
+
+
+def _box_mask(x1, y1, x2, y2) -> torch.Tensor:
+    m = torch.zeros((H, W), dtype=torch.bool)
+    m[y1:y2, x1:x2] = True
+    return m
+
+
+def _dets(*items) -> Detections:
+    """items: (box, score), in the order given (not necessarily best first)."""
+    return Detections(boxes=torch.tensor([list(map(float, b)) for b, _ in items]),
+                      scores=torch.tensor([s for _, s in items]),
+                      class_ids=torch.zeros(len(items), dtype=torch.int64),
+                      masks=torch.stack([_box_mask(*b) for b, _ in items]), names=("thing",))
+
+
+def _frame() -> Frame:
+    return Frame(image=torch.zeros((H, W, 3), dtype=torch.uint8), index=0, pts=None, capture_time=0.0)
+
+
+def test_overlapping_detections_give_the_shared_pixels_to_the_more_confident():
+    dets = _dets(((20, 5, 45, 30), 0.6), ((5, 5, 30, 30), 0.95), ((50, 30, 60, 40), 0.5))
+    out = DetectionsOnly().resolve(_frame(), dets, None)
+    assert out.ids.tolist() == [0, 1, 2] and out.boxes.tolist() == dets.boxes.tolist()  # the detector's
+    assert int(out.masks.sum(0).max()) == 1  # no pixel twice
+    assert out.masks[1][10, 25] and not out.masks[0][10, 25]  # the overlap went to the 0.95 detection
+    assert int(out.masks[0].sum()) == 15 * 25  # what is left of the 0.6 one: x 30..45
+    assert torch.equal(out.masks[2], dets.masks[2])  # untouched
+
+
+def test_detections_that_do_not_touch_are_handed_on_without_a_copy():
+    dets = _dets(((5, 5, 20, 20), 0.9), ((30, 5, 50, 25), 0.8))
+    assert resolve_detections(dets).masks is dets.masks
+
+
+def test_a_detection_a_surer_one_covers_stays_listed_with_an_empty_mask():
+    dets = _dets(((5, 5, 30, 30), 0.95), ((10, 10, 20, 20), 0.4))
+    out = resolve_detections(dets)
+    assert len(out) == 2 and not out.masks[1].any() and out.boxes[1].tolist() == [10.0, 10.0, 20.0, 20.0]
+
+
+def test_tracker_only_objects_are_resolved_by_object_score_and_hidden_ones_are_left_out():
+    masks = torch.stack([_box_mask(5, 5, 30, 30), _box_mask(20, 5, 45, 30), _box_mask(50, 30, 60, 40)])
+    tracks = Tracks(obj_ids=[4, 9, 12], masks=masks, logits=torch.where(masks, 8.0, -8.0),
+                    scores=torch.tensor([2.0, 5.0, -3.0]))  # object 12 is out of sight
+    out = TracksOnly(label="thing").resolve(_frame(), None, tracks)
+    assert out.ids.tolist() == [4, 9] and out.labels == ("thing", "thing")
+    assert not (out.masks[0] & out.masks[1]).any()
+    assert out.masks[1][10, 25]  # the surer object (score 5) keeps the shared pixels
+    assert out.scores.tolist() == torch.sigmoid(torch.tensor([2.0, 5.0])).tolist()
