@@ -267,17 +267,22 @@ class Adopt:
 class UserPrompt:
     """A user's prompt on the current frame: a box and/or points with labels (1 foreground,
     0 background). ``obj_id`` None starts a new object (the pipeline gives it the next free id); a
-    tracked id is refined. Checked here for form and finiteness; ``check_in_frame`` checks bounds."""
+    tracked id is refined, and an id not tracked is started under that id unless ``refine`` (then it is
+    refused: ``UnknownTrackError``). Checked here for form and finiteness; ``check_in_frame`` checks
+    bounds."""
 
     obj_id: int | None = None
     box: Box | None = None
     points: tuple[tuple[float, float], ...] = ()
     labels: tuple[int, ...] = ()
+    refine: bool = False  # obj_id must be tracked already (the preview's refinement of a selected track)
 
     def __post_init__(self) -> None:
         from engine.errors import ConfigError
 
         who = "a new object" if self.obj_id is None else f"object {self.obj_id}"
+        if self.refine and self.obj_id is None:
+            raise ConfigError("a refining prompt needs the id of the object it refines")
         if self.box is None and not self.points:
             raise ConfigError(f"prompt for {who}: give a box x1,y1,x2,y2 or points with labels")
         if self.box is not None:
@@ -306,8 +311,19 @@ class UserPrompt:
                               f"coordinates within 0..{width} and 0..{height}")
 
 
+@dataclass(frozen=True, slots=True)
+class Reidentify:
+    """A track spawned on this frame is an object retired earlier (``engine.fuse.reid``): it goes on
+    under the retired id. The tracker forgets ``spawned_id`` and follows ``obj_id`` from ``mask``."""
+
+    obj_id: int  # the retired id it takes back
+    spawned_id: int  # the id it was spawned with on this frame
+    similarity: float  # the gallery's combined cosine similarity of the two
+    mask: torch.Tensor  # [H, W] bool at frame resolution: the spawned object's mask on this frame
+
+
 # What association decides and user prompts ask for: data the pipeline applies to the tracker.
-Decision = Spawn | Reprompt | Retire | Adopt | UserPrompt
+Decision = Spawn | Reprompt | Retire | Adopt | UserPrompt | Reidentify
 
 
 @dataclass(frozen=True, slots=True)
