@@ -150,7 +150,7 @@ def _tracker(opts: RunOptions, device, built: BuiltPipeline):
 
 
 def _fuser(opts: RunOptions, detector, tracker, built: BuiltPipeline):
-    from engine.fuse import Fuser, FuserConfig, TracksOnly
+    from engine.fuse import Fuser, FuserConfig, ReidConfig, TracksOnly
 
     if tracker is None:
         return None  # the pipeline's default: detections only, or nothing
@@ -168,7 +168,8 @@ def _fuser(opts: RunOptions, detector, tracker, built: BuiltPipeline):
             # a track starts from any detection the detector keeps.
             spawn_conf = opts.conf
             built.notes.append(f"random detector weights: tracks start from any detection (--spawn-conf {opts.conf})")
-    return Fuser(FuserConfig(spawn_conf=spawn_conf, max_tracks=opts.max_tracks), names=detector.names)
+    return Fuser(FuserConfig(spawn_conf=spawn_conf, max_tracks=opts.max_tracks), names=detector.names,
+                 reid=ReidConfig() if opts.reid else None)
 
 
 def _sinks(opts: RunOptions, *, fps: float | None, live: bool, built: BuiltPipeline,

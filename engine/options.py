@@ -113,6 +113,10 @@ class RunOptions:
                                       unset="0.5, or --conf on random detector weights",
                                       help="detection confidence that starts a track")
     max_tracks: int = option(32, section="tracker", minimum=1, help="most objects tracked at once")
+    reid: bool = option(True, section="tracker",
+                        help="give an object that comes back after its track was retired as lost its old id "
+                             "(a bounded gallery of SAM 2 appearance embeddings and object pointers; --no-reid: "
+                             "a new id)")
     prompts: tuple[UserPrompt, ...] = option(
         (), section="tracker", flag="--prompt", metavar="ID:X1,Y1,X2,Y2|ID:point=X,Y[,L]",
         help="track object ID from the first frame, from a box or a point (label L: 1 foreground, the default, "
@@ -434,7 +438,7 @@ def _add_flag(group, f: Field, shown: str | None = None) -> None:
         return
     common = {"dest": f.name, "default": argparse.SUPPRESS}
     flag = flag_of(f)
-    if base is bool and f.name == "live":
+    if base is bool and (f.name == "live" or f.default is True):
         group.add_argument(flag, action="store_true", help=text, **common)
         group.add_argument("--no-" + flag[2:], action="store_false", help="the opposite of " + flag, **common)
     elif base is bool:

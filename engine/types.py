@@ -174,6 +174,10 @@ class Tracks:
     masks: torch.Tensor  # [N, H, W] bool at frame resolution (logits > 0)
     logits: torch.Tensor  # [N, h, w] float32 low-res mask logits (the model's image size / 4)
     scores: torch.Tensor  # [N] float32 object-score logits; > 0 means the model sees the object
+    # What identifies each object, for re-identification after its track is retired (engine.fuse.reid);
+    # None where the tracker gives none.
+    embeddings: torch.Tensor | None = None  # [N, D] float32 unit appearance embeddings; zero rows: too small
+    pointers: torch.Tensor | None = None  # [N, P] float32 object pointers (SAM 2's obj_ptr)
 
     def __len__(self) -> int:
         return len(self.obj_ids)
@@ -181,7 +185,8 @@ class Tracks:
     def updated(self, outputs: Sequence[Tracks] = (), *, removed: Iterable[int] = ()) -> Tracks:
         """These tracks after prompts on the same frame: each object of ``outputs`` replaces this one's
         row in place, or is appended when new; ``removed`` objects are left out. ``self`` when nothing
-        changes, so a frame without prompts costs no copy."""
+        changes, so a frame without prompts costs no copy. Embeddings and pointers are kept when every
+        row has them."""
         gone = set(removed) & set(self.obj_ids)
         if not any(len(out) for out in outputs) and not gone:
             return self
@@ -192,11 +197,21 @@ class Tracks:
         for obj in removed:
             rows.pop(obj, None)
         if not rows:
-            return Tracks(obj_ids=[], masks=self.masks[:0], logits=self.logits[:0], scores=self.scores[:0])
+            return Tracks(obj_ids=[], masks=self.masks[:0], logits=self.logits[:0], scores=self.scores[:0],
+                          embeddings=None if self.embeddings is None else self.embeddings[:0],
+                          pointers=None if self.pointers is None else self.pointers[:0])
         sources = list(rows.values())
+
+        def rows_of(name: str) -> torch.Tensor | None:
+            parts = [getattr(t, name) for t, _ in sources]
+            if any(p is None for p in parts) or len({p.shape[1:] for p in parts}) > 1:
+                return None
+            return torch.stack([p[i] for p, (_, i) in zip(parts, sources)])
+
         return Tracks(obj_ids=list(rows), masks=torch.stack([t.masks[i] for t, i in sources]),
                       logits=torch.stack([t.logits[i] for t, i in sources]),
-                      scores=torch.stack([t.scores.reshape(-1)[i] for t, i in sources]))
+                      scores=torch.stack([t.scores.reshape(-1)[i] for t, i in sources]),
+                      embeddings=rows_of("embeddings"), pointers=rows_of("pointers"))
 
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels

@@ -23,10 +23,8 @@ def as_flags(options: RunOptions) -> list[str]:
         value = getattr(options, f.name)
         if f.name == "source" or value is None or value == f.default:
             continue
-        if f.name == "live":
-            args.append("--live" if value else "--no-live")
-        elif isinstance(value, bool):
-            args.append(flag_of(f))
+        if isinstance(value, bool):
+            args.append(flag_of(f) if value else "--no-" + flag_of(f)[2:])
         elif f.name == "prompts":
             for prompt in value:
                 args += [flag_of(f), format_prompt(prompt)]

@@ -2,10 +2,16 @@
 embedding doubles that are noisy functions of the true identity, and a run that applies the gallery to
 the fuser's spawns and scores ids with TrackEval (tests/fuse/test_reid.py, benchmarks/reid.py).
 
-The gallery is applied around the fuser, not inside it: the fuser runs unchanged with the ground-truth
-doubles (``engine.eval.doubles``); a track it retires enters the gallery, and a track it spawns is looked
-up there on its first visible frame and, when matched, reported under the retired id from then on. Both
-the fuser's own ids and the re-identified ones are scored, so one run gives the before and the after.
+Two ways to run it:
+- ``record_trace`` + ``replay`` (the benchmark's sweep): the fuser runs once without its gallery, with
+  the ground-truth doubles (``engine.eval.doubles``); the gallery is then replayed around the recorded
+  run, for any number of settings: a track the fuser retires enters the gallery, and a track it spawns
+  is looked up there on its first visible frame and, when matched, reported under the retired id from
+  then on. Both the fuser's own ids and the re-identified ones are scored, so one run gives the before
+  and the after.
+- ``run_fused``: the gallery inside the fuser (``Fuser(reid=...)``), as the engine runs it, with a
+  tracker double whose tracks carry the embedding doubles (``IdentityTracker``); the fuser's
+  ``Reidentify`` decisions are judged against the truth.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from engine.eval.doubles import DriftingTracker, NoisyTruthDetector
 from engine.eval.fusion import frame_masks
@@ -21,6 +28,7 @@ from engine.eval.metrics import FrameMasks, Report, evaluate
 from engine.fuse import Fuser, FuserConfig
 from engine.fuse.reid import ReidConfig, ReidGallery, Signature, SignatureAccumulator
 from engine.sources.synthetic import SceneObject, SyntheticScene
+from engine.types import Reidentify, Retire, RetireReason, Spawn, Tracks
 
 _RAMP_S = 1.0  # seconds an object takes to leave or enter the frame
 _DEFAULT_REID = ReidConfig()
@@ -148,6 +156,40 @@ class IdentityEmbeddings:
         return out[0], out[1]
 
 
+class IdentityTracker(DriftingTracker):
+    """``DriftingTracker`` whose tracks carry embedding and pointer doubles (``IdentityEmbeddings``) of the
+    object each follows, seen as well as the fraction of it in view. ``born`` keeps the object each id
+    was first prompted onto, after the id is gone."""
+
+    def __init__(self, scene: SyntheticScene, embeddings: IdentityEmbeddings, *, drift_px: float = 0.0) -> None:
+        super().__init__(scene, drift_px=drift_px)
+        self.embeddings = embeddings
+        self.born: dict[int, int | None] = {}
+        self._whole = _whole_areas(scene)
+
+    def add_object(self, obj_id: int, **prompt) -> Tracks:
+        out = super().add_object(obj_id, **prompt)
+        self.born.setdefault(obj_id, self.objects[obj_id])
+        return out
+
+    def _tracks(self, ids: list[int]) -> Tracks:
+        tracks = super()._tracks(ids)
+        dim = self.embeddings.noise.dim
+        embeddings, pointers = np.zeros((len(ids), dim), np.float32), np.zeros((len(ids), dim), np.float32)
+        for k, (obj_id, mask) in enumerate(zip(ids, tracks.masks)):
+            true_id, area = self.objects.get(obj_id), int(mask.sum())
+            if area:  # an object out of sight has nothing to describe
+                whole = self._whole.get(true_id, 0)
+                embeddings[k], pointers[k] = self.embeddings.observe(true_id, min(1.0, area / whole) if whole else 1.0)
+        return dataclasses.replace(tracks, embeddings=torch.from_numpy(embeddings), pointers=torch.from_numpy(pointers))
+
+
+def _whole_areas(scene: SyntheticScene) -> dict[int, int]:
+    """Each object's whole area (its largest in-frame area over the clip): a sliver at the frame's edge is
+    a small fraction of it, though all of what is inside the frame is visible."""
+    return {o.id: max(int(scene.shape_mask(o.id, i).sum()) for i in range(scene.frames)) for o in scene.objects}
+
+
 @dataclass(slots=True)
 class ReidCounts:
     """What the gallery did, judged by the ground truth of each spawned track."""
@@ -222,11 +264,9 @@ def record_trace(scene: SyntheticScene, *, fuser: FuserConfig | None = None, det
     config = fuser or FuserConfig(retire_after=max(1, round(1.5 * scene.fps)))
     detector = NoisyTruthDetector(scene, seed=seed, **(detector_faults or {}))
     tracker = DriftingTracker(scene, drift_px=drift_px)
-    fusion = Fuser(config, names=scene.class_names)
+    fusion = Fuser(config, names=scene.class_names, reid=None)  # the gallery is replayed around it
     size = (scene.height, scene.width)
-    # An object's whole area (its largest in-frame area over the clip): a sliver at the frame's edge is
-    # a small fraction of it, though all of what is inside the frame is visible.
-    whole = {o.id: max(int(scene.shape_mask(o.id, i).sum()) for i in range(scene.frames)) for o in scene.objects}
+    whole = _whole_areas(scene)
     frames = []
     for result in Pipeline(SyntheticSource(scene), detector=detector, tracker=tracker, fuser=fusion):
         i, instances = result.frame.index, result.instances
@@ -266,6 +306,53 @@ def replay(trace: ReidTrace, reid: ReidConfig | None, *, noise: EmbeddingNoise =
     return ReidRun(before=evaluate(truth, before) if score else None,
                    after=evaluate(truth, after) if score and reid is not None else None,
                    counts=reidentify.counts, gallery_peak=reidentify.peak, log=reidentify.log)
+
+
+def run_fused(scene: SyntheticScene, reid: ReidConfig | None, *, noise: EmbeddingNoise = EmbeddingNoise(),
+              seed: int = 0, fuser: FuserConfig | None = None, detector_faults: dict | None = None,
+              score: bool = True) -> ReidRun:
+    """``scene`` through a ``Pipeline`` whose ``Fuser`` holds the gallery (``reid``; None: off), with the
+    detector double and an ``IdentityTracker``; ``before`` is None (run it again with ``reid=None``), and
+    ``after`` scores the ids the engine gave. Counted like ``replay``: a spawn is a return when its
+    object had a track retired as lost; a re-identification is right when both ids were born on one object.
+    """
+    from engine.pipeline import Pipeline
+    from engine.sources.synthetic import SyntheticSource
+
+    config = fuser or FuserConfig(retire_after=max(1, round(1.5 * scene.fps)))
+    tracker = IdentityTracker(scene, IdentityEmbeddings({o.id: o.class_id for o in scene.objects}, noise,
+                                                        seed=seed + 1000))
+    fusion = Fuser(config, names=scene.class_names, reid=reid)
+    detector = NoisyTruthDetector(scene, seed=seed, **(detector_faults or {}))
+    size = (scene.height, scene.width)
+    counts, log, lost_objects, peak = ReidCounts(), [], set(), 0
+    truth, output = [], []
+    for result in Pipeline(SyntheticSource(scene), detector=detector, tracker=tracker, fuser=fusion):
+        born = tracker.born
+        renamed = {d.spawned_id: d.obj_id for d in result.decisions if isinstance(d, Reidentify)}
+        for d in result.decisions:
+            if isinstance(d, Spawn):
+                returning = born.get(d.obj_id) is not None and born[d.obj_id] in lost_objects
+                old = renamed.get(d.obj_id)
+                right = old is not None and born.get(old) == born.get(d.obj_id)
+                counts.queries += 1
+                counts.returns += int(returning)
+                counts.new_objects += int(not returning)
+                counts.recovered += int(returning and right)
+                counts.false += int(old is not None and not right)
+                log.append(f"frame {result.index}: track {d.obj_id} (object {born.get(d.obj_id)}, "
+                           f"{'returning' if returning else 'new'}) -> {'new id' if old is None else f'id {old}'}"
+                           f"{' FALSE' if old is not None and not right else ''}")
+            elif isinstance(d, Retire) and d.reason is RetireReason.LOST and born.get(d.obj_id) is not None:
+                lost_objects.add(born[d.obj_id])
+        if fusion.reid is not None and fusion.reid.gallery is not None:
+            peak = max(peak, len(fusion.reid.gallery))
+        if score:
+            gt, instances = scene.ground_truth(result.index), result.instances
+            truth.append(frame_masks(gt.ids, gt.masks, size))
+            output.append(frame_masks(instances.ids.tolist(), instances.masks.cpu().numpy(), size))
+    return ReidRun(before=None, after=evaluate(truth, output) if score else None, counts=counts,
+                   gallery_peak=peak, log=log)
 
 
 def evaluate_reid(scene: SyntheticScene, *, reid: ReidConfig | None = _DEFAULT_REID,

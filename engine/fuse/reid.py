@@ -31,6 +31,12 @@ is consumed, so two live tracks never get one id.
 
 Memory is fixed at construction: ``capacity`` entries in preallocated arrays, whatever the stream's
 length; entries older than ``max_age_s`` are dropped, and the oldest goes first when the gallery is full.
+
+In the engine, ``engine.fuse.Fuser(reid=ReidConfig())`` holds a ``TrackReidentifier``: the tracker's
+``Tracks.embeddings`` and ``.pointers`` feed each visible track's signature, a track retired as lost
+enters the gallery, and a track the fuser spawned is looked up on its first frame with a usable
+embedding (the spawn frame itself, since SAM 2 decodes the prompt there); a match goes on under the
+retired id (the ``Reidentify`` decision, in the JSONL as ``"decision": "reidentify"``).
 """
 
 from __future__ import annotations
@@ -222,6 +228,10 @@ class ReidGallery:
     def match(self, candidates: Sequence[Signature]) -> list[int | None]:
         """For each candidate (tracks about to spawn on one frame), the retired id it takes, or None.
         Matched entries leave the gallery."""
+        return [None if m is None else m[0] for m in self.match_scored(candidates)]
+
+    def match_scored(self, candidates: Sequence[Signature]) -> list[tuple[int, float] | None]:
+        """``match``, with the combined similarity of each match: (retired id, similarity) or None."""
         if not candidates:
             return []
         self.expire(max(c.time for c in candidates))
@@ -236,12 +246,95 @@ class ReidGallery:
         if not allowed.any():
             return [None] * len(candidates)
         rows, cols = linear_sum_assignment(np.where(allowed, sim, -1.0), maximize=True)
-        out: list[int | None] = [None] * len(candidates)
+        out: list[tuple[int, float] | None] = [None] * len(candidates)
         for r, c in zip(rows.tolist(), cols.tolist()):
             if allowed[r, c]:
-                out[r] = int(self._id[c])
+                out[r] = (int(self._id[c]), float(sim[r, c]))
                 self._id[c] = -1
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """One visible track on one frame, as the fusion policy hands it to ``TrackReidentifier``."""
+
+    obj_id: int
+    class_id: int
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 frame pixels
+    embedding: np.ndarray | None  # [D] appearance embedding; None or all zero: too small to describe
+    pointer: np.ndarray | None  # [P] object pointer, or None
+    whole: bool  # fully inside the frame (not cut by its edge) and seen by the tracker (score > 0)
+
+
+class TrackReidentifier:
+    """The gallery in a fusion policy's life cycle (``engine.fuse.Fuser`` with ``reid=``):
+
+    - ``observe`` every frame the tracks that are visible; a ``whole`` sighting with an embedding is a
+      good frame for its signature (an object cut by the frame's edge shows only part of itself);
+    - ``retired`` when the policy retires a track: one lost from sight leaves its signature in the
+      gallery; a duplicate or an unconfirmed track (following nothing) does not;
+    - ``lookup`` the tracks the policy spawned, on their first frame with a usable embedding: each gets
+      a retired id back, or keeps its own.
+    Memory: the gallery's fixed arrays plus ``window`` vectors per live track.
+
+    Args:
+        config: the gallery's thresholds and bounds.
+        window: good frames a live track's signature pools.
+    """
+
+    def __init__(self, config: ReidConfig = ReidConfig(), *, window: int = 8) -> None:
+        self.config = config
+        self.window = window
+        self.gallery: ReidGallery | None = None  # made on the first retirement, with that signature's sizes
+        self._signatures: dict[int, SignatureAccumulator] = {}
+        self._pending: set[int] = set()  # spawned, not looked up yet
+
+    def spawned(self, obj_id: int) -> None:
+        self._pending.add(obj_id)
+
+    def observe(self, sightings: Sequence[Sighting], *, time: float) -> None:
+        for s in sightings:
+            usable = _usable(s.embedding)
+            acc = self._signatures.setdefault(s.obj_id, SignatureAccumulator(window=self.window))
+            acc.observe(class_id=s.class_id, box=s.box, time=time, good=s.whole and usable,
+                        embedding=s.embedding if usable else None,
+                        pointer=s.pointer if _usable(s.pointer) else None)
+
+    def retired(self, obj_id: int, *, lost: bool) -> None:
+        acc = self._signatures.pop(obj_id, None)
+        self._pending.discard(obj_id)
+        signature = acc.signature() if acc is not None and lost else None
+        if signature is None:
+            return
+        if self.gallery is None:
+            pointer_dim = signature.pointer.shape[0] if signature.pointer is not None else 0
+            self.gallery = ReidGallery(self.config, embedding_dim=signature.embedding.shape[0],
+                                       pointer_dim=pointer_dim)
+        self.gallery.retire(obj_id, signature)
+
+    def lookup(self, sightings: Sequence[Sighting], *, time: float) -> list[tuple[int, int, float]]:
+        """(spawned id, retired id, similarity) for each pending track in ``sightings`` that matched; every
+        pending track with a usable embedding is looked up once."""
+        ready = [s for s in sightings if s.obj_id in self._pending and _usable(s.embedding)]
+        if not ready:
+            return []
+        self._pending -= {s.obj_id for s in ready}
+        if self.gallery is None or not len(self.gallery):
+            return []
+        candidates = [Signature(embedding=s.embedding, pointer=s.pointer if _usable(s.pointer) else None,
+                                class_id=s.class_id, box=s.box, time=time) for s in ready]
+        matches = self.gallery.match_scored(candidates)
+        return [(s.obj_id, m[0], m[1]) for s, m in zip(ready, matches) if m is not None]
+
+    def renamed(self, spawned_id: int, obj_id: int) -> None:
+        """The spawned track goes on as ``obj_id``: its signature so far does too."""
+        acc = self._signatures.pop(spawned_id, None)
+        if acc is not None:
+            self._signatures[obj_id] = acc
+
+
+def _usable(vector: np.ndarray | None) -> bool:
+    return vector is not None and bool(np.any(vector)) and bool(np.all(np.isfinite(vector)))
 
 
 def _unit(vector: np.ndarray, what: str) -> np.ndarray:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from engine.errors import ConfigError
 from engine.ops import resize_threshold
+from engine.track.appearance import pool_appearance
 from engine.track.config import IMAGE_MEAN, IMAGE_STD, TrackerConfig
 from engine.track.memory import (FrameOutput, MemoryFrame, MemoryPolicy, ObjectSlot, assemble_memory,
                                  select_memory)
@@ -247,7 +248,7 @@ class StreamingTracker:
             slot.recent_ptrs[index] = obj_ptr[i] if owned else obj_ptr[i].clone()
             slot.output = FrameOutput(frame=index, logits=low_res[i:i + 1], score=scores[i:i + 1],
                                       obj_ptr=obj_ptr[i:i + 1])
-        return self._tracks([s.obj_id for s in slots], low_res, scores)
+        return self._tracks([s.obj_id for s in slots], low_res, scores, obj_ptr)
 
     def _grouped_step(self, slots: list[ObjectSlot], feats: _FrameFeatures
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -308,7 +309,7 @@ class StreamingTracker:
         slot.output = FrameOutput(frame=frame.index, logits=low_res, score=score, obj_ptr=obj_ptr)
         slot.pending_cond = is_init or self.options.reprompt_as_cond
         self._slots[slot.obj_id] = slot
-        return self._tracks([slot.obj_id], low_res, score)
+        return self._tracks([slot.obj_id], low_res, score, obj_ptr)
 
     def remove_object(self, obj_id: int) -> bool:
         """Forget ``obj_id`` and all its memory; the others are untouched. False if it was not tracked."""
@@ -462,12 +463,19 @@ class StreamingTracker:
                 "point_labels": torch.cat(codes)[None].to(self.device)}, None
 
     def _tracks(self, obj_ids: list[int], low_res: torch.Tensor,  # [N, 1, h, w]
-                scores: torch.Tensor) -> Tracks:  # scores: [N, 1]
+                scores: torch.Tensor,  # [N, 1]
+                obj_ptr: torch.Tensor) -> Tracks:  # [N, C]
         frame = self._frame
         logits = low_res[:, 0].float()
+        # What identifies each object for re-identification (engine.track.appearance): the image
+        # encoder's top-level features, before memory attention, pooled under its mask.
+        feats = frame.features
+        top = feats.vision_feats[:, 0].transpose(0, 1).reshape(-1, *feats.size)  # [C, h/4, w/4]
+        embeddings, _ = pool_appearance(top, logits)
         # Bilinear upsampling then logit > 0, as sam2's predictor does (its CUDA kernel where built).
         return Tracks(obj_ids=obj_ids, masks=resize_threshold(logits, size=(frame.height, frame.width)),
-                      logits=logits, scores=scores[:, 0].float())
+                      logits=logits, scores=scores[:, 0].float(), embeddings=embeddings,
+                      pointers=obj_ptr.reshape(len(obj_ids), -1).float())
 
     def _empty_tracks(self) -> Tracks:
         frame, low = self._frame, self.model.image_size // 4
