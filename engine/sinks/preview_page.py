@@ -87,7 +87,7 @@ async function prompt(body) {
   if (shownFrame !== null) body.frame = shownFrame;
   try {
     const answer = await api('POST', '/prompts', body);
-    say(`track ${answer.id}: prompt applied on frame ${answer.frame}`);
+    say(`track ${answer.id}: prompt applied`);
     select(answer.id);
   } catch (e) {
     say('refused: ' + e.message);

@@ -1,7 +1,7 @@
 """The preview's prompt API: users point at objects in the live view and the pipeline tracks them.
 
     POST   /prompts     {"points": [[x, y], ...], "labels": [1, 0, ...], "box": [x1, y1, x2, y2],
-                         "id": N, "frame": N}                      -> 202 {"id": N, "frame": N}
+                         "id": N, "frame": N}                      -> 202 {"id": N}
     DELETE /tracks/N                                               -> 200 {"id": N}
     GET    /tracks                                                 -> 200 {"frame": N, "width": W, "height": H,
                                                                            "tracks": [{"id", "label", "origin",
@@ -10,7 +10,7 @@
 Coordinates are frame pixels (x right, y down), whatever size the page shows the picture at. A prompt
 needs points (labels: 1 foreground, 0 background; all 1 when left out) or a box, or both; ``id`` refines a
 tracked object, left out it starts a new one; ``frame`` is the index of the picture the user clicked on
-(the prompt applies to the frame the pipeline processes next: the answer's ``frame`` says how far on).
+(the prompt applies to the frame the pipeline processes next; the JSONL's ``prompt`` decision says which).
 
 A request goes through the pipeline's ``PromptQueue`` and is answered once the pipeline has applied it
 (``202`` with the object's id), or refused with a 4xx and one line ``{"error": reason}``: malformed JSON
@@ -235,7 +235,7 @@ class PromptApi:
                                                             f"{book.frame}); send the frame the user clicked on")
         obj_id = self._wait(queue, prompt)
         book.started(obj_id)
-        return HTTPStatus.ACCEPTED, {"id": obj_id, "frame": book.frame}
+        return HTTPStatus.ACCEPTED, {"id": obj_id}
 
     def delete_track(self, text: str) -> tuple[HTTPStatus, dict]:
         queue = self._queue()

@@ -232,3 +232,35 @@ def test_the_preview_token_comes_from_its_file_or_the_environment(text, variable
     else:
         with pytest.raises(ConfigError, match=expected):
             preview_token(options)
+
+
+def test_a_track_clicked_in_the_preview_outlives_the_detector_driven_retirement(tmp_path):
+    """The detector never sees the user's object and the tracker loses it at once: a detector's track
+    would be retired after 2 frames; the user's stays, listed as the user's, until the user removes it."""
+    from engine.fuse import Fuser, FuserConfig
+    from tests.doubles import ArraySource, SquareDetector, moving_square_frames
+
+    queue = PromptQueue()
+    tracker = MaskTracker(96, 128)
+    preview = PreviewServer(port=0, max_fps=None, prompts=queue)
+    fuser = Fuser(FuserConfig(spawn_after=1, retire_after=2, retire_unmatched_after=2), names=SquareDetector.names)
+    pipeline = Pipeline(ArraySource(moving_square_frames(12)), detector=SquareDetector(), tracker=tracker,
+                        fuser=fuser, sinks=[preview], prompts=queue)
+    answers = []
+    clicking = threading.Thread(target=lambda: answers.append(call(preview, "POST", "/prompts",
+                                                                   {"points": [[100, 80]]})))
+    clicking.start()
+    assert _wait(lambda: len(queue) == 1)  # waiting for the pipeline to apply it
+    results = []
+    for result in pipeline:
+        tracker.hidden.add(1)  # the user's object (the stream's first) is lost from sight after the click
+        results.append(result)
+    clicking.join(timeout=5)
+    (status, answer), = answers
+    assert status == 202 and answer["id"] == 1
+    user_id = 1
+    retired = [d for r in results for d in r.decisions if type(d).__name__ == "Retire"]
+    assert all(d.obj_id != user_id for d in retired)
+    listed = {t["id"]: t for t in preview.api.tracks()["tracks"]}  # what GET /tracks said last
+    assert listed[user_id]["origin"] == "user" and not listed[user_id]["visible"]
+    assert any(t["origin"] == "detector" for t in listed.values())  # the square's track, for contrast
