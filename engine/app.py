@@ -7,19 +7,22 @@ from the model config, meaningless, announced by a banner). Nothing is ever down
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from engine.errors import ConfigError, WeightsError
-from engine.options import RunOptions
+from engine.options import PROMPT_SYNTAX, RunOptions, format_prompt
 from engine.pipeline import Pipeline
 from engine.processor import SharedStages
 from engine.prompts import PromptQueue
 from engine.runtime.device import resolve_device
-from engine.types import UserPrompt
 from engine.weights import KNOWN_WEIGHTS, resolve_weights
 
-__all__ = ["BuiltPipeline", "RunOptions", "build_pipeline", "random_weights_banner", "resolve_detector_weights",
-           "resolve_segmenter_weights", "resolve_tracker_weights"]
+__all__ = ["BuiltPipeline", "RunOptions", "build_pipeline", "preview_token", "random_weights_banner",
+           "resolve_detector_weights", "resolve_segmenter_weights", "resolve_tracker_weights"]
+
+TOKEN_VARIABLE = "STREAMSEG_PREVIEW_TOKEN"
+MIN_TOKEN_CHARS = 16  # 16 random URL-safe characters: 96 bits, beyond guessing over HTTP
 
 
 @dataclass(slots=True)
@@ -45,7 +48,8 @@ def build_pipeline(opts: RunOptions) -> BuiltPipeline:
         prompts = _prompts(opts, info)
         labels = _label_set(opts)
         segmenter_weights = resolve_segmenter_weights(opts, notes=built.notes)
-        sinks = _sinks(opts, fps=info.fps, live=info.live, built=built, labels=labels)
+        sinks = _sinks(opts, fps=info.fps, live=info.live, built=built, labels=labels,
+                       prompts=prompts if opts.tracker != "none" else None)
         detector = _detector(opts, device, built)
         segmenter = _segmenter(opts, segmenter_weights, device, built)
         tracker = _tracker(opts, device, built)
@@ -62,14 +66,37 @@ def build_pipeline(opts: RunOptions) -> BuiltPipeline:
 
 
 def _prompts(opts: RunOptions, info) -> PromptQueue:
-    """``--prompt`` boxes as user prompts on the first frame, checked against the source's frame size
-    before any model loads."""
+    """``--prompt`` boxes and points as user prompts on the first frame, checked against the source's
+    frame size before any model loads."""
     queue = PromptQueue()
-    for obj_id, box in opts.prompts:
-        prompt = UserPrompt(obj_id=obj_id, box=box)
-        prompt.check_in_frame(info.height, info.width)
+    for prompt in opts.prompts:
+        try:
+            prompt.check_in_frame(info.height, info.width)
+        except ConfigError as exc:
+            raise ConfigError(f"--prompt {format_prompt(prompt)}: {exc}") from None
         queue.put(prompt)
     return queue
+
+
+def preview_token(opts: RunOptions) -> str | None:
+    """The preview API's bearer token: from ``--preview-token-file``, else ``$STREAMSEG_PREVIEW_TOKEN``,
+    else None. ConfigError for an unreadable file or a token shorter than ``MIN_TOKEN_CHARS``."""
+    path = opts.preview_token_file
+    if path is not None:
+        try:
+            token, where = path.read_text(encoding="utf-8").strip(), str(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--preview-token-file {path}: cannot read it ({exc}); give a text file holding "
+                              "the token") from None
+    else:
+        token, where = os.environ.get(TOKEN_VARIABLE), f"${TOKEN_VARIABLE}"
+        if token is None:
+            return None
+        token = token.strip()
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ConfigError(f"the preview token in {where} has {len(token)} characters; use at least "
+                          f"{MIN_TOKEN_CHARS} random ones (python -c 'import secrets; print(secrets.token_urlsafe())')")
+    return token
 
 
 def resolve_detector_weights(model: str, given: str | None, *, fallback: bool = False,
@@ -168,13 +195,14 @@ def _tracker(opts: RunOptions, device, built: BuiltPipeline):
 
 
 def _fuser(opts: RunOptions, detector, tracker, built: BuiltPipeline):
-    from engine.fuse import Fuser, FuserConfig, TracksOnly
+    from engine.fuse import Fuser, FuserConfig, ReidConfig, TracksOnly
 
     if tracker is None:
         return None  # the pipeline's default: detections only, or nothing
     if detector is None:
-        if not opts.prompts:
-            raise ConfigError("with --detector none the tracker needs --prompt ID:X1,Y1,X2,Y2 boxes to follow")
+        if not opts.prompts and not opts.preview:
+            raise ConfigError("with --detector none the tracker follows only what users prompt: give --prompt "
+                              f"{PROMPT_SYNTAX}, or --preview to click on objects")
         return TracksOnly()
 
     spawn_conf = opts.spawn_conf
@@ -185,10 +213,12 @@ def _fuser(opts: RunOptions, detector, tracker, built: BuiltPipeline):
             # a track starts from any detection the detector keeps.
             spawn_conf = opts.conf
             built.notes.append(f"random detector weights: tracks start from any detection (--spawn-conf {opts.conf})")
-    return Fuser(FuserConfig(spawn_conf=spawn_conf, max_tracks=opts.max_tracks), names=detector.names)
+    return Fuser(FuserConfig(spawn_conf=spawn_conf, max_tracks=opts.max_tracks), names=detector.names,
+                 reid=ReidConfig() if opts.reid else None)
 
 
-def _sinks(opts: RunOptions, *, fps: float | None, live: bool, built: BuiltPipeline, labels=None) -> list:
+def _sinks(opts: RunOptions, *, fps: float | None, live: bool, built: BuiltPipeline, labels=None,
+           prompts: PromptQueue | None = None) -> list:
     from engine.sinks import JsonlWriter, Mp4Writer, PanopticWriter, PreviewServer
 
     sinks = []
@@ -200,10 +230,13 @@ def _sinks(opts: RunOptions, *, fps: float | None, live: bool, built: BuiltPipel
             sinks.append(Mp4Writer(opts.out, fps=fps, live=live))
             built.outputs.append(("video", str(opts.out)))
         if opts.preview:
-            preview = PreviewServer(host=opts.preview_host, port=opts.preview_port)
+            token = preview_token(opts)
+            preview = PreviewServer(host=opts.preview_host, port=opts.preview_port, prompts=prompts, token=token)
             sinks.append(preview)
             built.outputs.append(("preview", preview.url))
-            built.notes.append(f"live preview at {preview.url}")
+            clicks = "; click on it to track objects" if prompts is not None else ""
+            needs = " (open it with #token=TOKEN after the address, or type the token when asked)" if token else ""
+            built.notes.append(f"live preview at {preview.url}{clicks}{needs}")
         if opts.panoptic_dir is not None:
             sinks.append(PanopticWriter(opts.panoptic_dir, labels.coco_categories()))
             built.outputs.append(("panoptic", str(opts.panoptic_dir)))

@@ -10,7 +10,7 @@ option is one field here. Values come from the defaults, then the file, then the
     [outputs]                # where results go
     [detector]               # the detector and its thresholds
     [segmenter]              # the semantic ("stuff") stage: model, weights, labels, cadence, input size
-    [tracker]                # the tracker, the fusion's track cap and spawn threshold, box prompts
+    [tracker]                # the tracker, the fusion's track cap and spawn threshold, prompts
     device, seed, max_frames # top-level keys
 
 A bad file (unknown section or key, wrong type, value out of range) is one ConfigError line naming the
@@ -30,6 +30,9 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 
 from engine.errors import ConfigError
+
+if typing.TYPE_CHECKING:
+    from engine.types import UserPrompt
 
 SECTIONS = ("", "source", "outputs", "detector", "segmenter", "tracker")  # "" holds the top-level keys
 _GROUP_TITLES = {"": "run", "source": "source", "outputs": "outputs",
@@ -53,7 +56,7 @@ def option(default, *, section: str, help: str, key: str | None = None, flag: st
     return field(default=default, metadata=meta)
 
 
-Prompt = tuple[int, tuple[float, float, float, float]]
+PROMPT_SYNTAX = "ID:X1,Y1,X2,Y2 or ID:point=X,Y[,LABEL]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,10 @@ class RunOptions:
     panoptic_dir: Path | None = option(None, section="outputs", unset="no panoptic output",
                                        help="write COCO panoptic output here: a PNG per frame under panoptic/ "
                                             "and panoptic.json (needs --segmenter)")
+    preview_token_file: Path | None = option(None, section="outputs",
+                                             unset="$STREAMSEG_PREVIEW_TOKEN, else none (preview on loopback only)",
+                                             help="file holding the bearer token the preview's prompt API asks "
+                                                  "for (needed when --preview-host is not loopback)")
 
     detector: str = option("yolov8n-seg", section="detector", key="model", flag="--detector",
                            help="model name (yolov8n-seg ... yolov8x-seg), a model .yaml, maskrcnn "
@@ -144,9 +151,14 @@ class RunOptions:
                                       unset="0.5, or --conf on random detector weights",
                                       help="detection confidence that starts a track")
     max_tracks: int = option(32, section="tracker", minimum=1, help="most objects tracked at once")
-    prompts: tuple[Prompt, ...] = option((), section="tracker", flag="--prompt", metavar="ID:X1,Y1,X2,Y2",
-                                         help="track this box from the first frame (repeatable); with "
-                                              "--detector none the tracker follows only these objects")
+    reid: bool = option(True, section="tracker",
+                        help="give an object that comes back after its track was retired as lost its old id "
+                             "(a bounded gallery of SAM 2 appearance embeddings and object pointers; --no-reid: "
+                             "a new id)")
+    prompts: tuple[UserPrompt, ...] = option(
+        (), section="tracker", flag="--prompt", metavar="ID:X1,Y1,X2,Y2|ID:point=X,Y[,L]",
+        help="track object ID from the first frame, from a box or a point (label L: 1 foreground, the default, "
+             "or 0 background); repeat it for more points or objects, in frame pixels")
 
     device: str = option("auto", section="", help="auto, cpu, cuda or cuda:N")
     seed: int = option(0, section="", help="seed for random weights")
@@ -161,9 +173,6 @@ class RunOptions:
             object.__setattr__(self, f.name, _checked(f, value, where=f"{describe(f)} {_shown(value)}"))
         if self.prompts and self.tracker == "none":
             raise ConfigError(f"{describe('prompts')} needs a tracker; drop --tracker none")
-        if self.prompts and self.detector != "none":
-            raise ConfigError(f"{describe('prompts')} is for --detector none; with a detector, tracks come "
-                              "from detections")
         if self.segmenter == "none":
             for name in ("panoptic_dir", "segmenter_weights", "segment_labels"):
                 if getattr(self, name) is not None:
@@ -207,7 +216,9 @@ _HINTS: dict[str, object] = {}
 def _kind(f: Field):
     """(base type, whether None is allowed) of a field, from its annotation."""
     if not _HINTS:
-        _HINTS.update(typing.get_type_hints(RunOptions))
+        # UserPrompt is imported for type checkers only (engine.types loads torch, which the CLI's
+        # parser should not wait for); the field's base type is all that is read here.
+        _HINTS.update(typing.get_type_hints(RunOptions, localns={"UserPrompt": object}))
     hint = _HINTS[f.name]
     args = typing.get_args(hint)
     optional = type(None) in args
@@ -237,7 +248,7 @@ def _allowed(f: Field, base) -> str:
     if m["choices"]:
         return ", ".join(map(str, m["choices"]))
     if base is tuple:
-        return "a list of 'ID:X1,Y1,X2,Y2' strings"
+        return f"a list of '{PROMPT_SYNTAX}' strings"
     words = {bool: "true or false", int: "an integer", float: "a number", str: "a string", Path: "a path"}[base]
     bounds = []
     if m["minimum"] is not None:
@@ -259,7 +270,7 @@ def _convert(f: Field, value):
     if base is tuple:
         if isinstance(value, str) or not isinstance(value, Iterable):
             raise _Invalid("must be a list", allowed)
-        return tuple(parse_prompt(v) if isinstance(v, str) else _prompt_pair(v) for v in value)
+        return merge_prompts(parse_prompt(v) if isinstance(v, str) else _prompt_value(v) for v in value)
     if base is bool:
         if not isinstance(value, bool):
             raise _Invalid(f"{_shown(value)} is not true or false", allowed)
@@ -281,27 +292,75 @@ def _convert(f: Field, value):
     return Path(value) if base is Path else str(value)
 
 
-def parse_prompt(text: str) -> Prompt:
-    """``"ID:X1,Y1,X2,Y2"`` -> (id, (x1, y1, x2, y2)); the box is checked as a prompt (finite, x2 > x1,
-    y2 > y1)."""
+def parse_prompt(text: str) -> UserPrompt:
+    """One ``--prompt``: ``ID:X1,Y1,X2,Y2`` or ``ID:box=X1,Y1,X2,Y2`` (a box), ``ID:point=X,Y[,LABEL]``
+    (a point, LABEL 1 foreground, the default, or 0 background); parts for one ID may also be joined by
+    ``;`` (``1:point=10,20;point=40,20,0``). Frame pixels; the prompt is checked for form here and
+    against the frame once the source is open."""
     from engine.types import UserPrompt
 
     try:
-        obj, box = text.split(":", 1)
-        x1, y1, x2, y2 = (float(v) for v in box.split(","))
-        prompt = (int(obj), (x1, y1, x2, y2))
+        obj, _, rest = text.partition(":")
+        obj_id = int(obj)
+        box, points, labels = None, [], []
+        for part in rest.split(";"):
+            kind, eq, numbers = part.strip().rpartition("=")
+            values = [float(v) for v in numbers.split(",")]
+            if kind in ("", "box") and (eq or not kind) and len(values) == 4 and box is None:
+                box = tuple(values)
+            elif kind == "point" and len(values) in (2, 3) and values[2:] in ([], [0.0], [1.0]):
+                points.append((values[0], values[1]))
+                labels.append(int(values[2]) if len(values) == 3 else 1)
+            else:
+                raise ValueError(part)
+        if obj_id < 1:
+            raise ValueError(obj)
     except ValueError:
-        raise _Invalid(f"{text!r} is not ID:X1,Y1,X2,Y2 (e.g. 1:10,20,200,240)", "ID:X1,Y1,X2,Y2") from None
-    UserPrompt(obj_id=prompt[0], box=prompt[1])
-    return prompt
+        raise _Invalid(f"{text!r} is not {PROMPT_SYNTAX} (e.g. 1:10,20,200,240 or 2:point=120,80)",
+                       PROMPT_SYNTAX) from None
+    try:
+        return UserPrompt(obj_id=obj_id, box=box, points=tuple(points), labels=tuple(labels))
+    except ConfigError as exc:
+        raise _Invalid(f"{text!r}: {exc}", PROMPT_SYNTAX) from None
 
 
-def _prompt_pair(value) -> Prompt:
+def format_prompt(prompt: UserPrompt) -> str:
+    """The ``--prompt`` text ``parse_prompt`` reads back to ``prompt``."""
+    parts = [] if prompt.box is None else ["box=" + ",".join(map(_number, prompt.box))]
+    parts += [f"point={_number(x)},{_number(y)},{label}" for (x, y), label in zip(prompt.points, prompt.labels)]
+    return f"{prompt.obj_id}:{';'.join(parts)}"
+
+
+def merge_prompts(prompts: Iterable[UserPrompt]) -> tuple[UserPrompt, ...]:
+    """Prompts for one id joined into one (its points in order, at most one box), in the order each id
+    first appears."""
+    from engine.types import UserPrompt
+
+    joined: dict[int, UserPrompt] = {}
+    for p in prompts:
+        if p.obj_id is None or p.refine:
+            raise _Invalid(f"{p!r} is not a prompt with an id to start", PROMPT_SYNTAX)
+        before = joined.get(p.obj_id)
+        if before is not None and before.box is not None and p.box is not None:
+            raise _Invalid(f"object {p.obj_id} has two boxes; give one box and any points", PROMPT_SYNTAX)
+        if before is not None:
+            p = UserPrompt(obj_id=p.obj_id, box=before.box or p.box, points=before.points + p.points,
+                           labels=before.labels + p.labels)
+        joined[p.obj_id] = p
+    return tuple(joined.values())
+
+
+def _prompt_value(value) -> UserPrompt:
+    """A prompt given from Python: a ``UserPrompt`` or an ``(id, box)`` pair."""
+    from engine.types import UserPrompt
+
+    if isinstance(value, UserPrompt):
+        return value
     try:
         obj, box = value
         return parse_prompt(f"{int(obj)}:{','.join(str(float(v)) for v in box)}")
     except (TypeError, ValueError):
-        raise _Invalid(f"{value!r} is not ID:X1,Y1,X2,Y2", "ID:X1,Y1,X2,Y2") from None
+        raise _Invalid(f"{value!r} is not {PROMPT_SYNTAX}", PROMPT_SYNTAX) from None
 
 
 def _shown(value) -> str:
@@ -381,7 +440,7 @@ def _toml_value(value) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, tuple):  # prompts
-        return "[" + ", ".join(json.dumps(f"{i}:{','.join(map(_number, box))}") for i, box in value) + "]"
+        return "[" + ", ".join(json.dumps(format_prompt(p)) for p in value) + "]"
     return json.dumps(str(value))  # JSON's string escapes are a subset of TOML's basic strings
 
 
@@ -422,7 +481,7 @@ def _add_flag(group, f: Field, shown: str | None = None) -> None:
         return
     common = {"dest": f.name, "default": argparse.SUPPRESS}
     flag = flag_of(f)
-    if base is bool and f.name == "live":
+    if base is bool and (f.name == "live" or f.default is True):
         group.add_argument(flag, action="store_true", help=text, **common)
         group.add_argument("--no-" + flag[2:], action="store_false", help="the opposite of " + flag, **common)
     elif base is bool:

@@ -24,13 +24,12 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 
-from engine.errors import ConfigError, StreamsegError
+from engine.errors import ConfigError, StreamsegError, UnknownTrackError
 from engine.interfaces import Detector, Fusion, PromptableTracker
 from engine.metrics import LatencyTable
 from engine.prompts import PromptQueue
@@ -38,8 +37,8 @@ from engine.render import draw
 from engine.runtime.device import StageClock
 from engine.sinks.base import Sink, SinkThread
 from engine.sources.base import Source
-from engine.types import (Adopt, Decision, Detections, Frame, FrameResult, Instances, PanopticMap, Reprompt, Retire,
-                          SemanticMap, Spawn, Stage, StageTimes, StuffSegments, Tracks, UserPrompt)
+from engine.types import (Adopt, Decision, Detections, Frame, FrameResult, Instances, PanopticMap, Reidentify,
+                          Reprompt, Retire, SemanticMap, Spawn, Stage, StageTimes, StuffSegments, Tracks, UserPrompt)
 
 if TYPE_CHECKING:
     from engine.segment import SegmentCadence, SemanticSegmenter
@@ -248,16 +247,18 @@ class FrameProcessor:
         outputs: list[Tracks] = []
         removed: list[int] = []
         for request, future in requests:
+            if not future.set_running_or_notify_cancel():
+                continue  # withdrawn by whoever asked (the preview's request timed out)
             try:
                 if w.stream.tracker is None:
                     raise ConfigError("this stream has no tracker: prompts need one")
                 obj_id = _apply_user_request(w, request, outputs, removed)
             except StreamsegError as exc:
-                _settle(future, error=exc)
+                future.set_exception(exc)
             else:
                 w.decisions.append(request if request.obj_id is not None or isinstance(request, Retire)
                                    else dataclasses.replace(request, obj_id=obj_id))
-                _settle(future, value=obj_id)
+                future.set_result(obj_id)
         return w.tracks.updated(outputs, removed=removed) if w.tracks is not None else None
 
 
@@ -267,10 +268,13 @@ def _apply_user_request(w: _Work, request: UserPrompt | Retire, outputs: list[Tr
     live |= {i for out in outputs for i in out.obj_ids}
     if isinstance(request, Retire):
         if request.obj_id not in live:
-            raise ConfigError(f"cannot remove object {request.obj_id}: it is not tracked")
+            raise UnknownTrackError(f"cannot remove object {request.obj_id}: it is not tracked")
         tracker.remove_object(request.obj_id)
         removed.append(request.obj_id)
         return request.obj_id
+    if request.refine and request.obj_id not in live:
+        raise UnknownTrackError(f"cannot refine object {request.obj_id}: it is not tracked (tracked: "
+                                f"{sorted(live) or 'none'})")
     request.check_in_frame(w.frame.height, w.frame.width)
     obj_id = request.obj_id if request.obj_id is not None else stream.max_id + 1
     out = tracker.add_object(obj_id, box=None if request.box is None else list(request.box),
@@ -281,14 +285,6 @@ def _apply_user_request(w: _Work, request: UserPrompt | Retire, outputs: list[Tr
     outputs.append(out)
     stream.max_id = max(stream.max_id, obj_id)
     return obj_id
-
-
-def _settle(future: Future, *, value: int | None = None, error: BaseException | None = None) -> None:
-    if future.set_running_or_notify_cancel():
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(value)
 
 
 def apply_decisions(stream: Stream, decisions: Sequence[Decision], tracks: Tracks | None) -> Tracks | None:
@@ -314,6 +310,12 @@ def apply_decisions(stream: Stream, decisions: Sequence[Decision], tracks: Track
         elif isinstance(decision, Retire):
             tracker.remove_object(decision.obj_id)
             removed.append(decision.obj_id)
+        elif isinstance(decision, Reidentify):
+            # The spawned object's slot goes; the retired id starts again from the same mask.
+            tracker.remove_object(decision.spawned_id)
+            removed.append(decision.spawned_id)
+            outputs.append(tracker.add_object(decision.obj_id, mask=decision.mask))
+            stream.max_id = max(stream.max_id, decision.obj_id)
         elif not isinstance(decision, Adopt):  # an adoption is a record: nothing changes in the tracker
             raise TypeError(f"association cannot decide {type(decision).__name__}")
     return tracks.updated(outputs, removed=removed)

@@ -209,6 +209,10 @@ class Tracks:
     masks: torch.Tensor  # [N, H, W] bool at frame resolution (logits > 0)
     logits: torch.Tensor  # [N, h, w] float32 low-res mask logits (the model's image size / 4)
     scores: torch.Tensor  # [N] float32 object-score logits; > 0 means the model sees the object
+    # What identifies each object, for re-identification after its track is retired (engine.fuse.reid);
+    # None where the tracker gives none.
+    embeddings: torch.Tensor | None = None  # [N, D] float32 unit appearance embeddings; zero rows: too small
+    pointers: torch.Tensor | None = None  # [N, P] float32 object pointers (SAM 2's obj_ptr)
 
     def __len__(self) -> int:
         return len(self.obj_ids)
@@ -216,7 +220,8 @@ class Tracks:
     def updated(self, outputs: Sequence[Tracks] = (), *, removed: Iterable[int] = ()) -> Tracks:
         """These tracks after prompts on the same frame: each object of ``outputs`` replaces this one's
         row in place, or is appended when new; ``removed`` objects are left out. ``self`` when nothing
-        changes, so a frame without prompts costs no copy."""
+        changes, so a frame without prompts costs no copy. Embeddings and pointers are kept when every
+        row has them."""
         gone = set(removed) & set(self.obj_ids)
         if not any(len(out) for out in outputs) and not gone:
             return self
@@ -227,11 +232,21 @@ class Tracks:
         for obj in removed:
             rows.pop(obj, None)
         if not rows:
-            return Tracks(obj_ids=[], masks=self.masks[:0], logits=self.logits[:0], scores=self.scores[:0])
+            return Tracks(obj_ids=[], masks=self.masks[:0], logits=self.logits[:0], scores=self.scores[:0],
+                          embeddings=None if self.embeddings is None else self.embeddings[:0],
+                          pointers=None if self.pointers is None else self.pointers[:0])
         sources = list(rows.values())
+
+        def rows_of(name: str) -> torch.Tensor | None:
+            parts = [getattr(t, name) for t, _ in sources]
+            if any(p is None for p in parts) or len({p.shape[1:] for p in parts}) > 1:
+                return None
+            return torch.stack([p[i] for p, (_, i) in zip(parts, sources)])
+
         return Tracks(obj_ids=list(rows), masks=torch.stack([t.masks[i] for t, i in sources]),
                       logits=torch.stack([t.logits[i] for t, i in sources]),
-                      scores=torch.stack([t.scores.reshape(-1)[i] for t, i in sources]))
+                      scores=torch.stack([t.scores.reshape(-1)[i] for t, i in sources]),
+                      embeddings=rows_of("embeddings"), pointers=rows_of("pointers"))
 
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
@@ -302,17 +317,22 @@ class Adopt:
 class UserPrompt:
     """A user's prompt on the current frame: a box and/or points with labels (1 foreground,
     0 background). ``obj_id`` None starts a new object (the pipeline gives it the next free id); a
-    tracked id is refined. Checked here for form and finiteness; ``check_in_frame`` checks bounds."""
+    tracked id is refined, and an id not tracked is started under that id unless ``refine`` (then it is
+    refused: ``UnknownTrackError``). Checked here for form and finiteness; ``check_in_frame`` checks
+    bounds."""
 
     obj_id: int | None = None
     box: Box | None = None
     points: tuple[tuple[float, float], ...] = ()
     labels: tuple[int, ...] = ()
+    refine: bool = False  # obj_id must be tracked already (the preview's refinement of a selected track)
 
     def __post_init__(self) -> None:
         from engine.errors import ConfigError
 
         who = "a new object" if self.obj_id is None else f"object {self.obj_id}"
+        if self.refine and self.obj_id is None:
+            raise ConfigError("a refining prompt needs the id of the object it refines")
         if self.box is None and not self.points:
             raise ConfigError(f"prompt for {who}: give a box x1,y1,x2,y2 or points with labels")
         if self.box is not None:
@@ -341,8 +361,19 @@ class UserPrompt:
                               f"coordinates within 0..{width} and 0..{height}")
 
 
+@dataclass(frozen=True, slots=True)
+class Reidentify:
+    """A track spawned on this frame is an object retired earlier (``engine.fuse.reid``): it goes on
+    under the retired id. The tracker forgets ``spawned_id`` and follows ``obj_id`` from ``mask``."""
+
+    obj_id: int  # the retired id it takes back
+    spawned_id: int  # the id it was spawned with on this frame
+    similarity: float  # the gallery's combined cosine similarity of the two
+    mask: torch.Tensor  # [H, W] bool at frame resolution: the spawned object's mask on this frame
+
+
 # What association decides and user prompts ask for: data the pipeline applies to the tracker.
-Decision = Spawn | Reprompt | Retire | Adopt | UserPrompt
+Decision = Spawn | Reprompt | Retire | Adopt | UserPrompt | Reidentify
 
 
 @dataclass(frozen=True, slots=True)

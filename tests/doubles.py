@@ -118,9 +118,9 @@ class FusionHarness:
         self.detector = ScriptedDetector(names)
         self.processor = FrameProcessor(SharedStages(detector=self.detector), device=torch.device("cpu"))
 
-    def step(self, detections: Detections, index: int = 0) -> FrameResult:
+    def step(self, detections: Detections, index: int = 0, *, pts: float | None = None) -> FrameResult:
         self.detector.next = detections
         frame = Frame(image=torch.zeros((self.tracker.height, self.tracker.width, 3), dtype=torch.uint8),
-                      index=index, pts=None, capture_time=0.0)
+                      index=index, pts=pts, capture_time=0.0)
         (result,) = self.processor.process([(self.stream, frame)])
         return result

@@ -15,7 +15,17 @@ Each line is one JSON object (keys in this order, all present on every line)::
                 "mask": {"size": [h, w], "counts": "<COCO compressed RLE>"}}],
      "times_ms": {"decode": ..., "detect": ..., "segment": ..., "track": ..., "fuse": ..., "render": ...,
                   "total": ...},       # engine.types.Stage, in order, then total
-     "age_ms": 41.7}                   # capture to hand-out, wall clock
+     "age_ms": 41.7,                   # capture to hand-out, wall clock
+     "decisions": [...]}               # what changed in the tracker on this frame, in order (below)
+
+A decision is one object with its kind and the track's id::
+
+    {"decision": "spawn", "id": 4, "origin": "detector", "class_id": 2, "score": 0.81}
+    {"decision": "prompt", "id": 5, "origin": "user", "points": [[x, y]], "labels": [1], "box": null}
+    {"decision": "adopt", "id": 5, "origin": "user"}        # the fusion follows a user's object
+    {"decision": "reprompt", "id": 4, "reason": "drift"}     # or "reacquire"
+    {"decision": "reidentify", "id": 2, "spawned": 7, "similarity": 0.83}  # 7 is object 2 come back
+    {"decision": "retire", "id": 4, "reason": "lost"}        # or "unconfirmed", "duplicate", "user"
 
 ``pycocotools.mask.decode({"size": m["size"], "counts": m["counts"].encode()})`` gives the mask.
 No two instance masks overlap, and no stuff mask overlaps another or an instance mask: a stuff mask holds
@@ -37,7 +47,28 @@ from engine.errors import SinkError
 from engine.ops import rle_encode
 from engine.sinks.base import check_writable
 from engine.sinks.panoptic import stuff_records
-from engine.types import FrameResult
+from engine.types import (Adopt, Decision, FrameResult, Reidentify, Reprompt, Retire, Spawn, UserPrompt)
+
+
+def decision_record(decision: Decision) -> dict:
+    """The JSONL record of one decision (see the module docstring)."""
+    if isinstance(decision, Spawn):
+        return {"decision": "spawn", "id": decision.obj_id, "origin": decision.origin.value,
+                "class_id": decision.class_id, "score": round(decision.score, 4)}
+    if isinstance(decision, UserPrompt):
+        return {"decision": "prompt", "id": decision.obj_id, "origin": "user",
+                "points": [[round(x, 2), round(y, 2)] for x, y in decision.points], "labels": list(decision.labels),
+                "box": None if decision.box is None else [round(v, 2) for v in decision.box]}
+    if isinstance(decision, Adopt):
+        return {"decision": "adopt", "id": decision.obj_id, "origin": decision.origin.value}
+    if isinstance(decision, Reprompt):
+        return {"decision": "reprompt", "id": decision.obj_id, "reason": decision.reason.value}
+    if isinstance(decision, Reidentify):
+        return {"decision": "reidentify", "id": decision.obj_id, "spawned": decision.spawned_id,
+                "similarity": round(decision.similarity, 4)}
+    if isinstance(decision, Retire):
+        return {"decision": "retire", "id": decision.obj_id, "reason": decision.reason.value}
+    raise TypeError(f"no JSONL record for {type(decision).__name__}")
 
 
 def result_to_record(result: FrameResult) -> dict:
@@ -61,6 +92,7 @@ def result_to_record(result: FrameResult) -> dict:
         record["stuff"] = stuff_records(result.stuff)
     record["times_ms"] = result.times.as_dict()
     record["age_ms"] = round(result.age_ms, 3)
+    record["decisions"] = [decision_record(d) for d in result.decisions]
     return record
 
 
