@@ -155,8 +155,11 @@ def read_image(path: Path) -> np.ndarray:  # [H, W, 3] uint8 RGB, in display ori
         raise SourceError(f"{path}: no such image file")
     if not path.is_file():
         raise SourceError(f"{path}: not a file; give an image file (JPEG, PNG, ...)")
+    # Once ultralytics is imported, PIL.Image.open is its wrapper, which answers a file Pillow cannot
+    # identify by installing and importing pi-heif; Pillow's own opener keeps that a clear error here.
+    open_image = getattr(sys.modules.get("ultralytics.utils.patches"), "_image_open", Image.open)
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img.load()
             rgb = ImageOps.exif_transpose(img).convert("RGB")
     except UnidentifiedImageError:
