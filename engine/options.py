@@ -47,12 +47,15 @@ _UNSET = "not set"
 
 def option(default, *, section: str, help: str, key: str | None = None, flag: str | None = None,
            choices: tuple | None = None, minimum: float | None = None, maximum: float | None = None,
-           above: float | None = None, param: str | None = None, unset: str = "", metavar: str | None = None):
+           above: float | None = None, param: str | None = None, unset: str = "", metavar: str | None = None,
+           infinite: str | None = None):
     """A ``RunOptions`` field. ``key`` defaults to the field name, ``flag`` to ``--field-name``;
     ``minimum``/``maximum`` bound a number inclusively, ``above`` exclusively; ``param`` is the keyword
-    of the stage call the value feeds; ``unset`` says what None means (for ``streamseg config``)."""
+    of the stage call the value feeds; ``unset`` says what None means (for ``streamseg config``);
+    ``infinite`` says what ``inf`` means for a number that may be infinite (others must be finite)."""
     meta = {"section": section, "help": help, "key": key, "flag": flag, "choices": choices, "minimum": minimum,
-            "maximum": maximum, "above": above, "param": param, "unset": unset, "metavar": metavar}
+            "maximum": maximum, "above": above, "param": param, "unset": unset, "metavar": metavar,
+            "infinite": infinite}
     return field(default=default, metadata=meta)
 
 
@@ -81,8 +84,8 @@ class RunOptions:
                                          param="reconnect_interval_s",
                                          help="seconds between reconnection attempts of a live stream (fixed)")
     give_up_s: float = option(600.0, section="source", key="give_up_after", flag="--give-up-after", above=0.0,
-                              param="give_up_s",
-                              help="seconds a lost live stream may stay without frames before the run ends")
+                              param="give_up_s", infinite="never",
+                              help="seconds a lost live stream may stay without frames before the run ends (inf: never)")
     io_timeout_s: float = option(5.0, section="source", key="io_timeout", flag="--io-timeout", above=0.0,
                                  param="io_timeout_s", help="network read timeout, seconds")
 
@@ -257,7 +260,8 @@ def _allowed(f: Field, base) -> str:
         bounds.append(f"> {m['above']:g}")
     if m["maximum"] is not None:
         bounds.append(f"<= {m['maximum']:g}")
-    return words + (" " + " and ".join(bounds) if bounds else "")
+    text = words + (" " + " and ".join(bounds) if bounds else "")
+    return text + (f", or inf ({m['infinite']})" if m["infinite"] else "")
 
 
 def _convert(f: Field, value):
@@ -278,7 +282,7 @@ def _convert(f: Field, value):
     if base in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (base is int and not isinstance(value, int)):
             raise _Invalid(f"{_shown(value)} is not {'an integer' if base is int else 'a number'}", allowed)
-        if not math.isfinite(value):
+        if math.isnan(value) or (math.isinf(value) and not (f.metadata["infinite"] and value > 0)):
             raise _Invalid("must be finite", allowed)
         m = f.metadata
         if (m["minimum"] is not None and value < m["minimum"]) or (m["maximum"] is not None and value > m["maximum"]) \
@@ -489,12 +493,24 @@ def _add_flag(group, f: Field, shown: str | None = None) -> None:
     elif base is tuple:
         group.add_argument(flag, action="append", help=text, metavar=m["metavar"], **common)
     else:
-        convert = {int: int, float: float, str: str, Path: Path}[base]
-        # Choices are listed in the metavar and checked by RunOptions, so a bad value is the same one
-        # ConfigError line (option, value, allowed values) from a flag as from a config file.
+        convert = {int: _number_or_text(int), float: _number_or_text(float), str: str, Path: Path}[base]
+        # Choices are listed in the metavar and checked by RunOptions, as are numbers, so a bad value is
+        # the same one ConfigError line (option, value, allowed values) from a flag as from a config file.
         choices = "{" + ",".join(m["choices"]) + "}" if m["choices"] else None
         metavar = m["metavar"] or choices or ("PATH" if base is Path else key_of(f).upper())
         group.add_argument(flag, type=convert, help=text, metavar=metavar, **common)
+
+
+def _number_or_text(kind: type):
+    """An argparse ``type`` that gives ``kind(text)``, or the text itself when it is not one: RunOptions
+    then rejects it in one line (argparse's own error would print the whole usage first)."""
+    def convert(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            return text
+    convert.__name__ = kind.__name__  # argparse names the type in its messages
+    return convert
 
 
 def given(args: argparse.Namespace) -> dict[str, object]:

@@ -52,7 +52,7 @@ class Frame:
     index: int  # 0-based position in the stream; frames a live buffer dropped still take an index
     pts: float | None  # presentation time in seconds, from the stream; None where the container has none
     capture_time: float  # wall-clock seconds (time.time()) when the decoder handed the frame out
-    decode_ms: float = 0.0  # decoder time spent on this frame (demux + decode + colour conversion)
+    decode_ms: float = 0.0  # decoder time spent on this frame (decode + colour conversion; not the wait for data)
     stream: int = 0  # which stream of a multi-stream pipeline this frame belongs to
 
     def __post_init__(self) -> None:

@@ -97,17 +97,24 @@ def test_a_stream_lost_for_good_prints_the_summary_then_the_error(tmp_path: Path
 
     jsonl, mp4 = tmp_path / "r.jsonl", tmp_path / "o.mp4"
     with RtspServer(bedroom_clip) as server:
-        proc = _start(server.url, "--jsonl", str(jsonl), "--out", str(mp4), "--reconnect-attempts", "0")
+        # Retried four times a second for 1.5 s, then given up: the user's policy bounds the outage.
+        proc = _start(server.url, "--jsonl", str(jsonl), "--out", str(mp4), "--reconnect-interval", "0.25",
+                      "--give-up-after", "1.5")
         try:
             _wait_for_first_line(jsonl, proc)
             server.stop()  # as a crash or a power cut: the connection closes under the client
+            lost_at = time.monotonic()
             out, err = proc.communicate(timeout=120)
+            ended_after = time.monotonic() - lost_at
         finally:
             if proc.poll() is None:
                 proc.kill()
     assert proc.returncode == 1, (out, err)
     errors = [line for line in err.splitlines() if line.startswith("streamseg: error:")]
     assert len(errors) == 1 and server.url in errors[0] and "stream lost" in errors[0], err
+    assert "the 1.5 s limit is reached" in errors[0] and "connection refused" in errors[0], errors[0]
+    # The give-up time, the summary and closing the outputs; a loaded machine adds seconds, not minutes.
+    assert ended_after < 30, ended_after
     assert "Traceback" not in err, err
     frames, counters, rest = _summary(out)
     assert frames > 0 and counters["reconnects"] == 0, out

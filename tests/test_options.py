@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from engine.errors import ConfigError
-from engine.options import RunOptions, flag_of, format_prompt, key_of, read_config, to_toml, user_fields
+from engine.options import (RunOptions, flag_of, format_prompt, from_args, key_of, read_config, to_toml,
+                            user_fields)
 from engine.types import UserPrompt
 from tests.test_cli import ROOT, _user_error, streamseg
 
@@ -211,3 +212,72 @@ def test_a_malformed_prompt_is_one_config_error_naming_it(text, words):
 def test_two_boxes_for_one_object_are_refused():
     with pytest.raises(ConfigError, match="object 1 has two boxes"):
         RunOptions(source="a.mp4", prompts=("1:1,1,5,5", "1:box=2,2,6,6"))
+
+
+# -- the live-source policy: flags and keys that reach the source ----------------------------------------
+
+URL = "rtsp://127.0.0.1:9/cam"  # nothing connects: open_source builds the source and its policy only
+POLICY = [
+    # (flag, config key, value as typed, ReconnectPolicy field, value there)
+    ("--reconnect-attempts", "reconnect_attempts", "3", "reconnect_attempts", 3),
+    ("--reconnect-interval", "reconnect_interval", "0.25", "reconnect_interval_s", 0.25),
+    ("--give-up-after", "give_up_after", "30", "give_up_s", 30.0),
+    ("--give-up-after", "give_up_after", "inf", "give_up_s", float("inf")),  # never give up
+    ("--io-timeout", "io_timeout", "2.5", "io_timeout_s", 2.5),
+]
+
+
+def _policy(options: RunOptions):
+    from engine.sources import open_source
+
+    return open_source(options.source, **options.params("source")).policy
+
+
+@pytest.mark.parametrize("flag, key, text, attribute, expected", POLICY,
+                         ids=["attempts", "interval", "give-up", "give-up-never", "io-timeout"])
+def test_each_live_source_policy_option_reaches_the_source_from_its_flag_and_its_key(
+        tmp_path, flag, key, text, attribute, expected):
+    from engine.cli import _parser
+
+    by_flag = from_args(_parser().parse_args(["run", URL, flag, text]))
+    config = tmp_path / "live.toml"
+    config.write_text(f'[source]\nuri = "{URL}"\n{key} = {text}\n')
+    by_key = RunOptions(**read_config(config))
+    assert getattr(_policy(by_flag), attribute) == expected
+    assert getattr(_policy(by_key), attribute) == expected
+    assert RunOptions(**read_config(_saved(tmp_path, to_toml(by_flag)))) == by_flag  # streamseg config
+
+
+def test_by_default_a_lost_camera_is_retried_every_second_for_ten_minutes_with_no_attempt_limit():
+    policy = _policy(RunOptions(source=URL))
+    assert (policy.reconnect_attempts, policy.reconnect_interval_s, policy.give_up_s) == (None, 1.0, 600.0)
+
+
+BAD_POLICY_FLAGS = [
+    # (flags, what the one error line names)
+    (["--reconnect-interval", "0"], ["--reconnect-interval", "0", "> 0 and <= 60"]),
+    (["--reconnect-interval", "61"], ["--reconnect-interval", "out of range", "<= 60"]),
+    (["--give-up-after", "0"], ["--give-up-after", "out of range", "inf (never)"]),
+    (["--give-up-after", "nan"], ["--give-up-after", "must be finite"]),
+    (["--give-up-after=-inf"], ["--give-up-after", "must be finite"]),
+    (["--give-up-after", "soon"], ["--give-up-after", '"soon" is not a number']),
+    (["--io-timeout", "abc"], ["--io-timeout", '"abc" is not a number', "> 0"]),
+    (["--io-timeout", "inf"], ["--io-timeout", "must be finite"]),
+    (["--reconnect-attempts", "-1"], ["--reconnect-attempts", ">= 0"]),
+    (["--reconnect-attempts", "2.5"], ["--reconnect-attempts", '"2.5" is not an integer']),
+]
+
+
+@pytest.mark.parametrize("flags, needles", BAD_POLICY_FLAGS,
+                         ids=["interval-zero", "interval-too-long", "give-up-zero", "give-up-nan",
+                              "give-up-minus-inf", "give-up-text", "io-timeout-text", "io-timeout-inf",
+                              "attempts-negative", "attempts-fraction"])
+def test_a_bad_live_source_policy_value_is_one_line_naming_the_flag_and_the_allowed_values(capsys, flags, needles):
+    from engine.cli import main
+
+    assert main(["run", URL, *flags]) == 1  # before anything connects or loads
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("streamseg: error: "), err
+    for needle in needles:
+        assert needle in lines[0], lines[0]

@@ -139,6 +139,9 @@ class VideoDecoder:
         in_a_row = 0
         try:
             for packet in _short_end_dropped(self.container.demux(self.stream), self.stats):
+                # The clock starts once the packet is here: the wait for data (a live stream's next
+                # packet, a frame interval) is not decoding time.
+                started = time.perf_counter()
                 if packet.size:
                     self.packets += 1
                     self.discarded += packet.is_discard
@@ -165,8 +168,10 @@ class VideoDecoder:
         except Exception:
             # The read failed (a lost connection, a timeout, a damaged container): the pictures the
             # decoder holds back for reordering and threading are whole; hand them out first.
+            started = time.perf_counter()
             for frame in self._drain():
                 yield self._picture(frame, started)
+                started = time.perf_counter()
             raise
 
     def _drain(self) -> list:
