@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, WeightsError
 from engine.options import PROMPT_SYNTAX, RunOptions, format_prompt
 from engine.pipeline import Pipeline
 from engine.processor import SharedStages
@@ -19,7 +19,7 @@ from engine.runtime.device import resolve_device
 from engine.weights import KNOWN_WEIGHTS, resolve_weights
 
 __all__ = ["BuiltPipeline", "RunOptions", "build_pipeline", "preview_token", "random_weights_banner",
-           "resolve_detector_weights", "resolve_tracker_weights"]
+           "resolve_detector_weights", "resolve_segmenter_weights", "resolve_tracker_weights"]
 
 TOKEN_VARIABLE = "STREAMSEG_PREVIEW_TOKEN"
 MIN_TOKEN_CHARS = 16  # 16 random URL-safe characters: 96 bits, beyond guessing over HTTP
@@ -46,9 +46,12 @@ def build_pipeline(opts: RunOptions) -> BuiltPipeline:
     sinks: list = []
     try:
         prompts = _prompts(opts, info)
-        sinks = _sinks(opts, fps=info.fps, live=info.live, built=built,
+        labels = _label_set(opts)
+        segmenter_weights = resolve_segmenter_weights(opts, notes=built.notes)
+        sinks = _sinks(opts, fps=info.fps, live=info.live, built=built, labels=labels,
                        prompts=prompts if opts.tracker != "none" else None)
         detector = _detector(opts, device, built)
+        segmenter = _segmenter(opts, segmenter_weights, device, built)
         tracker = _tracker(opts, device, built)
         fuser = _fuser(opts, detector, tracker, built)
     except BaseException:
@@ -56,9 +59,9 @@ def build_pipeline(opts: RunOptions) -> BuiltPipeline:
             sink.close()
         source.close()
         raise
-    built.pipeline = Pipeline(source, shared=SharedStages(detector=detector), tracker=tracker, fuser=fuser,
-                              sinks=sinks, prompts=prompts, device=device, detect_every=opts.detect_every,
-                              max_frames=opts.max_frames)
+    built.pipeline = Pipeline(source, shared=SharedStages(detector=detector, segmenter=segmenter), tracker=tracker,
+                              fuser=fuser, sinks=sinks, prompts=prompts, device=device,
+                              detect_every=opts.detect_every, max_frames=opts.max_frames)
     return built
 
 
@@ -130,6 +133,48 @@ def _detector(opts: RunOptions, device, built: BuiltPipeline):
     return detector
 
 
+def _label_set(opts: RunOptions):
+    """The segmenter's label set, read before anything loads so a bad label file fails first; None
+    without a segmenter."""
+    if opts.segmenter == "none":
+        return None
+    from engine.segment import CITYSCAPES, load_labels
+
+    return CITYSCAPES if opts.segment_labels is None else load_labels(opts.segment_labels)
+
+
+def resolve_segmenter_weights(opts: RunOptions, *, notes: list[str] | None = None) -> str | None:
+    """``--segmenter-weights``, or ``random`` when it is not given and the run's detector weights are
+    random (``--weights random``, or the demo's fallback); None without a segmenter. No segmenter has
+    official weights to fetch, so otherwise the user must name a file."""
+    if opts.segmenter == "none":
+        return None
+    if opts.segmenter_weights is not None:
+        return opts.segmenter_weights
+    if opts.weights == "random" or opts.random_fallback:
+        if notes is not None:
+            notes.append("the segmenter runs on random weights too (--weights random); give "
+                         "--segmenter-weights PATH for trained ones")
+        return "random"
+    raise WeightsError(f"no weights for segmenter {opts.segmenter!r}: pass --segmenter-weights PATH (a state-dict "
+                       "file or a save_pretrained folder), or --segmenter-weights random to run on meaningless "
+                       "random weights")
+
+
+def _segmenter(opts: RunOptions, weights: str | None, device, built: BuiltPipeline):
+    if opts.segmenter == "none":
+        return None
+    from engine.segment import SegmenterConfig, load_segmenter
+
+    labels = None if opts.segment_labels is None else str(opts.segment_labels)
+    segmenter = load_segmenter(SegmenterConfig(
+        backend=opts.segmenter, weights=weights, encoder=opts.segment_encoder, labels=labels,
+        imgsz=opts.segment_imgsz, every=opts.segment_every, device=str(device), seed=opts.seed))
+    if segmenter.random_weights:
+        built.random_weights.append(f"segmenter {opts.segmenter}")
+    return segmenter
+
+
 def _tracker(opts: RunOptions, device, built: BuiltPipeline):
     if opts.tracker == "none":
         return None
@@ -172,9 +217,9 @@ def _fuser(opts: RunOptions, detector, tracker, built: BuiltPipeline):
                  reid=ReidConfig() if opts.reid else None)
 
 
-def _sinks(opts: RunOptions, *, fps: float | None, live: bool, built: BuiltPipeline,
-           prompts: PromptQueue | None) -> list:
-    from engine.sinks import JsonlWriter, Mp4Writer, PreviewServer
+def _sinks(opts: RunOptions, *, fps: float | None, live: bool, built: BuiltPipeline, labels=None,
+           prompts: PromptQueue | None = None) -> list:
+    from engine.sinks import JsonlWriter, Mp4Writer, PanopticWriter, PreviewServer
 
     sinks = []
     try:
@@ -192,6 +237,9 @@ def _sinks(opts: RunOptions, *, fps: float | None, live: bool, built: BuiltPipel
             clicks = "; click on it to track objects" if prompts is not None else ""
             needs = " (open it with #token=TOKEN after the address, or type the token when asked)" if token else ""
             built.notes.append(f"live preview at {preview.url}{clicks}{needs}")
+        if opts.panoptic_dir is not None:
+            sinks.append(PanopticWriter(opts.panoptic_dir, labels.coco_categories()))
+            built.outputs.append(("panoptic", str(opts.panoptic_dir)))
     except BaseException:
         for sink in sinks:
             sink.close()
@@ -211,6 +259,8 @@ def random_weights_banner(networks: list[str]) -> str:
         "then run again (fetched weights are found automatically), or pass",
         "    --weights PATH/yolov8n-seg.pt --tracker-weights PATH/sam2.1_hiera_tiny.pt",
     ]
+    if any(n.startswith("segmenter") for n in networks):
+        lines.append("    --segmenter-weights PATH (a segmenter's trained state dict or folder)")
     width = max(len(line) for line in lines) + 4
     bar = "#" * width
     body = [f"# {line:<{width - 4}} #" for line in lines]

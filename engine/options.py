@@ -9,6 +9,7 @@ option is one field here. Values come from the defaults, then the file, then the
     [source]                 # what to read and how         (open_source's options)
     [outputs]                # where results go
     [detector]               # the detector and its thresholds
+    [segmenter]              # the semantic ("stuff") stage: model, weights, labels, cadence, input size
     [tracker]                # the tracker, the fusion's track cap and spawn threshold, prompts
     device, seed, max_frames # top-level keys
 
@@ -33,10 +34,14 @@ from engine.errors import ConfigError
 if typing.TYPE_CHECKING:
     from engine.types import UserPrompt
 
-SECTIONS = ("", "source", "outputs", "detector", "tracker")  # "" holds the top-level keys
+SECTIONS = ("", "source", "outputs", "detector", "segmenter", "tracker")  # "" holds the top-level keys
 _GROUP_TITLES = {"": "run", "source": "source", "outputs": "outputs",
-                 "detector": "detector (YOLOv8-seg; thresholds default to Ultralytics')",
+                 "detector": "detector (YOLOv8-seg or Mask R-CNN; thresholds default to Ultralytics')",
+                 "segmenter": "semantic segmenter (the stuff under the instances; panoptic output)",
                  "tracker": "tracker (SAM 2) and fusion"}
+# engine.segment.config.BACKENDS, spelled here so that reading options imports no model library
+# (tests/test_options.py checks that the two agree)
+SEGMENTERS = ("none", "deeplabv3plus", "unet", "deeplabv3-mobilenet", "mask2former")
 _UNSET = "not set"
 
 
@@ -68,8 +73,16 @@ class RunOptions:
                             help="read a file at its own frame rate, like a camera")
     buffer: int = option(2, section="source", minimum=1, param="buffer_size",
                          help="frames held between decoder and pipeline")
-    reconnect_attempts: int = option(5, section="source", minimum=0, param="reconnect_attempts",
-                                     help="reconnections tried for a lost live stream")
+    reconnect_attempts: int | None = option(None, section="source", minimum=0, param="reconnect_attempts",
+                                            unset="no count limit: --give-up-after bounds an outage",
+                                            help="reconnections tried per outage of a live stream (0: none)")
+    reconnect_interval_s: float = option(1.0, section="source", key="reconnect_interval",
+                                         flag="--reconnect-interval", above=0.0, maximum=60.0,
+                                         param="reconnect_interval_s",
+                                         help="seconds between reconnection attempts of a live stream (fixed)")
+    give_up_s: float = option(600.0, section="source", key="give_up_after", flag="--give-up-after", above=0.0,
+                              param="give_up_s",
+                              help="seconds a lost live stream may stay without frames before the run ends")
     io_timeout_s: float = option(5.0, section="source", key="io_timeout", flag="--io-timeout", above=0.0,
                                  param="io_timeout_s", help="network read timeout, seconds")
 
@@ -81,15 +94,20 @@ class RunOptions:
     preview_host: str = option("127.0.0.1", section="outputs",
                                help="interface for the preview (127.0.0.1: this machine only)")
     preview_port: int = option(8080, section="outputs", minimum=0, maximum=65535, help="preview port (0: any)")
+    panoptic_dir: Path | None = option(None, section="outputs", unset="no panoptic output",
+                                       help="write COCO panoptic output here: a PNG per frame under panoptic/ "
+                                            "and panoptic.json (needs --segmenter)")
     preview_token_file: Path | None = option(None, section="outputs",
                                              unset="$STREAMSEG_PREVIEW_TOKEN, else none (preview on loopback only)",
                                              help="file holding the bearer token the preview's prompt API asks "
                                                   "for (needed when --preview-host is not loopback)")
 
     detector: str = option("yolov8n-seg", section="detector", key="model", flag="--detector",
-                           help="model name (yolov8n-seg ... yolov8x-seg), a model .yaml, or none")
+                           help="model name (yolov8n-seg ... yolov8x-seg), a model .yaml, maskrcnn "
+                                "(torchvision's maskrcnn_resnet50_fpn_v2), or none")
     weights: str | None = option(None, section="detector", unset="the fetched official file (streamseg fetch)",
-                                 help="detector weights: .pt, .onnx or .engine path, or 'random'")
+                                 help="detector weights: .pt, .onnx or .engine path (Mask R-CNN: a state-dict "
+                                      "file), or 'random'")
     backend: str = option("auto", section="detector", choices=("auto", "torch", "onnxruntime", "tensorrt"),
                           help="what runs the detector's network")
     conf: float = option(0.25, section="detector", minimum=0.0, maximum=1.0, help="confidence threshold")
@@ -97,6 +115,26 @@ class RunOptions:
     imgsz: int = option(640, section="detector", minimum=1, help="network input size")
     detect_every: int = option(1, section="detector", minimum=1,
                                help="run the detector on every k-th frame; the tracker fills the rest")
+
+    segmenter: str = option("none", section="segmenter", key="model", flag="--segmenter", choices=SEGMENTERS,
+                            help="semantic segmenter for the stuff under the instances (DeepLab v3+ and U-Net "
+                                 "from segmentation_models_pytorch, torchvision's DeepLabV3-MobileNetV3, "
+                                 "Mask2Former)")
+    segmenter_weights: str | None = option(None, section="segmenter", key="weights", flag="--segmenter-weights",
+                                           unset="random with --weights random, otherwise required",
+                                           help="segmenter weights: a state-dict file, a save_pretrained "
+                                                "folder (smp, transformers), or 'random'")
+    segment_encoder: str = option("resnet34", section="segmenter", key="encoder", flag="--segment-encoder",
+                                  help="encoder of deeplabv3plus and unet (a segmentation_models_pytorch "
+                                       "encoder name)")
+    segment_labels: Path | None = option(None, section="segmenter", key="labels", flag="--segment-labels",
+                                         unset="Cityscapes' 19 classes",
+                                         help="label file: the model's classes in channel order, each stuff or "
+                                              "thing (JSON or text; see engine/segment/labels.py)")
+    segment_every: int = option(1, section="segmenter", key="every", flag="--segment-every", minimum=1,
+                                help="run the segmenter on every k-th frame; the frames between reuse its map")
+    segment_imgsz: int = option(512, section="segmenter", key="imgsz", flag="--segment-imgsz", minimum=32,
+                                maximum=4096, help="segmenter input: the shorter side, in pixels")
 
     tracker: str = option("sam2.1_hiera_t", section="tracker", key="model", flag="--tracker",
                           help="sam2.1_hiera_t, _s, _b+, _l, a sam2 config path, or none")
@@ -135,6 +173,11 @@ class RunOptions:
             object.__setattr__(self, f.name, _checked(f, value, where=f"{describe(f)} {_shown(value)}"))
         if self.prompts and self.tracker == "none":
             raise ConfigError(f"{describe('prompts')} needs a tracker; drop --tracker none")
+        if self.segmenter == "none":
+            for name in ("panoptic_dir", "segmenter_weights", "segment_labels"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(f"{describe(name)} needs a semantic segmenter; add --segmenter "
+                                      f"{' or '.join(SEGMENTERS[1:])}")
 
     def params(self, section: str) -> dict[str, object]:
         """``{keyword: value}`` of the section's options that feed a stage call (``param``)."""
@@ -447,8 +490,11 @@ def _add_flag(group, f: Field, shown: str | None = None) -> None:
         group.add_argument(flag, action="append", help=text, metavar=m["metavar"], **common)
     else:
         convert = {int: int, float: float, str: str, Path: Path}[base]
-        metavar = m["metavar"] or ("PATH" if base is Path else None if m["choices"] else key_of(f).upper())
-        group.add_argument(flag, type=convert, choices=m["choices"], help=text, metavar=metavar, **common)
+        # Choices are listed in the metavar and checked by RunOptions, so a bad value is the same one
+        # ConfigError line (option, value, allowed values) from a flag as from a config file.
+        choices = "{" + ",".join(m["choices"]) + "}" if m["choices"] else None
+        metavar = m["metavar"] or choices or ("PATH" if base is Path else key_of(f).upper())
+        group.add_argument(flag, type=convert, help=text, metavar=metavar, **common)
 
 
 def given(args: argparse.Namespace) -> dict[str, object]:

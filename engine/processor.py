@@ -4,13 +4,17 @@
 A call runs the stages of ``engine.types.Stage`` in their order, each timed on one ``StageClock``:
 
 - detect: the frames go to the compute device, then through ONE detector call (every k-th call);
+- segment: with a semantic segmenter, each stream's ``SegmentCadence`` says whether its frame is due
+  (every k-th frame index); the due frames of one size go through ONE segmenter call, and the others
+  get their stream's last map again (``SemanticMap.fresh`` False);
 - track: each stream's tracker steps (streams whose trackers share a model share one image-encoder
   batch), then the stream's queued user prompts are applied to the frame just stepped;
 - fuse: association decides (``Fusion.associate``), the decisions are applied to the tracker, the
   retirement policy decides on the updated tracks (``Fusion.retire``) and its decisions are applied,
-  then ``Fusion.resolve`` makes the frame's non-overlapping instances. Applying a decision is tracker
+  then ``Fusion.resolve`` makes the frame's non-overlapping instances; with a semantic map, the panoptic
+  resolution (``engine.fuse.PanopticFusion``) lays them over its stuff. Applying a decision is tracker
   work and is timed as "track";
-- render: the overlay picture, when asked for.
+- render: the overlay picture (the stuff layer under the instances), when asked for.
 
 Nothing below this module holds a tracker: this is the one place that prompts it.
 """
@@ -21,6 +25,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -32,8 +37,11 @@ from engine.render import draw
 from engine.runtime.device import StageClock
 from engine.sinks.base import Sink, SinkThread
 from engine.sources.base import Source
-from engine.types import (Adopt, Decision, Detections, Frame, FrameResult, Instances, Reidentify, Reprompt, Retire,
-                          Spawn, Stage, StageTimes, Tracks, UserPrompt)
+from engine.types import (Adopt, Decision, Detections, Frame, FrameResult, Instances, PanopticMap, Reidentify,
+                          Reprompt, Retire, SemanticMap, Spawn, Stage, StageTimes, StuffSegments, Tracks, UserPrompt)
+
+if TYPE_CHECKING:
+    from engine.segment import SegmentCadence, SemanticSegmenter
 
 
 @dataclass(eq=False)
@@ -53,6 +61,7 @@ class Stream:
     frames: int = 0  # results handed out
     late: int = 0  # frames a multi-stream pipeline dropped for being older than its budget
     max_id: int = 0  # the largest object id this stream's tracker has held: a new user object gets the next
+    cadence: SegmentCadence | None = None  # when the semantic stage runs on this stream (set on its first frame)
 
 
 def default_fusion(detector: Detector | None, tracker: PromptableTracker | None) -> Fusion:
@@ -84,9 +93,14 @@ def check_stream(stream: Stream, detector: Detector | None, *, label: str = "the
 @dataclass(frozen=True, slots=True)
 class SharedStages:
     """The stages every stream of a pipeline shares: each runs once per processor call, on the frames of
-    all the streams in it (one batch per multi-stream tick)."""
+    all the streams in it (one batch per multi-stream tick).
+
+    ``segmenter``: the semantic stage (``engine.segment.load_segmenter``, or any object with its
+    ``labels``, ``every`` and call on frames); it runs on every ``segmenter.every``-th frame of each stream.
+    """
 
     detector: Detector | None = None
+    segmenter: SemanticSegmenter | None = None
 
     @classmethod
     def of(cls, shared: SharedStages | None, detector: Detector | None) -> SharedStages:
@@ -105,8 +119,11 @@ class _Work:
     stream: Stream
     frame: Frame
     detections: Detections | None = None
+    semantic: SemanticMap | None = None
     tracks: Tracks | None = None
     instances: Instances | None = None
+    panoptic: PanopticMap | None = None
+    stuff: StuffSegments | None = None
     overlay: torch.Tensor | None = None
     decisions: list[Decision] = field(default_factory=list)
 
@@ -115,7 +132,7 @@ class FrameProcessor:
     """Runs frames through the stages; see the module docstring.
 
     Args:
-        shared: the stages every stream shares (the detector).
+        shared: the stages every stream shares (the detector, the semantic segmenter).
         device: where frames and networks run.
         detect_every: run the detector on every k-th call (trackers carry the frames between).
         render: render overlays (``FrameResult.overlay``).
@@ -127,13 +144,20 @@ class FrameProcessor:
             raise ConfigError(f"detect_every must be >= 1, got {detect_every}")
         self.shared = shared
         self.detector = shared.detector
+        self.segmenter = shared.segmenter
+        self.panoptic = None
+        if self.segmenter is not None:
+            from engine.fuse import PanopticFusion
+
+            labels = self.segmenter.labels
+            self.panoptic = PanopticFusion(names=labels.names, is_thing=labels.is_thing)
         self.device = device
         self.detect_every = detect_every
         self.render = render
         self.calls = 0
         steps: dict[Stage, Callable[[list[_Work], StageClock], None]] = {
-            Stage.DETECT: self._detect, Stage.TRACK: self._track, Stage.FUSE: self._fuse,
-            Stage.RENDER: self._render,
+            Stage.DETECT: self._detect, Stage.SEGMENT: self._segment, Stage.TRACK: self._track,
+            Stage.FUSE: self._fuse, Stage.RENDER: self._render,
         }
         missing = [s.value for s in Stage if s is not Stage.DECODE and s not in steps]
         if missing:
@@ -157,7 +181,8 @@ class FrameProcessor:
             stats = dataclasses.replace(w.stream.source.stats, late=w.stream.late)
             results.append(FrameResult(frame=w.frame, instances=w.instances, times=times, overlay=w.overlay,
                                        age_ms=(time.time() - w.frame.capture_time) * 1000.0, stats=stats,
-                                       decisions=tuple(w.decisions)))
+                                       decisions=tuple(w.decisions), semantic=w.semantic, panoptic=w.panoptic,
+                                       stuff=w.stuff))
         return results
 
     # -- the stages, in Stage order ---------------------------------------------------------------
@@ -167,6 +192,24 @@ class FrameProcessor:
             return
         for w, dets in zip(work, self.detector([w.frame.image for w in work]), strict=True):
             w.detections = dets
+
+    def _segment(self, work: list[_Work], clock: StageClock) -> None:
+        if self.segmenter is None:
+            return
+        due: dict[tuple[int, int], list[_Work]] = {}  # frame size -> the due frames of that size
+        for w in work:
+            if w.stream.cadence is None:
+                from engine.segment import SegmentCadence
+
+                w.stream.cadence = SegmentCadence(self.segmenter.every)
+            if w.stream.cadence.due(w.frame.index, w.frame.height, w.frame.width):
+                due.setdefault((w.frame.height, w.frame.width), []).append(w)
+            else:
+                w.semantic = w.stream.cadence.reuse()
+        for group in due.values():
+            maps = self.segmenter([w.frame.image for w in group], frame_indices=[w.frame.index for w in group])
+            for w, semantic in zip(group, maps, strict=True):
+                w.semantic = w.stream.cadence.store(semantic)
 
     def _track(self, work: list[_Work], clock: StageClock) -> None:
         for w, tracks in zip(work, step_trackers([w.stream.tracker for w in work], [w.frame.image for w in work])):
@@ -186,11 +229,14 @@ class FrameProcessor:
                 w.tracks = apply_decisions(w.stream, retired, w.tracks)
             w.instances = fusion.resolve(w.frame, w.detections, w.tracks)
             w.decisions += decided + retired
+            if w.semantic is not None:
+                w.panoptic, w.stuff = self.panoptic(w.frame.index, w.instances, w.semantic)
 
     def _render(self, work: list[_Work], clock: StageClock) -> None:
         if self.render:
+            colors = self.segmenter.labels.colors if self.segmenter is not None else ()
             for w in work:
-                w.overlay = draw(w.frame.image, w.instances)
+                w.overlay = draw(w.frame.image, w.instances, stuff=w.stuff, stuff_colors=colors)
 
     def _apply_user_prompts(self, w: _Work) -> Tracks | None:
         """The stream's queued prompts applied to the frame just stepped; each future gets the object's

@@ -112,12 +112,15 @@ BAD_FILES = [
     ("[tracker]\nprompts = [\"1:5,5\"]\n", ["[tracker] prompts", "ID:X1,Y1,X2,Y2 or ID:point=X,Y"]),
     ("[source]\nuri = \n", ["not valid TOML"]),  # syntax
     ("[[streams]]\nuri = \"a.mp4\"\n", ["[[streams]]", "one stream"]),  # a server's config
+    ("[segmenter]\nmodel = \"segformer\"\n", ["[segmenter] model", "none, deeplabv3plus, unet"]),
+    ("[source]\nreconnect_interval = 0\n", ["[source] reconnect_interval = 0", "> 0"]),  # live-source policy
+    ("[source]\ngive_up_after = -5\n", ["[source] give_up_after = -5", "> 0"]),
 ]
 
 
 @pytest.mark.parametrize("text, needles", BAD_FILES,
                          ids=["range", "type", "choice", "bool", "unknown_key", "unknown_section", "top_level",
-                              "prompt", "syntax", "streams"])
+                              "prompt", "syntax", "streams", "segmenter", "reconnect_interval", "give_up_after"])
 def test_a_bad_config_file_is_one_line_naming_the_file_the_key_and_the_allowed_values(tmp_path, text, needles):
     config = tmp_path / "bad.toml"
     config.write_text(text)
@@ -142,6 +145,21 @@ def test_every_option_has_one_flag_and_one_key_and_each_source_option_reaches_op
     assert fed and set(fed) <= set(accepted)
     assert all(f.metadata["param"] for f in user_fields() if f.metadata["section"] == "source"
                and f.name != "source")  # a new source option is one field: it cannot be forgotten in app
+
+
+def test_the_segmenter_choices_are_the_segment_packages_backends():
+    from engine.options import SEGMENTERS
+    from engine.segment import BACKENDS
+
+    assert SEGMENTERS == ("none", *BACKENDS)
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--backend", "tflite"], ["--backend", "auto, torch, onnxruntime, tensorrt"]),
+    (["--segmenter", "segformer"], ["--segmenter", "none, deeplabv3plus"]),
+], ids=["backend", "segmenter"])
+def test_a_bad_choice_on_the_command_line_is_the_same_one_line_as_in_a_file(args, needles):
+    _user_error(streamseg("run", "synthetic:frames=2", *args), *needles)
 
 
 def test_to_toml_marks_unset_options_and_quotes_paths_safely():

@@ -144,13 +144,13 @@ def test_stage_times_the_latency_table_and_the_jsonl_keys_all_follow_the_stage_l
 
 
 @pytest.mark.parametrize("use", [
-    lambda: StageTimes(segment=1.0),
-    lambda: StageTimes().segment,
-    lambda: StageClock(torch.device("cpu")).mark("segment"),
-    lambda: LatencyTable().add({"segment": 1.0}, age_ms=0.0),
+    lambda: StageTimes(classify=1.0),
+    lambda: StageTimes().classify,
+    lambda: StageClock(torch.device("cpu")).mark("classify"),
+    lambda: LatencyTable().add({"classify": 1.0}, age_ms=0.0),
 ], ids=["stage_times", "stage_times_attribute", "clock", "latency_table"])
 def test_a_stage_name_that_does_not_exist_is_an_error(use):
-    with pytest.raises((ValueError, AttributeError), match="segment"):
+    with pytest.raises((ValueError, AttributeError), match="classify"):
         use()
 
 

@@ -9,7 +9,12 @@ Each line is one JSON object (keys in this order, all present on every line)::
                     "class_id": 2, "label": "car", "score": 0.91,
                     "box": [x1, y1, x2, y2],             # frame pixels
                     "mask": {"size": [h, w], "counts": "<COCO compressed RLE>"}}],
-     "times_ms": {"decode": ..., "detect": ..., "track": ..., "fuse": ..., "render": ..., "total": ...},
+     "stuff": [{"class_id": 0,         # only with a semantic segmenter (--segmenter): the frame's stuff,
+                "label": "road",       # one entry per stuff class present, in class order; class_id is
+                "area": 51234,         # the label set's class index, area the mask's pixels
+                "mask": {"size": [h, w], "counts": "<COCO compressed RLE>"}}],
+     "times_ms": {"decode": ..., "detect": ..., "segment": ..., "track": ..., "fuse": ..., "render": ...,
+                  "total": ...},       # engine.types.Stage, in order, then total
      "age_ms": 41.7,                   # capture to hand-out, wall clock
      "decisions": [...]}               # what changed in the tracker on this frame, in order (below)
 
@@ -23,6 +28,10 @@ A decision is one object with its kind and the track's id::
     {"decision": "retire", "id": 4, "reason": "lost"}        # or "unconfirmed", "duplicate", "user"
 
 ``pycocotools.mask.decode({"size": m["size"], "counts": m["counts"].encode()})`` gives the mask.
+No two instance masks overlap, and no stuff mask overlaps another or an instance mask: a stuff mask holds
+its class's pixels that no instance covers (``engine.fuse.stuff_segments``). Pixels in no mask are void:
+a thing the semantic model saw but no instance covers, or an instance whose class the label set lacks.
+``"stuff"`` is the one key that is not always present: lines of a run without a segmenter have none.
 Each line goes to the file in one unbuffered ``write``, and a failed write is cut back to the last whole
 line, so a crash or a full disk leaves only whole lines behind. The file is created (or truncated) by the
 first line, not by the writer's constructor: a run that never produces a frame, or that stops on another
@@ -37,6 +46,7 @@ import os
 from engine.errors import SinkError
 from engine.ops import rle_encode
 from engine.sinks.base import check_writable
+from engine.sinks.panoptic import stuff_records
 from engine.types import (Adopt, Decision, FrameResult, Reidentify, Reprompt, Retire, Spawn, UserPrompt)
 
 
@@ -72,15 +82,18 @@ def result_to_record(result: FrameResult) -> dict:
         for i in range(len(ids))
     ]
     frame = result.frame
-    return {
+    record = {
         "frame": frame.index,
         "pts": None if frame.pts is None else round(frame.pts, 6),
         "capture_time": round(frame.capture_time, 6),
         "instances": instances,
-        "times_ms": result.times.as_dict(),
-        "age_ms": round(result.age_ms, 3),
-        "decisions": [decision_record(d) for d in result.decisions],
     }
+    if result.stuff is not None:
+        record["stuff"] = stuff_records(result.stuff)
+    record["times_ms"] = result.times.as_dict()
+    record["age_ms"] = round(result.age_ms, 3)
+    record["decisions"] = [decision_record(d) for d in result.decisions]
+    return record
 
 
 class JsonlWriter:
