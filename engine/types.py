@@ -458,6 +458,8 @@ class FrameResult:
     overlay: torch.Tensor | None = None  # [H, W, 3] uint8 rendered picture, when a sink or the caller asked
     stats: SourceStats = field(default_factory=SourceStats)  # the stream's counters when this frame was handed out
     decisions: tuple[Decision, ...] = ()  # what was applied to the tracker on this frame, in order
+    session: int = 0  # track ids are unique within one session; a server that restarts a stream counts up
+    quality: int = 0  # the stream's degradation level on this frame (engine.fleet.degrade), 0 = full quality
 
     @property
     def index(self) -> int:

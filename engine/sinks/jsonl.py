@@ -10,7 +10,13 @@ Each line is one JSON object (keys in this order, all present on every line)::
                     "box": [x1, y1, x2, y2],             # frame pixels
                     "mask": {"size": [h, w], "counts": "<COCO compressed RLE>"}}],
      "times_ms": {"decode": ..., "detect": ..., "track": ..., "fuse": ..., "render": ..., "total": ...},
-     "age_ms": 41.7}                   # capture to hand-out, wall clock
+     "age_ms": 41.7,                   # capture to hand-out, wall clock
+     "session": 0,                     # ids are unique within a session; +1 when a server restarts the stream
+     "quality": 0}                     # degradation level (engine.fleet.degrade): 0 = full quality
+
+``session`` and ``quality`` change only under ``streamseg serve``: a stream re-placed after its worker
+died (or removed and added again) starts a new session, whose track ids restart; a stream over its
+latency budget steps its quality level down (and back up), and each line says the level it was made at.
 
 ``pycocotools.mask.decode({"size": m["size"], "counts": m["counts"].encode()})`` gives the mask.
 Each line goes to the file in one unbuffered ``write``, and a failed write is cut back to the last whole
@@ -48,6 +54,8 @@ def result_to_record(result: FrameResult) -> dict:
         "instances": instances,
         "times_ms": result.times.as_dict(),
         "age_ms": round(result.age_ms, 3),
+        "session": result.session,
+        "quality": result.quality,
     }
 
 
