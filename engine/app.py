@@ -7,18 +7,22 @@ from the model config, meaningless, announced by a banner). Nothing is ever down
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import torch
+
 from engine.errors import ConfigError
-from engine.options import RunOptions
+from engine.options import RunOptions, describe
 from engine.pipeline import Pipeline
-from engine.processor import SharedStages
+from engine.processor import SharedStages, Stream
 from engine.prompts import PromptQueue
 from engine.runtime.device import resolve_device
 from engine.types import UserPrompt
 from engine.weights import KNOWN_WEIGHTS, resolve_weights
 
-__all__ = ["BuiltPipeline", "RunOptions", "build_pipeline", "random_weights_banner", "resolve_detector_weights",
+__all__ = ["MODEL_OPTIONS", "BuiltPipeline", "BuiltStream", "RunOptions", "SharedModels", "build_pipeline",
+           "build_stream", "load_models", "model_key", "random_weights_banner", "resolve_detector_weights",
            "resolve_tracker_weights"]
 
 
@@ -30,6 +34,85 @@ class BuiltPipeline:
     notes: list[str] = field(default_factory=list)  # one-line messages for the user
 
 
+# The options that build the networks: streams whose values agree can share one loaded copy of them
+# (one detector batch and one tracker model per multi-stream loop); the others are each stream's own.
+MODEL_OPTIONS = ("device", "seed", "detector", "weights", "backend", "conf", "iou", "imgsz", "tracker",
+                 "tracker_weights", "tracker_size", "tracker_encoder", "random_fallback")
+
+
+def model_key(opts: RunOptions) -> tuple:
+    """What streams must agree on to share their networks (``MODEL_OPTIONS``)."""
+    return tuple(getattr(opts, name) for name in MODEL_OPTIONS)
+
+
+@dataclass(slots=True)
+class SharedModels:
+    """The networks of a group of streams, loaded once: the detector (one batch per tick) and a tracker
+    model every stream builds its own tracker on (``tracker_for_stream``)."""
+
+    device: torch.device
+    detector: object | None
+    tracker: object | None  # a tracker on the shared model, never stepped itself
+    random_weights: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def tracker_for_stream(self):
+        """A tracker with empty memory on the shared model (and its exported image encoder), or None."""
+        t = self.tracker
+        if t is None:
+            return None
+        return type(t)(t.model, options=t.options, random_weights=t.random_weights)
+
+
+def load_models(opts: RunOptions) -> SharedModels:
+    """The networks ``opts`` names (``MODEL_OPTIONS``), loaded once for any number of streams."""
+    device = resolve_device(opts.device)
+    built = BuiltPipeline(pipeline=None)  # type: ignore[arg-type]  # collects the notes and banners
+    detector = _detector(opts, device, built)
+    tracker = _tracker(opts, device, built)
+    return SharedModels(device=device, detector=detector, tracker=tracker, random_weights=built.random_weights,
+                        notes=built.notes)
+
+
+@dataclass(slots=True)
+class BuiltStream:
+    stream: Stream
+    models: SharedModels
+    outputs: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def build_stream(opts: RunOptions, models: SharedModels | Callable[[], SharedModels], *,
+                 extra_sinks: Sequence = ()) -> BuiltStream:
+    """One stream of a multi-stream loop on ``models`` (or what calling it returns, once the source and
+    the outputs are known to work): its source (opened first, so a bad input fails before any model
+    loads), its outputs (checked, created with the first result) plus ``extra_sinks``, its own tracker
+    and fusion. ``extra_sinks`` are closed if anything fails."""
+    from engine.sources import open_source
+
+    source = open_source(opts.source, **opts.params("source"))
+    built = BuiltPipeline(pipeline=None)  # type: ignore[arg-type]
+    sinks: list = []
+    try:
+        info = source.info
+        prompts = _prompts(opts, info)
+        sinks = _sinks(opts, fps=info.fps, live=info.live, built=built)
+        if callable(models):
+            models = models()
+        tracker = models.tracker_for_stream()
+        if opts.detect_every > 1 and tracker is None:
+            raise ConfigError(f"{describe('detect_every')} needs a tracker to carry the frames between")
+        fuser = _fuser(opts, models.detector, tracker, built)
+    except BaseException:
+        for sink in [*sinks, *extra_sinks]:
+            sink.close()
+        source.close()
+        raise
+    stream = Stream(source, tracker=tracker, fusion=fuser, sinks=[*sinks, *extra_sinks], prompts=prompts,
+                    detect_every=opts.detect_every, max_frames=opts.max_frames)
+    return BuiltStream(stream=stream, models=models, outputs=built.outputs, notes=built.notes)
+
+
 def build_pipeline(opts: RunOptions) -> BuiltPipeline:
     """Open the source first, then the sinks (each checks its output; files appear with the first frame),
     then the networks: a bad input or output fails in seconds, before any model loads, and nothing is
@@ -38,10 +121,10 @@ def build_pipeline(opts: RunOptions) -> BuiltPipeline:
 
     device = resolve_device(opts.device)
     source = open_source(opts.source, **opts.params("source"))
-    info = source.info
     built = BuiltPipeline(pipeline=None)  # type: ignore[arg-type]
     sinks: list = []
     try:
+        info = source.info
         prompts = _prompts(opts, info)
         sinks = _sinks(opts, fps=info.fps, live=info.live, built=built)
         detector = _detector(opts, device, built)
