@@ -12,7 +12,7 @@ from engine.errors import ConfigError
 from engine.options import RunOptions, flag_of, key_of, read_config, to_toml, user_fields
 from tests.test_cli import ROOT, _user_error, streamseg
 
-EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
+EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.toml") if p.name != "serve.toml")  # serve: tests/fleet
 
 
 def as_flags(options: RunOptions) -> list[str]:

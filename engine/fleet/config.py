@@ -122,11 +122,12 @@ class ServeConfig:
         if not isinstance(table, Mapping):
             raise ConfigError(f"{where}: a stream is a table of keys (name, source, ...), got {type(table).__name__}")
         own = {k: v for k, v in table.items() if k not in _STREAM}
+        if isinstance(table.get("name"), str):
+            where = f"{where} (stream {table['name']})"
         extra = _checked_keys({k: v for k, v in table.items() if k in _STREAM}, _STREAM, where=where)
         name = extra.get("name")
         if name is None:
             raise ConfigError(f"{where}: the stream has no name; give it name = \"cam1\" (unique)")
-        where = f"{where} (stream {name})"
         values = {**self.defaults, **read_options(own, where=where)}
         if not values.get("source"):
             raise ConfigError(f"{where}: no source; set source = \"rtsp://...\" (or a file, or synthetic:...)")

@@ -29,6 +29,7 @@ from engine.fleet.control import StreamView
 from engine.fleet.degrade import DegradeConfig, DegradeController, DegradeEvent, default_levels
 from engine.fleet.metrics import FleetMetrics, MetricsSink
 from engine.multistream import MultiStreamPipeline
+from engine.options import RunOptions
 from engine.processor import Stream
 from engine.sinks.mqtt import MqttPublisher
 from engine.types import FrameResult
@@ -52,6 +53,7 @@ class _Served:
     stats: tuple[int, int, int] = (0, 0, 0)  # dropped, late, reconnects of the latest result
     recent: deque = field(default_factory=lambda: deque(maxlen=512))  # monotonic times of recent results
     lock: threading.Lock = field(default_factory=threading.Lock)  # the controller: loop thread vs API
+    closed: threading.Event = field(default_factory=threading.Event)  # its outputs are closed
 
 
 class LocalFleet:
@@ -63,12 +65,15 @@ class LocalFleet:
         mqtt: the shared broker connection; streams with ``mqtt = true`` publish through it.
         on_event: a one-line message for the operator (a stream failed, ended, changed quality).
         clock: seconds, monotonic (the degradation controllers' clock).
+        load: loads the networks of a group of streams (``engine.app.load_models``; tests pass doubles).
     """
 
     def __init__(self, config: ServeConfig, *, metrics: FleetMetrics | None = None,
                  mqtt: MqttPublisher | None = None, on_event: Callable[[str], None] = log.warning,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 load: Callable[[RunOptions], SharedModels] = load_models) -> None:
         self.config = config
+        self._load = load
         self.metrics, self.mqtt, self.on_event, self.clock = metrics, mqtt, on_event, clock
         self._models: dict[tuple, SharedModels] = {}
         self._loops: dict[tuple, MultiStreamPipeline] = {}
@@ -133,7 +138,8 @@ class LocalFleet:
         config = self.config.stream(table, where="POST /streams")
         return self._start(config)
 
-    def remove(self, name: str) -> StreamView:
+    def remove(self, name: str, *, timeout_s: float = 10.0) -> StreamView:
+        """Stop a stream; returns once its outputs are closed whole (or after ``timeout_s``)."""
         with self._lock:
             served = self._get(name)
             if served.state in _DONE:
@@ -141,10 +147,13 @@ class LocalFleet:
             served.state = "removed"
             if served.pipeline is not None and served.stream is not None:
                 served.pipeline.remove(served.stream)
-            if self.metrics is not None:
-                self.metrics.remove_stream(name)
-            self.on_event(f"stream {name} removed after {served.frames} results")
-            return self._view(served)
+            else:
+                served.closed.set()
+        served.closed.wait(timeout_s)
+        if self.metrics is not None:
+            self.metrics.remove_stream(name)
+        self.on_event(f"stream {name} removed after {served.frames} results")
+        return self._view(served)
 
     def set_budget(self, name: str, budget_ms: float | None) -> StreamView:
         with self._lock:
@@ -205,7 +214,7 @@ class LocalFleet:
         with self._lock:
             models = self._models.get(key)
         if models is None:  # loading takes seconds: outside the lock, so the API stays responsive
-            models = load_models(config.options)
+            models = self._load(config.options)
             if models.random_weights:
                 self.on_event(f"RANDOM WEIGHTS: {', '.join(models.random_weights)}: the results MEAN NOTHING "
                               f"(they exercise the engine at its real cost); pass trained weights for real ones")
@@ -288,6 +297,7 @@ class LocalFleet:
     def _ended(self, served: _Served, error: BaseException | None) -> None:
         name = served.config.name
         with self._lock:
+            served.closed.set()
             if served.state in ("ended", "failed"):
                 return
             if served.state == "removed":
