@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
@@ -103,6 +103,7 @@ class FleetMetrics:
         self._lock = threading.Lock()
         self._last: dict[str, SourceStats] = {}  # each stream's latest counters, to turn into increments
         self._last_sink: dict[tuple[str, str], MqttStats] = {}
+        self._last_record: dict[str, tuple[int | None, int]] = {}  # stream -> (frame, quality level)
 
     def observe(self, stream: str, result: FrameResult, *, live_tracks: int | None = None) -> None:
         """Count one result of ``stream``. ``live_tracks``: objects the tracker holds; by default the
@@ -118,6 +119,29 @@ class FleetMetrics:
         self.live_tracks.labels(stream).set(live_tracks)
         self._count_stats(stream, result.stats)
         self.level.labels(stream)  # the stream's level series exists (at 0) before its first event
+
+    def observe_record(self, stream: str, record: Mapping) -> None:
+        """Count one JSONL record (``engine.sinks.jsonl``) of ``stream``: what a Ray driver receives.
+        Frames dropped before processing are the gaps in its frame numbers (``reason="buffer"``);
+        level changes count as steps down or up. Reconnects, decoder errors and reports that a budget
+        cannot be held are not in the record, so these series stay at zero here."""
+        self.frames.labels(stream).inc()
+        self.age.labels(stream).observe(max(float(record["age_ms"]), 0.0) / 1000.0)
+        times = record.get("times_ms", {})
+        for stage in self.stages:
+            if stage in times:
+                self.latency.labels(stream, stage).observe(max(float(times[stage]), 0.0) / 1000.0)
+        self.live_tracks.labels(stream).set(len({inst["id"] for inst in record["instances"]}))
+        frame, level = int(record["frame"]), int(record.get("quality", 0))
+        with self._lock:
+            last_frame, last_level = self._last_record.get(stream, (None, 0))
+            self._last_record[stream] = (frame, level)
+        gap = frame - last_frame - 1 if last_frame is not None and frame > last_frame else 0
+        self.dropped.labels(stream, "buffer").inc(gap)  # a restarted stream (frame <= last) counts none
+        if level != last_level:
+            kind = DegradeKind.STEP_DOWN if level > last_level else DegradeKind.STEP_UP
+            self.degrade_events.labels(stream, kind.value).inc()
+        self.level.labels(stream).set(level)
 
     def observe_degradation(self, event: DegradeEvent) -> None:
         self.level.labels(event.stream).set(event.level)
@@ -149,6 +173,7 @@ class FleetMetrics:
                     pass  # never observed
         with self._lock:
             self._last.pop(stream, None)
+            self._last_record.pop(stream, None)
             for key in [k for k in self._last_sink if k[0] == stream]:
                 del self._last_sink[key]
 
