@@ -271,8 +271,15 @@ def connect(address: str, *, timeout_s: float = 5.0, log_to_driver: bool = True,
         from ray._private.services import canonicalize_bootstrap_address  # how ray.init resolves "auto"
 
         known = canonicalize_bootstrap_address(None)
-        if known is not None:
-            _check_answers(known, timeout_s)
+        if known is None:
+            # A private cluster: Ray starts its processes with a parent-death signal, which Linux ties
+            # to the starting *thread*, so they must be started on a thread that lives on (the caller's).
+            try:
+                ray.init(log_to_driver=log_to_driver, logging_level=logging.WARNING, **init_options)
+            except Exception as exc:  # noqa: BLE001 - Ray's own start-up failures, as one line
+                raise ConfigError(f"cannot start a local Ray cluster: {str(exc).splitlines()[0]}") from None
+            return
+        _check_answers(known, timeout_s)
     else:
         _check_answers(target, timeout_s)
     failure: list[BaseException] = []

@@ -1,0 +1,222 @@
+"""Streams per machine with ``streamseg serve``, and the cost of running them on Ray.
+
+    python -m benchmarks.fleet [--max-streams 3] [--seconds 10] [--warmup-s 5] [--fps 30] [--size 640x480]
+                               [--tracker-size 256] [--ray-streams 2] [--ray-frames 60] [--weights PATH]
+
+1. Real time: N synthetic cameras (``realtime`` + ``live``: frames arrive at ``--fps`` and the newest
+   wins) served in one process, N = 1 .. ``--max-streams`` (batching can raise the total rate while
+   each stream falls behind, so every N runs); once with the detector alone (YOLOv8n-seg, ``--tracker
+   none``) and once with the SAM 2.1 hiera-t tracker and the fuser (at most 5 tracks a stream). For
+   each N, each stream's processed frames per second, the share of its frames dropped, and its age. A stream is at real time when it processes >= 95 % of its
+   frames; "streams at real time" is the largest N where all are. "Capacity" is the frames processed
+   per second over all streams, divided by ``--fps``: how many cameras the machine's rate would carry.
+2. Ray against one process: the same ``--ray-streams`` finite streams (not paced: as fast as the engine
+   goes) served once in one process and once on one Ray engine worker on a private local cluster
+   holding all of them (so the batching is the same and the difference is Ray's: worker process,
+   results sent to the driver as lines). Throughput is results per second between the first and the
+   last result handed out, read from the JSONL files (start-up and model loading excluded); the ratio
+   is Ray's over the single process.
+
+Measured through the served path (config file, ``LocalFleet`` / ``RayFleet``), on the engine's real
+networks. The detector's weights are a user-like checkpoint (``tests/checkpoints.py``: random weights
+spread so that it detects things, as trained ones do) unless ``--weights`` names a file; random weights
+cost what trained ones cost, but a plain random detector finds nothing and the tracker would idle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import environment, percentiles, write_json
+
+
+def _config(tmp: Path, names: Sequence[str], *, source: str, top: str, serve: str = "") -> Path:
+    text = [top, "[serve]", serve]
+    for k, name in enumerate(names):
+        text += ["[[streams]]", f'name = "{name}"', f'source = "{source.format(seed=k + 1)}"',
+                 f'jsonl = "{tmp / (name + ".jsonl")}"']
+    path = tmp / "serve.toml"
+    path.write_text("\n".join(text) + "\n")
+    return path
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _handed_out(record: dict) -> float:
+    return record["capture_time"] + record["age_ms"] / 1000.0
+
+
+def _serve(config_path: Path, *, ray: bool = False, ray_init: dict | None = None) -> float:
+    """Serve the config to its end; returns the wall seconds."""
+    from engine.fleet.config import read_serve_config
+
+    config = read_serve_config(config_path)
+    started = time.perf_counter()
+    if ray:
+        from engine.fleet.ray_fleet import RayFleet
+
+        fleet = RayFleet(config, on_event=lambda line: None, **(ray_init or {}))
+        fleet.start()
+        fleet.wait()
+    else:
+        from engine.fleet.local import LocalFleet
+
+        fleet = LocalFleet(config, on_event=lambda line: None)
+        fleet.run()
+    failed = [v for v in fleet.views() if v.state == "failed"]
+    if failed:
+        raise RuntimeError(f"stream {failed[0].name} failed: {failed[0].error}")
+    return time.perf_counter() - started
+
+
+def _network_options(weights: str, tracker: bool, tracker_size: int, imgsz: int) -> str:
+    lines = [f'weights = "{weights}"', 'device = "cpu"', f"imgsz = {imgsz}"]
+    if tracker:
+        lines += ['tracker = "sam2.1_hiera_t"', 'tracker_weights = "random"', f"tracker_size = {tracker_size}",
+                  "max_tracks = 5"]
+    else:
+        lines += ['tracker = "none"']
+    return "\n".join(lines)
+
+
+def realtime(*, n: int, tracker: bool, seconds: float, warmup_s: float, fps: float, size: str, weights: str,
+             tracker_size: int, imgsz: int) -> dict:
+    """N paced live streams in one process; per-stream rates over the window after ``warmup_s``."""
+    frames = int(fps * (warmup_s + seconds))
+    source = f"synthetic:seed={{seed}},frames={frames},size={size},objects=5,fps={fps:g}"
+    names = [f"cam{k}" for k in range(n)]
+    with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
+        tmp = Path(tmp)
+        top = _network_options(weights, tracker, tracker_size, imgsz) + "\nrealtime = true\nlive = true"
+        _serve(_config(tmp, names, source=source, top=top))
+        per_stream = [_records(tmp / f"{name}.jsonl") for name in names]
+    start = min(r[0]["capture_time"] for r in per_stream if r) + warmup_s
+    streams = []
+    for name, records in zip(names, per_stream):
+        window = [r for r in records if r["capture_time"] >= start and _handed_out(r) <= start + seconds]
+        span = window[-1]["frame"] - window[0]["frame"] + 1 if len(window) > 1 else 0
+        streams.append({"stream": name, "processed_fps": round(len(window) / seconds, 2),
+                        "dropped_share": round(1 - len(window) / span, 3) if span else 1.0,
+                        "age_ms": percentiles([r["age_ms"] for r in window]),
+                        "tracks_mean": round(float(np.mean([len(r["instances"]) for r in window])), 2)
+                        if window else 0.0})
+    processed = sum(s["processed_fps"] for s in streams)
+    return {"streams": n, "tracker": tracker, "per_stream": streams,
+            "all_real_time": all(s["processed_fps"] >= 0.95 * fps for s in streams),
+            "capacity_streams": round(processed / fps, 2)}
+
+
+def ray_vs_single(*, n: int, frames: int, size: str, weights: str, tracker: bool, tracker_size: int,
+                  imgsz: int) -> dict:
+    """The same finite streams in one process and on one Ray worker; throughput from the JSONL."""
+    source = f"synthetic:seed={{seed}},frames={frames},size={size},objects=5"
+    names = [f"cam{k}" for k in range(n)]
+    top = _network_options(weights, tracker, tracker_size, imgsz)
+    out = {}
+    for mode in ("single", "ray"):
+        with tempfile.TemporaryDirectory(prefix="fleet-bench-", dir="/tmp") as tmp:
+            tmp = Path(tmp)
+            serve = f'ray = "auto"\nworkers = 1\nworker_slots = {n}\nworker_cpus = 1' if mode == "ray" else ""
+            ray_init = {"num_cpus": 2, "include_dashboard": False, "_temp_dir": str(tmp / "r"),
+                        "_node_ip_address": "127.0.0.1"}
+            if mode == "ray":
+                _private_ray_environment(tmp)
+            wall = _serve(_config(tmp, names, source=source, top=top, serve=serve), ray=mode == "ray",
+                          ray_init=ray_init)
+            if mode == "ray":
+                import ray
+
+                ray.shutdown()
+            records = [r for name in names for r in _records(tmp / f"{name}.jsonl")]
+        assert len(records) == n * frames, f"{mode}: {len(records)} of {n * frames} results"
+        times = sorted(_handed_out(r) for r in records)
+        out[mode] = {"results": len(records), "wall_s": round(wall, 1),
+                     "results_per_s": round((len(times) - 1) / (times[-1] - times[0]), 2),
+                     "total_ms": percentiles([r["times_ms"]["total"] for r in records]),
+                     "age_ms": percentiles([r["age_ms"] for r in records])}
+    out["ray_over_single_throughput"] = round(out["ray"]["results_per_s"] / out["single"]["results_per_s"], 3)
+    out["streams"], out["frames"], out["tracker"] = n, frames, tracker
+    return out
+
+
+def _private_ray_environment(tmp: Path) -> None:
+    """A private cluster: its token and caches under a temporary HOME, loopback only, no token auth."""
+    os.environ["HOME"] = str(tmp)
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    os.environ["PYTHONPATH"] = f"{Path(__file__).resolve().parents[1]}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+
+
+def run(*, max_streams: int, seconds: float, warmup_s: float, fps: float, size: str, tracker_size: int,
+        imgsz: int, ray_streams: int, ray_frames: int, weights: str | None, out: Path | None = None) -> dict:
+    with tempfile.TemporaryDirectory(prefix="fleet-weights-") as tmp:
+        if weights is None:
+            from tests.checkpoints import write_yolo_checkpoint
+
+            weights = str(write_yolo_checkpoint(Path(tmp) / "yolov8n-seg.pt"))
+        report: dict = {**environment(), "fps": fps, "size": size, "imgsz": imgsz, "tracker_size": tracker_size,
+                        "seconds": seconds, "warmup_s": warmup_s, "load_average_start": os.getloadavg()}
+        report["realtime"] = {}
+        for tracker in (False, True):
+            rows = []
+            for n in range(1, max_streams + 1):
+                row = realtime(n=n, tracker=tracker, seconds=seconds, warmup_s=warmup_s, fps=fps, size=size,
+                               weights=weights, tracker_size=tracker_size, imgsz=imgsz)
+                rows.append(row)
+                _print_row(row)
+            key = "detector+tracker" if tracker else "detector"
+            report["realtime"][key] = {"rows": rows,
+                                       "streams_at_real_time": max([r["streams"] for r in rows if r["all_real_time"]],
+                                                                   default=0),
+                                       "capacity_streams": max(r["capacity_streams"] for r in rows)}
+        report["ray_vs_single"] = ray_vs_single(n=ray_streams, frames=ray_frames, size=size, weights=weights,
+                                                tracker=False, tracker_size=tracker_size, imgsz=imgsz)
+    report["load_average_end"] = os.getloadavg()
+    path = write_json("fleet", report, out=out)
+    for key, value in report["realtime"].items():
+        print(f"{key}: {value['streams_at_real_time']} stream(s) at real time ({fps:g} fps {size}); capacity "
+              f"{value['capacity_streams']} streams' worth of frames")
+    rv = report["ray_vs_single"]
+    print(f"Ray / single process ({rv['streams']} streams, {rv['frames']} frames each): throughput "
+          f"{rv['ray']['results_per_s']} / {rv['single']['results_per_s']} results/s = {rv['ray_over_single_throughput']}")
+    print(f"{report['device']}; load average {report['load_average_start']}; written to {path}")
+    return report
+
+
+def _print_row(row: dict) -> None:
+    rates = ", ".join(f"{s['processed_fps']:.1f} fps ({s['dropped_share']:.0%} dropped, age p50 "
+                      f"{s['age_ms'].get('p50', float('nan')):.0f} ms)" for s in row["per_stream"])
+    print(f"{'detector+tracker' if row['tracker'] else 'detector'} x{row['streams']}: {rates}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-streams", type=int, default=3, help="most streams tried (default 3)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured window per run (default 10)")
+    parser.add_argument("--warmup-s", type=float, default=5.0, help="left out before the window (default 5)")
+    parser.add_argument("--fps", type=float, default=30.0, help="the cameras' frame rate (default 30)")
+    parser.add_argument("--size", default="640x480", help="frame size WxH (default 640x480)")
+    parser.add_argument("--imgsz", type=int, default=640, help="detector input size (default 640)")
+    parser.add_argument("--tracker-size", type=int, default=256, help="SAM 2 input size (default 256)")
+    parser.add_argument("--ray-streams", type=int, default=2, help="streams of the Ray comparison (default 2)")
+    parser.add_argument("--ray-frames", type=int, default=60, help="frames per stream there (default 60)")
+    parser.add_argument("--weights", default=None, help="detector weights (default: a user-like checkpoint)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/out/...)")
+    args = parser.parse_args(argv)
+    run(max_streams=args.max_streams, seconds=args.seconds, warmup_s=args.warmup_s, fps=args.fps, size=args.size,
+        tracker_size=args.tracker_size, imgsz=args.imgsz, ray_streams=args.ray_streams, ray_frames=args.ray_frames,
+        weights=args.weights, out=args.out)
+
+
+if __name__ == "__main__":
+    main()
