@@ -128,36 +128,49 @@ def realtime(*, n: int, tracker: bool, seconds: float, warmup_s: float, fps: flo
 
 
 def ray_vs_single(*, n: int, frames: int, source: str, weights: str, tracker: bool, tracker_size: int,
-                  imgsz: int, conf: float) -> dict:
-    """The same finite streams in one process and on one Ray worker; throughput from the JSONL."""
+                  imgsz: int, conf: float, rounds: int = 2) -> dict:
+    """The same finite streams in one process and on one Ray worker, alternating ``rounds`` times (a
+    shared machine's load drifts); throughput from the JSONL. The worker reserves every CPU, so Ray
+    gives it as many threads (OMP_NUM_THREADS) as the single process has (``torch.get_num_threads``)."""
     names = [f"cam{k}" for k in range(n)]
     top = _network_options(weights, tracker, tracker_size, imgsz, conf) + f"\nmax_frames = {frames}"
-    out = {}
-    for mode in ("single", "ray"):
-        with tempfile.TemporaryDirectory(prefix="fleet-bench-", dir="/tmp") as tmp:
-            tmp = Path(tmp)
-            serve = f'ray = "auto"\nworkers = 1\nworker_slots = {n}\nworker_cpus = 1' if mode == "ray" else ""
-            ray_init = {"num_cpus": 2, "include_dashboard": False, "_temp_dir": str(tmp / "r"),
-                        "_node_ip_address": "127.0.0.1"}
-            if mode == "ray":
-                _private_ray_environment(tmp)
-            wall = _serve(_config(tmp, names, source=source, top=top, serve=serve), ray=mode == "ray",
-                          ray_init=ray_init)
-            if mode == "ray":
-                import ray
+    import torch
 
-                ray.shutdown()
-            records = [r for name in names for r in _records(tmp / f"{name}.jsonl")]
-        assert len(records) == n * frames, f"{mode}: {len(records)} of {n * frames} results"
-        times = sorted(_handed_out(r) for r in records)
-        skip = min(5 * n, len(times) // 4)  # the first ticks pay for lazy initialisation (threads, allocators)
-        out[mode] = {"results": len(records), "wall_s": round(wall, 1),
-                     "results_per_s": round((len(times) - 1 - skip) / (times[-1] - times[skip]), 2),
-                     "total_ms": percentiles([r["times_ms"]["total"] for r in records]),
-                     "age_ms": percentiles([r["age_ms"] for r in records])}
-    out["ray_over_single_throughput"] = round(out["ray"]["results_per_s"] / out["single"]["results_per_s"], 3)
+    cpus = torch.get_num_threads()  # Ray gives a worker OMP_NUM_THREADS = its CPUs: as many as here
+    out: dict = {"single": [], "ray": []}
+    for _ in range(rounds):
+        for mode in ("single", "ray"):
+            with tempfile.TemporaryDirectory(prefix="fleet-bench-", dir="/tmp") as tmp:
+                tmp = Path(tmp)
+                serve = f'ray = "auto"\nworkers = 1\nworker_slots = {n}\nworker_cpus = {cpus}' if mode == "ray" else ""
+                ray_init = {"num_cpus": max(cpus, os.cpu_count() or 1), "include_dashboard": False, "_temp_dir": str(tmp / "r"),
+                            "_node_ip_address": "127.0.0.1"}
+                if mode == "ray":
+                    _private_ray_environment(tmp)
+                wall = _serve(_config(tmp, names, source=source, top=top, serve=serve), ray=mode == "ray",
+                              ray_init=ray_init)
+                if mode == "ray":
+                    import ray
+
+                    ray.shutdown()
+                records = [r for name in names for r in _records(tmp / f"{name}.jsonl")]
+            assert len(records) == n * frames, f"{mode}: {len(records)} of {n * frames} results"
+            out[mode].append(_throughput(records, n=n, wall=wall))
+    ratios = [r["results_per_s"] / s["results_per_s"] for s, r in zip(out["single"], out["ray"])]
+    out["ray_over_single_throughput"] = [round(x, 3) for x in ratios]
+    out["ray_over_single_throughput_mean"] = round(float(np.mean(ratios)), 3)
     out["streams"], out["frames"], out["tracker"] = n, frames, tracker
     return out
+
+
+def _throughput(records: list[dict], *, n: int, wall: float) -> dict:
+    times = sorted(_handed_out(r) for r in records)
+    skip = min(5 * n, len(times) // 4)  # the first ticks pay for lazy initialisation (threads, allocators)
+    return {"results": len(records), "wall_s": round(wall, 1),
+            "results_per_s": round((len(times) - 1 - skip) / (times[-1] - times[skip]), 2),
+            "total_ms": percentiles([r["times_ms"]["total"] for r in records]),
+            "age_ms": percentiles([r["age_ms"] for r in records]),
+            "load_average_1min": os.getloadavg()[0]}
 
 
 def _private_ray_environment(tmp: Path) -> None:
@@ -170,7 +183,7 @@ def _private_ray_environment(tmp: Path) -> None:
 
 def run(*, max_streams: int, seconds: float, warmup_s: float, fps: float, size: str, tracker_size: int,
         imgsz: int, conf: float, ray_streams: int, ray_frames: int, weights: str | None,
-        out: Path | None = None) -> dict:
+        parts: Sequence[str] = ("realtime", "ray"), out: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="fleet-inputs-") as tmp:
         if weights is None:
             from tests.checkpoints import write_yolo_checkpoint
@@ -183,7 +196,7 @@ def run(*, max_streams: int, seconds: float, warmup_s: float, fps: float, size: 
                         "tracker_size": tracker_size,
                         "seconds": seconds, "warmup_s": warmup_s, "load_average_start": os.getloadavg()}
         report["realtime"] = {}
-        for tracker in (False, True):
+        for tracker in (False, True) if "realtime" in parts else ():
             rows = []
             for n in range(1, max_streams + 1):
                 row = realtime(n=n, tracker=tracker, seconds=seconds, warmup_s=warmup_s, fps=fps, source=source,
@@ -195,16 +208,19 @@ def run(*, max_streams: int, seconds: float, warmup_s: float, fps: float, size: 
                                        "streams_at_real_time": max([r["streams"] for r in rows if r["all_real_time"]],
                                                                    default=0),
                                        "capacity_streams": max(r["capacity_streams"] for r in rows)}
-        report["ray_vs_single"] = ray_vs_single(n=ray_streams, frames=ray_frames, source=source, weights=weights,
-                                                tracker=False, tracker_size=tracker_size, imgsz=imgsz, conf=conf)
+        if "ray" in parts:
+            report["ray_vs_single"] = ray_vs_single(n=ray_streams, frames=ray_frames, source=source, weights=weights,
+                                                    tracker=False, tracker_size=tracker_size, imgsz=imgsz, conf=conf)
     report["load_average_end"] = os.getloadavg()
     path = write_json("fleet", report, out=out)
     for key, value in report["realtime"].items():
         print(f"{key}: {value['streams_at_real_time']} stream(s) at real time ({fps:g} fps {size}); capacity "
               f"{value['capacity_streams']} streams' worth of frames")
-    rv = report["ray_vs_single"]
-    print(f"Ray / single process ({rv['streams']} streams, {rv['frames']} frames each): throughput "
-          f"{rv['ray']['results_per_s']} / {rv['single']['results_per_s']} results/s = {rv['ray_over_single_throughput']}")
+    if "ray_vs_single" in report:
+        rv = report["ray_vs_single"]
+        print(f"Ray / single process ({rv['streams']} streams, {rv['frames']} frames each, alternating): throughput "
+              f"{[r['results_per_s'] for r in rv['ray']]} / {[r['results_per_s'] for r in rv['single']]} results/s; "
+              f"ratios {rv['ray_over_single_throughput']} (mean {rv['ray_over_single_throughput_mean']})")
     print(f"{report['device']}; load average {report['load_average_start']}; written to {path}")
     return report
 
@@ -231,11 +247,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--ray-streams", type=int, default=2, help="streams of the Ray comparison (default 2)")
     parser.add_argument("--ray-frames", type=int, default=60, help="frames per stream there (default 60)")
     parser.add_argument("--weights", default=None, help="detector weights (default: a user-like checkpoint)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's own). On a loaded machine 1 thread avoids parallel "
+                             "regions waiting for a descheduled thread")
+    parser.add_argument("--parts", default="realtime,ray", help="what to run: realtime, ray or both (default)")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/out/...)")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     run(max_streams=args.max_streams, seconds=args.seconds, warmup_s=args.warmup_s, fps=args.fps, size=args.size,
         tracker_size=args.tracker_size, imgsz=args.imgsz, conf=args.conf, ray_streams=args.ray_streams, ray_frames=args.ray_frames,
-        weights=args.weights, out=args.out)
+        weights=args.weights, parts=args.parts.split(","), out=args.out)
 
 
 if __name__ == "__main__":

@@ -276,15 +276,8 @@ class LocalFleet:
         """A controller's decision, applied to the stream before its next frame."""
         if event is None:
             return
-        stream, quality = served.stream, event.quality
-        if stream is not None:
-            stream.quality = event.level
-            stream.detect_every = max(served.config.options.detect_every, quality.detect_every)
-            cap = quality.max_tracked_objects
-            fusion_config = getattr(stream.fusion, "config", None)
-            if hasattr(fusion_config, "max_tracks"):  # the detector-driven policy: spawns stop at the cap
-                limit = served.config.options.max_tracks if cap is None else min(cap, served.config.options.max_tracks)
-                stream.fusion.config = dataclasses.replace(fusion_config, max_tracks=limit)
+        if served.stream is not None:
+            apply_quality(served.stream, served.config.options, event)
         if self.metrics is not None:
             self.metrics.observe_degradation(event)
         self.on_event(event.message())
@@ -333,6 +326,20 @@ class LocalFleet:
                               frames=served.frames, fps=round(fps, 2), dropped=dropped, late=late,
                               reconnects=reconnects, quality=served.stream.quality if served.stream else 0,
                               budget_ms=served.config.budget_ms, error=served.error)
+
+
+def apply_quality(stream: Stream, options: RunOptions, event: DegradeEvent) -> None:
+    """A degradation level applied to a stream (from its next frame): its results carry the level, its
+    detector runs every k-th frame (never more often than its own ``detect_every``), and the
+    detector-driven policy starts no track beyond the level's cap (tracks above it retire as usual)."""
+    quality = event.quality
+    stream.quality = event.level
+    stream.detect_every = max(options.detect_every, quality.detect_every)
+    fusion_config = getattr(stream.fusion, "config", None)
+    if hasattr(fusion_config, "max_tracks"):
+        cap = quality.max_tracked_objects
+        limit = options.max_tracks if cap is None else min(cap, options.max_tracks)
+        stream.fusion.config = dataclasses.replace(fusion_config, max_tracks=limit)
 
 
 def _shared(models: SharedModels):

@@ -149,8 +149,9 @@ def _follow_budget(controller: DegradeController, options: object, stream, job: 
 
 
 def _apply(stream, job: RayJob, event: DegradeEvent) -> None:
-    stream.quality = event.level
-    stream.detect_every = max(job.config.options.detect_every, event.quality.detect_every)
+    from engine.fleet.local import apply_quality
+
+    apply_quality(stream, job.config.options, event)
     log.warning("%s", event.message())  # the worker's log; the driver sees the level in the lines
 
 
@@ -211,7 +212,8 @@ class RayFleet:
 
     def _steps(self) -> None:
         try:
-            while not self._supervisor.done():
+            # A fleet started without streams waits for some (the API), as in one process.
+            while not (self._supervisor.done() and (self._supervisor.status() or self.draining)):
                 self._supervisor.step()
         finally:
             self._supervisor.close()
@@ -263,7 +265,10 @@ class RayFleet:
     def remove(self, name: str) -> StreamView:
         self._known(name)
         self._supervisor.remove(name)
-        return self._view(name, wait_s=10.0, until=lambda v: v.state in ("removed", "ended", "failed"))
+        view = self._view(name, wait_s=10.0, until=lambda v: v.state in ("removed", "ended", "failed"))
+        if self.metrics is not None:
+            self.metrics.remove_stream(name)
+        return view
 
     def set_budget(self, name: str, budget_ms: float | None) -> StreamView:
         self._known(name)
