@@ -13,6 +13,10 @@ class ConfigError(StreamsegError):
     """An option or configuration value is invalid."""
 
 
+class UnknownTrackError(ConfigError):
+    """A prompt refines, or a removal names, an object id that is not tracked."""
+
+
 class SourceError(StreamsegError):
     """A video source cannot be opened, decoded or reached."""
 

@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from engine.cli import config, evaluate, export, fetch, finetune, info, run, serve
+    from engine.cli import config, evaluate, export, fetch, finetune, info, run, segment, serve
 
     parser = argparse.ArgumentParser(prog="streamseg", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     for module in (run, serve, config, info, fetch, export, evaluate, finetune):
         module.add_to(sub)
+    segment.add_to(sub)
     return parser
 
 

@@ -234,7 +234,7 @@ class LocalFleet:
                     return loop
                 except StreamsegError:
                     pass  # that loop has just finished: start a new one
-            loop = MultiStreamPipeline([stream], shared=_shared(models), device=models.device, on_end=self._on_end)
+            loop = MultiStreamPipeline([stream], shared=models.shared, device=models.device, on_end=self._on_end)
             self._loops[key] = loop
             thread = threading.Thread(target=self._run_loop, args=(loop,), daemon=True,
                                       name=f"streams:{config.name}")
@@ -340,9 +340,3 @@ def apply_quality(stream: Stream, options: RunOptions, event: DegradeEvent) -> N
         cap = quality.max_tracked_objects
         limit = options.max_tracks if cap is None else min(cap, options.max_tracks)
         stream.fusion.config = dataclasses.replace(fusion_config, max_tracks=limit)
-
-
-def _shared(models: SharedModels):
-    from engine.processor import SharedStages
-
-    return SharedStages(detector=models.detector)

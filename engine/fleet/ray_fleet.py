@@ -91,12 +91,12 @@ def _models_for(models: dict, opts):
 def _run_group(models: dict, group: list[Assignment], ctx: WorkerContext) -> None:
     from engine.app import build_stream
     from engine.multistream import MultiStreamPipeline
-    from engine.processor import SharedStages
 
     controllers, streams, shared = {}, {}, None
     for a in group:
         job: RayJob = a.stream.options
-        opts = dataclasses.replace(job.config.options, jsonl=None, out=None, preview=False)  # the driver writes
+        opts = dataclasses.replace(job.config.options, jsonl=None, out=None, preview=False,
+                                   panoptic_dir=None)  # the driver writes the outputs
         try:
             built = build_stream(opts, lambda opts=opts: _models_for(models, opts), extra_sinks=[_Emit(ctx, a.stream.name)])
         except StreamsegError as exc:
@@ -113,7 +113,7 @@ def _run_group(models: dict, group: list[Assignment], ctx: WorkerContext) -> Non
     if shared is None:
         return
     names = {id(stream): name for name, (stream, _) in streams.items()}
-    loop = MultiStreamPipeline([s for s, _ in streams.values()], shared=SharedStages(detector=shared.detector),
+    loop = MultiStreamPipeline([s for s, _ in streams.values()], shared=shared.shared,
                                device=shared.device,
                                on_end=lambda stream, error: ctx.end(names[id(stream)], None if error is None else str(error)))
     stop = threading.Event()
@@ -313,7 +313,8 @@ class RayFleet:
 
 def _check_ray_outputs(config: StreamConfig, *, where: str) -> None:
     opts = config.options
-    if opts.out is not None or opts.preview:
-        what = "out (the overlay video)" if opts.out is not None else "preview"
+    if opts.out is not None or opts.preview or opts.panoptic_dir is not None:
+        what = ("out (the overlay video)" if opts.out is not None else "preview" if opts.preview
+                else "panoptic_dir (the panoptic maps)")
         raise ConfigError(f"{where}: stream {config.name}: {what} needs the pictures, which stay on the Ray "
                           f"workers; drop it for --ray (the JSONL and MQTT results come back) or serve without --ray")

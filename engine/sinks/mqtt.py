@@ -248,7 +248,10 @@ class MqttPublisher:
                 return
             self._closing = True
             if self._started:  # a broker that is away gets until the timeout to come back
-                self._lock.wait_for(lambda: not self._outbox and not self._inflight, self.config.flush_timeout_s)
+                # counts' inflight, not only the _inflight map: a message the pump took off the outbox is in
+                # neither until publish() returns its mid.
+                self._lock.wait_for(lambda: not self._outbox and not any(c.inflight for c in self._counts.values()),
+                                    self.config.flush_timeout_s)
             self._closed = True
             self._lock.notify_all()
         if self._pump is not None:

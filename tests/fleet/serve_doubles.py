@@ -13,6 +13,7 @@ import torch
 
 from engine.eval.doubles import MaskTracker
 from engine.options import RunOptions
+from engine.processor import SharedStages
 from tests.doubles import SquareDetector
 
 
@@ -40,6 +41,10 @@ class DoubleModels:
     device: torch.device = torch.device("cpu")
     random_weights: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+
+    @property
+    def shared(self) -> SharedStages:
+        return SharedStages(detector=self.detector)
 
     def tracker_for_stream(self):
         return MaskTracker(self.height, self.width) if self.tracker else None
