@@ -8,17 +8,21 @@ from the model config, meaningless, announced by a banner). Nothing is ever down
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import torch
+
 from engine.errors import ConfigError, WeightsError
-from engine.options import PROMPT_SYNTAX, RunOptions, format_prompt
+from engine.options import PROMPT_SYNTAX, RunOptions, describe, format_prompt
 from engine.pipeline import Pipeline
-from engine.processor import SharedStages
+from engine.processor import SharedStages, Stream
 from engine.prompts import PromptQueue
 from engine.runtime.device import resolve_device
 from engine.weights import KNOWN_WEIGHTS, resolve_weights
 
-__all__ = ["BuiltPipeline", "RunOptions", "build_pipeline", "preview_token", "random_weights_banner",
+__all__ = ["MODEL_OPTIONS", "BuiltPipeline", "BuiltStream", "RunOptions", "SharedModels", "build_pipeline",
+           "build_stream", "load_models", "model_key", "preview_token", "random_weights_banner",
            "resolve_detector_weights", "resolve_segmenter_weights", "resolve_tracker_weights"]
 
 TOKEN_VARIABLE = "STREAMSEG_PREVIEW_TOKEN"
@@ -31,6 +35,98 @@ class BuiltPipeline:
     outputs: list[tuple[str, str]] = field(default_factory=list)  # (what, where) for the summary
     random_weights: list[str] = field(default_factory=list)  # which networks run on random weights
     notes: list[str] = field(default_factory=list)  # one-line messages for the user
+
+
+# The options that build the networks: streams whose values agree can share one loaded copy of them
+# (one detector and segmenter batch and one tracker model per multi-stream loop); the others are each
+# stream's own.
+MODEL_OPTIONS = ("device", "seed", "detector", "weights", "backend", "conf", "iou", "imgsz", "segmenter",
+                 "segmenter_weights", "segment_encoder", "segment_labels", "segment_every", "segment_imgsz",
+                 "tracker", "tracker_weights", "tracker_size", "tracker_encoder", "random_fallback")
+
+
+def model_key(opts: RunOptions) -> tuple:
+    """What streams must agree on to share their networks (``MODEL_OPTIONS``)."""
+    return tuple(getattr(opts, name) for name in MODEL_OPTIONS)
+
+
+@dataclass(slots=True)
+class SharedModels:
+    """The networks of a group of streams, loaded once: the shared stages (one batch per tick) and a
+    tracker model every stream builds its own tracker on (``tracker_for_stream``)."""
+
+    device: torch.device
+    detector: object | None
+    tracker: object | None  # a tracker on the shared model, never stepped itself
+    segmenter: object | None = None
+    labels: object | None = None  # the segmenter's label set (the panoptic writer's categories)
+    random_weights: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def shared(self) -> SharedStages:
+        return SharedStages(detector=self.detector, segmenter=self.segmenter)
+
+    def tracker_for_stream(self):
+        """A tracker with empty memory on the shared model (and its exported image encoder), or None."""
+        t = self.tracker
+        if t is None:
+            return None
+        return type(t)(t.model, options=t.options, random_weights=t.random_weights)
+
+
+def load_models(opts: RunOptions) -> SharedModels:
+    """The networks ``opts`` names (``MODEL_OPTIONS``), loaded once for any number of streams."""
+    device = resolve_device(opts.device)
+    built = BuiltPipeline(pipeline=None)  # type: ignore[arg-type]  # collects the notes and banners
+    labels = _label_set(opts)
+    segmenter_weights = resolve_segmenter_weights(opts, notes=built.notes)
+    detector = _detector(opts, device, built)
+    segmenter = _segmenter(opts, segmenter_weights, device, built)
+    tracker = _tracker(opts, device, built)
+    return SharedModels(device=device, detector=detector, tracker=tracker, segmenter=segmenter, labels=labels,
+                        random_weights=built.random_weights, notes=built.notes)
+
+
+@dataclass(slots=True)
+class BuiltStream:
+    stream: Stream
+    models: SharedModels
+    outputs: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def build_stream(opts: RunOptions, models: SharedModels | Callable[[], SharedModels], *,
+                 extra_sinks: Sequence = ()) -> BuiltStream:
+    """One stream of a multi-stream loop on ``models`` (or what calling it returns, once the source and
+    the outputs are known to work): its source (opened first, so a bad input fails before any model
+    loads), its outputs (checked, created with the first result) plus ``extra_sinks``, its own tracker
+    and fusion. ``extra_sinks`` are closed if anything fails."""
+    from engine.sources import open_source
+
+    source = open_source(opts.source, **opts.params("source"))
+    built = BuiltPipeline(pipeline=None)  # type: ignore[arg-type]
+    sinks: list = []
+    try:
+        info = source.info
+        prompts = _prompts(opts, info)
+        labels = _label_set(opts)
+        sinks = _sinks(opts, fps=info.fps, live=info.live, built=built, labels=labels,
+                       prompts=prompts if opts.tracker != "none" else None)
+        if callable(models):
+            models = models()
+        tracker = models.tracker_for_stream()
+        if opts.detect_every > 1 and tracker is None:
+            raise ConfigError(f"{describe('detect_every')} needs a tracker to carry the frames between")
+        fuser = _fuser(opts, models.detector, tracker, built)
+    except BaseException:
+        for sink in [*sinks, *extra_sinks]:
+            sink.close()
+        source.close()
+        raise
+    stream = Stream(source, tracker=tracker, fusion=fuser, sinks=[*sinks, *extra_sinks], prompts=prompts,
+                    detect_every=opts.detect_every, max_frames=opts.max_frames)
+    return BuiltStream(stream=stream, models=models, outputs=built.outputs, notes=built.notes)
 
 
 def build_pipeline(opts: RunOptions) -> BuiltPipeline:

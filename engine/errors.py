@@ -39,3 +39,11 @@ class DatasetError(StreamsegError):
 
 class BackendError(StreamsegError):
     """A compute backend (ONNX Runtime, TensorRT, CUDA) is missing or refused the model."""
+
+
+class StreamExists(ConfigError):
+    """A stream of that name is already running (``streamseg serve``)."""
+
+
+class NoSuchStream(ConfigError):
+    """No stream of that name (``streamseg serve``)."""

@@ -373,9 +373,8 @@ def _shown(value) -> str:
 
 # -- the config file --------------------------------------------------------------------------------------
 
-def read_config(path: str | Path) -> dict[str, object]:
-    """The options a TOML file sets, as ``{field name: value}``, each checked; ConfigError naming the file,
-    the key and the allowed values for anything wrong."""
+def load_toml(path: str | Path, *, flag: str = "--config", example: str = "examples/run.toml") -> dict:
+    """The TOML document at ``path``; ConfigError naming the file (missing, unreadable, not TOML)."""
     try:
         import tomllib
     except ImportError:  # Python 3.10: the same parser, released as tomli
@@ -384,35 +383,62 @@ def read_config(path: str | Path) -> dict[str, object]:
     path = Path(path)
     try:
         with open(path, "rb") as file:
-            document = tomllib.load(file)
+            return tomllib.load(file)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file; check the path given to --config") from None
+        raise ConfigError(f"{path}: no such config file; check the path given to {flag}") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc}); see examples/run.toml for the format") from None
+        raise ConfigError(f"{path}: not valid TOML ({exc}); see {example} for the format") from None
+
+
+def read_config(path: str | Path) -> dict[str, object]:
+    """The options a TOML file sets, as ``{field name: value}``, each checked; ConfigError naming the file,
+    the key and the allowed values for anything wrong."""
+    path = Path(path)
+    document = load_toml(path)
+    if "streams" in document:
+        raise ConfigError(f"{path}: [[streams]] lists the streams of a multi-stream server ('streamseg serve'); "
+                          "'streamseg run' reads one stream: give its [source] table instead")
+    return _read_sections(document, where=str(path), flat=False)
+
+
+def read_options(table: Mapping[str, object], *, where: str) -> dict[str, object]:
+    """Options from a table that names them as their fields (the flags without dashes: ``weights``,
+    ``tracker``, ``detect_every``) or in the sections of a ``--config`` file (``[detector] model``), as
+    ``{field name: value}``, each checked. ``where`` starts every error line (a file, a stream).
+
+    Raises:
+        ConfigError: an unknown key or section, a wrong type, a value out of range: one line naming
+            ``where``, the key and the allowed values.
+    """
+    return _read_sections(table, where=where, flat=True)
+
+
+def _read_sections(document: Mapping[str, object], *, where: str, flat: bool) -> dict[str, object]:
     by_place = {(f.metadata["section"], key_of(f)): f for f in user_fields()}
+    by_name = {f.name: f for f in user_fields()} if flat else {}
     values: dict[str, object] = {}
-    tables = {"": {k: v for k, v in document.items() if not isinstance(v, (dict, list)) or k == "prompts"}}
-    for name, table in document.items():
-        if name in tables[""]:
-            continue
-        if name == "streams":
-            raise ConfigError(f"{path}: [[streams]] lists the streams of a multi-stream server; "
-                              "'streamseg run' reads one stream: give its [source] table instead")
-        if name not in SECTIONS or not isinstance(table, dict):
+    tables: dict[str, dict] = {"": {}}
+    for name, value in document.items():
+        if not isinstance(value, dict):
+            tables[""][name] = value
+        elif name in SECTIONS and name:
+            tables[name] = value
+        else:
             allowed = ", ".join(f"[{s}]" for s in SECTIONS if s)
-            raise ConfigError(f"{path}: unknown section [{name}]; allowed: {allowed} and the top-level keys "
-                              f"{', '.join(key_of(f) for f in user_fields() if not f.metadata['section'])}")
-        tables[name] = table
+            keys = by_name or [key_of(f) for f in user_fields() if not f.metadata["section"]]
+            raise ConfigError(f"{where}: unknown section [{name}]; allowed: {allowed} and the keys {', '.join(keys)}")
     for section, table in tables.items():
         for key, value in table.items():
-            f = by_place.get((section, key))
+            f = (by_name.get(key) if not section else None) or by_place.get((section, key))
             place = f"[{section}] {key}" if section else key
             if f is None:
-                known = ", ".join(k for s, k in by_place if s == section)
-                raise ConfigError(f"{path}: unknown key {place}; allowed here: {known}")
-            values[f.name] = _checked(f, value, where=f"{path}: {place} = {_shown(value)}")
+                known = ", ".join(by_name) if flat and not section else ", ".join(k for s, k in by_place if s == section)
+                raise ConfigError(f"{where}: unknown key {place}; allowed here: {known}")
+            if f.name in values:
+                raise ConfigError(f"{where}: {place} sets {describe(f)} a second time; keep one")
+            values[f.name] = _checked(f, value, where=f"{where}: {place} = {_shown(value)}")
     return values
 
 

@@ -61,6 +61,10 @@ class Stream:
     frames: int = 0  # results handed out
     late: int = 0  # frames a multi-stream pipeline dropped for being older than its budget
     max_id: int = 0  # the largest object id this stream's tracker has held: a new user object gets the next
+    detect_every: int | None = None  # the detector on every k-th frame of this stream; None: the loop's
+    max_frames: int | None = None  # this stream ends after this many results; None: the loop's limit
+    session: int = 0  # carried by its results (FrameResult.session): +1 each time a server restarts the stream
+    quality: int = 0  # carried by its results (FrameResult.quality): the degradation level, 0 = full quality
     cadence: SegmentCadence | None = None  # when the semantic stage runs on this stream (set on its first frame)
 
 
@@ -182,15 +186,20 @@ class FrameProcessor:
             results.append(FrameResult(frame=w.frame, instances=w.instances, times=times, overlay=w.overlay,
                                        age_ms=(time.time() - w.frame.capture_time) * 1000.0, stats=stats,
                                        decisions=tuple(w.decisions), semantic=w.semantic, panoptic=w.panoptic,
-                                       stuff=w.stuff))
+                                       stuff=w.stuff, session=w.stream.session, quality=w.stream.quality))
         return results
 
     # -- the stages, in Stage order ---------------------------------------------------------------
 
     def _detect(self, work: list[_Work], clock: StageClock) -> None:
-        if self.detector is None or self.calls % self.detect_every:
+        if self.detector is None:
             return
-        for w, dets in zip(work, self.detector([w.frame.image for w in work]), strict=True):
+        # Counted per stream, so a stream absent from some calls (nothing new from its source) still
+        # gets the detector on every k-th of its own frames.
+        due = [w for w in work if w.stream.frames % (w.stream.detect_every or self.detect_every) == 0]
+        if not due:
+            return
+        for w, dets in zip(due, self.detector([w.frame.image for w in due]), strict=True):
             w.detections = dets
 
     def _segment(self, work: list[_Work], clock: StageClock) -> None:
@@ -365,10 +374,12 @@ def upload(frame: Frame, device: torch.device) -> Frame:
 class Running:
     """The lifecycle both loops share: sources started and sink threads opened on entry; on exit the
     sources closed, and the sinks flushed and closed. A sink's error surfaces at exit when the run
-    ended normally (or the caller stopped early); after a failure, the failure is the error reported."""
+    ended normally (or the caller stopped early); after a failure, the failure is the error reported.
+    ``join`` and ``finish`` do the same for one stream while the others run (a server's streams come
+    and go)."""
 
     def __init__(self, streams: Sequence[Stream]) -> None:
-        self.streams = streams
+        self.streams = list(streams)
         self._threads: dict[int, SinkThread] = {}
 
     def __enter__(self) -> Running:
@@ -376,6 +387,18 @@ class Running:
         for stream in self.streams:
             stream.source.start()
         return self
+
+    def join(self, stream: Stream) -> None:
+        """Start one more stream: its sink thread, then its source. Raises the source's error (its sinks
+        are then closed, untouched: outputs appear with the first result)."""
+        if stream.sinks:
+            self._threads[id(stream)] = SinkThread(list(stream.sinks))
+        try:
+            stream.source.start()
+        except BaseException:
+            self.finish(stream)
+            raise
+        self.streams.append(stream)
 
     def hand_out(self, stream: Stream, result: FrameResult) -> None:
         """Count ``result`` for its stream and queue it for the stream's sinks."""
@@ -385,15 +408,25 @@ class Running:
         if thread is not None:
             thread.put(result)
 
+    def finish(self, stream: Stream) -> Exception | None:
+        """Stop one stream: close its source, flush and close its sinks; returns the first sink error."""
+        if stream in self.streams:
+            self.streams.remove(stream)
+        stream.source.close()
+        thread = self._threads.pop(id(stream), None)
+        try:
+            if thread is not None:
+                thread.close()
+        except Exception as error:  # reported to the caller, who decides whether it ends the run
+            return error
+        return None
+
     def __exit__(self, exc_type, exc, tb) -> None:
         failed = exc_type is not None and not issubclass(exc_type, GeneratorExit)
         for stream in self.streams:
             stream.source.close()
         first_error: Exception | None = None
-        for thread in self._threads.values():
-            try:
-                thread.close()
-            except Exception as error:  # every thread is closed before any error is reported
-                first_error = first_error or error
+        for stream in list(self.streams):  # every thread is closed before any error is reported
+            first_error = first_error or self.finish(stream)
         if first_error is not None and not failed:
             raise first_error  # after a failure, the failure already propagating is the one to report

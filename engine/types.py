@@ -535,6 +535,8 @@ class FrameResult:
     semantic: SemanticMap | None = None
     panoptic: PanopticMap | None = None
     stuff: StuffSegments | None = None
+    session: int = 0  # track ids are unique within one session; a server that restarts a stream counts up
+    quality: int = 0  # the stream's degradation level on this frame (engine.fleet.degrade), 0 = full quality
 
     @property
     def index(self) -> int:

@@ -14,7 +14,7 @@ from engine.options import (RunOptions, flag_of, format_prompt, from_args, key_o
 from engine.types import UserPrompt
 from tests.test_cli import ROOT, _user_error, streamseg
 
-EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
+EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.toml") if p.name != "serve.toml")  # serve: tests/fleet
 
 
 def as_flags(options: RunOptions) -> list[str]:

@@ -16,7 +16,9 @@ Each line is one JSON object (keys in this order, all present on every line)::
      "times_ms": {"decode": ..., "detect": ..., "segment": ..., "track": ..., "fuse": ..., "render": ...,
                   "total": ...},       # engine.types.Stage, in order, then total
      "age_ms": 41.7,                   # capture to hand-out, wall clock
-     "decisions": [...]}               # what changed in the tracker on this frame, in order (below)
+     "decisions": [...],               # what changed in the tracker on this frame, in order (below)
+     "session": 0,                     # ids are unique within a session; +1 when a server restarts the stream
+     "quality": 0}                     # degradation level (engine.fleet.degrade): 0 = full quality
 
 A decision is one object with its kind and the track's id::
 
@@ -26,6 +28,10 @@ A decision is one object with its kind and the track's id::
     {"decision": "reprompt", "id": 4, "reason": "drift"}     # or "reacquire"
     {"decision": "reidentify", "id": 2, "spawned": 7, "similarity": 0.83}  # 7 is object 2 come back
     {"decision": "retire", "id": 4, "reason": "lost"}        # or "unconfirmed", "duplicate", "user"
+
+``session`` and ``quality`` change only under ``streamseg serve``: a stream re-placed after its worker
+died (or removed and added again) starts a new session, whose track ids restart; a stream over its
+latency budget steps its quality level down (and back up), and each line says the level it was made at.
 
 ``pycocotools.mask.decode({"size": m["size"], "counts": m["counts"].encode()})`` gives the mask.
 No two instance masks overlap, and no stuff mask overlaps another or an instance mask: a stuff mask holds
@@ -93,6 +99,8 @@ def result_to_record(result: FrameResult) -> dict:
     record["times_ms"] = result.times.as_dict()
     record["age_ms"] = round(result.age_ms, 3)
     record["decisions"] = [decision_record(d) for d in result.decisions]
+    record["session"] = result.session
+    record["quality"] = result.quality
     return record
 
 

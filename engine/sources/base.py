@@ -73,6 +73,9 @@ class Source(ABC):
         self._ended = False
         self._clock: tuple[float, float] | None = None  # (monotonic, pts) of the first paced picture
         self._join_timeout_s = 10.0  # longest a decoder may stay blocked in one read after close()
+        # Pictures before this index are decoded and discarded, unpaced: a replayable source (file,
+        # synthetic) resuming after the frames a server already holds. Their indices stay taken.
+        self.skip_frames = 0
 
     @abstractmethod
     def _open(self) -> SourceInfo:
@@ -176,6 +179,9 @@ class Source(ABC):
             for picture in self._pictures():
                 if self._stop.is_set():
                     break
+                if self.stats.decoded < self.skip_frames:
+                    self.stats.decoded += 1
+                    continue
                 if self.realtime and self._pace(picture.pts):
                     break
                 frame = Frame(

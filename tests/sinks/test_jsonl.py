@@ -25,7 +25,7 @@ def test_record_has_the_documented_shape_and_masks_decode_with_pycocotools():
     masks = torch.rand(2, 37, 53) > 0.6  # odd sizes: COCO RLE is column-major, a transposition bug shows
     record = result_to_record(_result(12, masks))
     assert list(record) == ["frame", "pts", "capture_time", "instances", "times_ms", "age_ms",
-                            "decisions"]
+                            "decisions", "session", "quality"]
     assert record["frame"] == 12 and record["pts"] == pytest.approx(0.4)
     assert list(record["times_ms"]) == ["decode", "detect", "segment", "track", "fuse", "render", "total"]
     first = record["instances"][0]
