@@ -111,6 +111,10 @@ class RunOptions:
                                               "--detector none the tracker follows only these objects")
 
     device: str = option("auto", section="", help="auto, cpu, cuda or cuda:N")
+    precision: str = option("auto", section="", choices=("auto", "exact", "fast"),
+                            help="exact: every network in fp32; fast: bf16 image encoder and (on a CPU) memory "
+                                 "attention; auto: fast where the device has bf16 matrix instructions "
+                                 "(`streamseg info` says which runs here)")
     seed: int = option(0, section="", help="seed for random weights")
     max_frames: int | None = option(None, section="", minimum=1, unset="every frame",
                                     help="stop after N frames")
