@@ -97,7 +97,8 @@ def _detector(opts: RunOptions, device, built: BuiltPipeline):
                                        notes=built.notes)
     cfg = DetectorConfig(model=opts.detector, weights=weights, backend=opts.backend, device=str(device),
                          conf=opts.conf, iou=opts.iou, imgsz=opts.imgsz, seed=opts.seed,
-                         half=False if opts.precision == "exact" else None)
+                         half=False if opts.precision == "exact" else None,
+                         calibration=str(opts.calibration) if opts.calibration is not None else None)
     detector = load_detector(cfg)
     if detector.random_weights:
         built.random_weights.append(f"detector {opts.detector}")

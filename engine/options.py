@@ -83,11 +83,15 @@ class RunOptions:
                            help="model name (yolov8n-seg ... yolov8x-seg), a model .yaml, or none")
     weights: str | None = option(None, section="detector", unset="the fetched official file (streamseg fetch)",
                                  help="detector weights: .pt, .onnx or .engine path, or 'random'")
-    backend: str = option("auto", section="detector", choices=("auto", "torch", "onnxruntime", "tensorrt"),
-                          help="what runs the detector's network")
+    backend: str = option("auto", section="detector",
+                          choices=("auto", "torch", "onnxruntime", "onnxruntime-int8", "tensorrt"),
+                          help="what runs the detector's network (onnxruntime-int8: the int8 model, CPU; auto "
+                               "picks it on a CPU for trained weights where it meets its accuracy bar)")
     conf: float = option(0.25, section="detector", minimum=0.0, maximum=1.0, help="confidence threshold")
     iou: float = option(0.7, section="detector", minimum=0.0, maximum=1.0, help="NMS IoU threshold")
     imgsz: int = option(640, section="detector", minimum=1, help="network input size")
+    calibration: Path | None = option(None, section="detector", unset="the clip bundled for the demo",
+                                      help="a video whose frames calibrate and validate the int8 detector")
     detect_every: int = option(1, section="detector", minimum=1,
                                help="run the detector on every k-th frame; the tracker fills the rest")
 

@@ -101,7 +101,7 @@ BAD_FILES = [
     # (file text, what the one error line names)
     ("[detector]\nconf = 3\n", ["[detector] conf = 3", "a number >= 0 and <= 1"]),  # out of range
     ("[detector]\nimgsz = \"big\"\n", ["[detector] imgsz", "an integer"]),  # wrong type
-    ("[detector]\nbackend = \"tflite\"\n", ["[detector] backend", "auto, torch, onnxruntime, tensorrt"]),
+    ("[detector]\nbackend = \"tflite\"\n", ["[detector] backend", "auto, torch, onnxruntime, onnxruntime-int8, tensorrt"]),
     ("[outputs]\npreview = \"yes\"\n", ["[outputs] preview", "true or false"]),
     ("[detector]\nconfidence = 0.3\n", ["unknown key [detector] confidence", "conf, iou"]),  # misspelt key
     ("[decoder]\nbuffer = 2\n", ["unknown section [decoder]", "[source]"]),  # no such section

@@ -19,8 +19,8 @@ What ``fast`` changes, and why those parts:
   to bf16; its input memory is bf16 already (sam2 keeps the memory bank in bf16 on every device).
 - Everywhere, the mask decoder and the memory encoder stay fp32: their output is the next frame's memory,
   so an error there compounds through the stream; they are also a small share of a CPU frame.
-- The detector on a CPU runs in fp32 (ONNX Runtime; its int8 model is a backend choice,
-  engine.detect.yolo.quantize).
+- The detector on a CPU runs in fp32 in ONNX Runtime, or as an int8 model where one meets its own
+  accuracy bar against fp32 and the CPU has int8 dot products (engine.detect.yolo.quantize).
 
 The bars the fast CPU path is held to: tests/track/test_precision.py (bf16 against fp32 over a real clip,
 CI-sized) and ``python -m benchmarks.precision`` (100 frames, 10 objects, 512 px; benchmarks/RESULTS.md).
@@ -59,6 +59,24 @@ def cpu_bf16_features() -> tuple[str, ...]:
     else:
         found = _cpuinfo_flags() & set(BF16_MATRIX_FEATURES)
     return tuple(name for name in BF16_MATRIX_FEATURES if name in found)
+
+
+# CPU features with int8 dot products (VNNI, AMX-INT8; ARM's dot product and i8mm): where ONNX Runtime's
+# int8 convolutions are faster than its fp32 ones.
+INT8_MATRIX_FEATURES = ("amx_int8", "avx512_vnni", "avx_vnni", "i8mm", "dot")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_int8_features() -> tuple[str, ...]:
+    """The int8 dot-product features this CPU has (``torch.cpu.get_capabilities``, else /proc/cpuinfo)."""
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if capabilities is not None:
+        caps = capabilities()
+        found = {name for name in INT8_MATRIX_FEATURES if caps.get(name) is True}
+    else:
+        found = _cpuinfo_flags() & {"amx_int8", "avx512_vnni", "avx_vnni", "i8mm", "asimddp"}
+        found = {("dot" if name == "asimddp" else name) for name in found}
+    return tuple(name for name in INT8_MATRIX_FEATURES if name in found)
 
 
 def _cpuinfo_flags() -> set[str]:
