@@ -16,7 +16,9 @@ frame).
 Baselines: Ultralytics ``predict`` on its PyTorch model, on its own ONNX export with its defaults
 (``YOLO("model.onnx")``: a static 640x640 input, what a CPU user of Ultralytics runs), and on its
 dynamic-shape export (then its predictor pads to the stride only, as the engine does: the same input
-size on both sides). The engine's ``onnxruntime-int8`` is the int8 model of engine.detect.yolo.quantize
+size on both sides). Ultralytics' ONNX sessions get the engine's session options (the same thread
+count, idle workers not spinning); its own take every core and spin, which on a shared machine measured
+the scheduler (2-4x slower than its PyTorch model here). The engine's ``onnxruntime-int8`` is the int8 model of engine.detect.yolo.quantize
 (on random weights it misses its accuracy bar, so the engine's ``auto`` would not pick it: the row shows
 its speed).
 
@@ -122,6 +124,8 @@ def bench_detector(frames: list[np.ndarray], *, instances: tuple[int, ...] = (1,
     points = []
     with tempfile.TemporaryDirectory(prefix="streamseg-bench-") as tmp:
         references = ultralytics_models(seed, ultralytics, imgsz, Path(tmp))
+        for model in references.values():
+            _same_threads(model, threads, bgr[0], imgsz=imgsz, device=device)
         for max_det in instances:
             detectors = {name: detector.with_thresholds(max_det=max_det) for name, detector in loaded.items()}
             times: dict[str, list[float]] = {name: [] for name in (*backends, *references)}
@@ -142,6 +146,26 @@ def bench_detector(frames: list[np.ndarray], *, instances: tuple[int, ...] = (1,
                         _record(times, counts, name, start, len(result.boxes), rep >= warmup)
             points += _points(backends, references, max_det, times, counts)
     return points
+
+
+def _same_threads(model, threads: int, image: np.ndarray, *, imgsz: int, device: str) -> None:
+    """Give an Ultralytics ONNX model's session the engine's session options: ``threads`` intra-op threads
+    and idle workers that do not spin. Its own session takes every core and spins, which on a shared
+    machine (or beside a torch thread pool) measures the scheduler rather than the model."""
+    backend = getattr(getattr(model, "predictor", None), "model", None)
+    if backend is None:
+        model.predict([image], imgsz=imgsz, verbose=False, device=device)  # sets up its predictor
+        backend = model.predictor.model
+    onnx_backend = getattr(backend, "backend", None)
+    if device != "cpu" or not hasattr(onnx_backend, "session"):
+        return
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    path = onnx_backend.session._model_path
+    onnx_backend.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
 def _points(backends, references, max_det: int, times: dict, counts: dict) -> list[SweepPoint]:

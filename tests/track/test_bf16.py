@@ -103,3 +103,17 @@ def test_trackers_of_one_model_share_its_bf16_copies(model):
     assert first.memory_dtype == torch.bfloat16
     exact = StreamingTracker(model, options=TrackerConfig(image_size=SMALL, precision="exact"))
     assert exact.image_encoder is None and exact.memory_dtype == torch.float32
+
+
+def test_objects_in_chunks_give_what_one_call_gives(model, attention_inputs, monkeypatch):
+    import engine.track.bf16 as bf16
+
+    curr, pos, memory, memory_pos, ptr_tokens, _ = attention_inputs
+    with torch.inference_mode():
+        whole = bf16_memory_attention(model, curr, pos, memory, memory_pos, num_obj_ptr_tokens=ptr_tokens,
+                                      dtype=torch.float32)
+        monkeypatch.setattr(bf16, "KEY_TOKENS_PER_CALL", memory.shape[0] * 2)  # 3 objects: chunks of 2 and 1
+        chunked = bf16_memory_attention(model, curr, pos, memory, memory_pos, num_obj_ptr_tokens=ptr_tokens,
+                                        dtype=torch.float32)
+    assert chunked.shape == whole.shape
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-5)  # per-object ops: float rounding only
