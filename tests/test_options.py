@@ -156,7 +156,7 @@ def test_the_segmenter_choices_are_the_segment_packages_backends():
 
 
 @pytest.mark.parametrize("args, needles", [
-    (["--backend", "tflite"], ["--backend", "auto, torch, onnxruntime, tensorrt"]),
+    (["--backend", "tflite"], ["--backend", "auto, torch, onnxruntime, onnxruntime-int8, tensorrt"]),
     (["--segmenter", "segformer"], ["--segmenter", "none, deeplabv3plus"]),
 ], ids=["backend", "segmenter"])
 def test_a_bad_choice_on_the_command_line_is_the_same_one_line_as_in_a_file(args, needles):
