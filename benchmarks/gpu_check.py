@@ -247,8 +247,9 @@ def key_numbers(bench: dict) -> list[str]:
                      f"~{entry['streams_1080p30_estimate']} streams")
     points = bench.get("detector", {}).get("points", [])
     if points:
-        cells = [f"{p['max_det']}: {p['engine_p50_ms']:.1f}/{p['ultralytics_p50_ms']:.1f} "
-                 f"({p['speedup_p50']:.1f}x)" for p in points]
+        cells = [f"{p['max_det']}: {p['engine_p50_ms']:.1f}/{p['baselines']['ultralytics']['p50_ms']:.1f} "
+                 f"({p['baselines']['ultralytics']['speedup_p50']:.1f}x)" for p in points
+                 if "ultralytics" in p.get("baselines", {})]
         lines.append("detector vs ultralytics p50 ms  " + "  ".join(cells))
     return lines
 

@@ -194,7 +194,7 @@ step_pipeline() {
 step_detector() {
   if [ "$DRY" = 1 ]; then set -- --instances 1 --frames 1 --repeats 1 --warmup 0 --imgsz 160 --size 320x180
   else set -- --instances 1 10 100 --frames 8 --repeats 3 --warmup 2; fi
-  "$PY" -m benchmarks.detector --backends torch "$@" --out "$SCRATCH/detector.json"
+  "$PY" -m benchmarks.detector --backends torch --ultralytics torch "$@" --out "$SCRATCH/detector.json"
 }
 export -f step_wheels step_env step_build step_gpu_tests step_memcheck step_racecheck step_kernels \
   step_tracker step_tracker_vos step_pipeline step_detector

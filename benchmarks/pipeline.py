@@ -221,20 +221,35 @@ def hd_boxes(objects: int, width: int, height: int) -> dict[int, list[float]]:
             for i in range(objects)}
 
 
+# The CPU paths ``--hd-paths`` compares: (tracker precision, tracker image encoder, detector backend).
+CPU_PATHS = {
+    "exact": ("exact", "onnxruntime", "onnxruntime"),  # fp32 everywhere: the CPU default before bf16
+    "auto": ("auto", "auto", "auto"),  # today's CPU default (random weights: fp32 detector)
+    "auto-int8": ("auto", "auto", "onnxruntime-int8"),  # and the int8 detector
+}
+
+
 def hd_stream(frames: list[np.ndarray], *, mode: str, objects: int, tracker_size: int, device: str,
-              warm: int = 5) -> dict:
-    """The whole engine over ``frames`` (see 4. in the module docstring); ``warm`` first frames are left
-    out of the percentiles (graph captures, lazy initialisation)."""
+              warm: int = 5, path: str = "auto") -> dict:
+    """The whole engine over ``frames`` (see 4. in the module docstring) on one of ``CPU_PATHS``;
+    ``warm`` first frames are left out of the percentiles (graph captures, lazy initialisation)."""
     from engine.detect import DetectorConfig, load_detector
     from engine.fuse import Fuser, FuserConfig, TracksOnly
     from engine.pipeline import Pipeline
     from engine.prompts import PromptQueue
+    from engine.runtime.precision import PrecisionPolicy
     from engine.sources import ArraySource
-    from engine.track import load_tracker
+    from engine.track import TrackerConfig, load_tracker
 
     cuda = device.startswith("cuda")
-    detector = load_detector(DetectorConfig(weights="random", conf=0.25, max_det=objects, device=device))
-    trk = load_tracker("sam2.1_hiera_t", weights="random", image_size=tracker_size, device=device)
+    precision, encoder, backend = CPU_PATHS[path]
+    if encoder == "auto":  # as engine.app chooses
+        bf16 = PrecisionPolicy.for_device(device, precision).image_encoder == torch.bfloat16
+        encoder = "torch" if cuda or bf16 else "onnxruntime"
+    detector = load_detector(DetectorConfig(weights="random", conf=0.25, max_det=objects, device=device,
+                                            backend=backend))
+    trk = load_tracker("sam2.1_hiera_t", weights="random", image_size=tracker_size, device=device,
+                       options=TrackerConfig(precision=precision, encoder_backend=encoder))
     height, width = frames[0].shape[:2]
     prompts = PromptQueue()
     if mode == "prompted":  # the user's boxes on frame 0; the detector still runs on every frame
@@ -257,7 +272,8 @@ def hd_stream(frames: list[np.ndarray], *, mode: str, objects: int, tracker_size
         in_use.append(torch.cuda.memory_allocated() if cuda else _rss_bytes())
     wall = time.perf_counter() - start
     fps = len(frames) / wall
-    report = {"mode": mode, "frames": len(frames), "size": [width, height], "fps": fps,
+    report = {"mode": mode, "path": path, "precision": trk.precision.reason, "encoder": encoder,
+              "detector_backend": detector.backend.name, "frames": len(frames), "size": [width, height], "fps": fps,
               "tracked_mean": float(np.mean(counts[warm:] or counts)),
               "stages": {stage: percentiles(values[warm:]) for stage, values in times.items()},
               "memory": _memory_trend(in_use[warm:] or in_use),
@@ -289,7 +305,8 @@ def _memory_trend(samples: list[int]) -> dict[str, float]:
 def _print_hd(entry: dict) -> None:
     mem = entry["memory"]
     peak = entry.get("peak_gpu_mib", entry.get("peak_rss_mib"))
-    print(f"\n{entry['size'][0]}x{entry['size'][1]} {entry['mode']}, {entry['frames']} frames, "
+    print(f"\n{entry['size'][0]}x{entry['size'][1]} {entry['mode']}, path {entry.get('path', 'auto')} "
+          f"(detector {entry.get('detector_backend')}, tracker encoder {entry.get('encoder')}), {entry['frames']} frames, "
           f"{entry['tracked_mean']:.1f} tracked: {entry['fps']:.1f} frames/s "
           f"(~{entry['streams_1080p30_estimate']} streams at 30 fps), peak {peak:.0f} MiB, in use "
           f"{mem['first_mib']:.0f} -> {mem['last_mib']:.0f} MiB ({mem['growth_mib_per_1000_frames']:+.1f} "
@@ -307,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=60)
     p.add_argument("--objects", type=int, default=10, help="detections per frame and tracks, at most")
     p.add_argument("--tracker-size", type=int, default=None, help="default 1024 on a GPU, 256 on a CPU")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     p.add_argument("--fusion-objects", type=int, nargs="+", default=[1, 10, 30, 100])
     p.add_argument("--skip-fusion", action="store_true")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -318,7 +336,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hd-size", default="1920x1080", help="WIDTHxHEIGHT of the 1080p30 case's frames")
     p.add_argument("--hd-modes", nargs="+", choices=("prompted", "fused"), default=["prompted", "fused"])
     p.add_argument("--hd-warm", type=int, default=5, help="first frames left out of the 1080p30 percentiles")
+    p.add_argument("--hd-paths", nargs="+", choices=tuple(CPU_PATHS), default=["auto"],
+                   help="precision paths to compare in the 1080p30 case (exact: fp32 everywhere, the CPU "
+                        "default before bf16; auto: today's default; auto-int8: and the int8 detector)")
+    p.add_argument("--hd-rounds", type=int, default=1, help="times each path runs, alternating")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     tracker_size = args.tracker_size or (1024 if args.device.startswith("cuda") else 256)
     if args.hd or args.hd_only:
         hd_report = _run_hd(args, tracker_size)
@@ -355,11 +379,13 @@ def _run_hd(args, tracker_size: int) -> Path:
     report = {"environment": environment(), "args": {k: str(v) for k, v in vars(args).items()},
               "tracker_size": tracker_size, "clip": str(args.clips[0]), "hd": []}
     out = args.out or write_json("pipeline-hd", report)
-    for mode in args.hd_modes:
-        report["hd"].append(hd_stream(frames, mode=mode, objects=args.hd_objects, tracker_size=tracker_size,
-                                      device=args.device, warm=args.hd_warm))
-        write_json("pipeline-hd", report, out=out)
-        _print_hd(report["hd"][-1])
+    for _ in range(args.hd_rounds):  # paths alternate, so that machine load falls on each alike
+        for mode in args.hd_modes:
+            for path in args.hd_paths:
+                report["hd"].append(hd_stream(frames, mode=mode, objects=args.hd_objects, tracker_size=tracker_size,
+                                              device=args.device, warm=args.hd_warm, path=path))
+                write_json("pipeline-hd", report, out=out)
+                _print_hd(report["hd"][-1])
     print(f"\n{report['environment']['device']}; wrote {out}")
     return out
 

@@ -4,6 +4,9 @@ prompts and image size; then the memory each holds as the stream goes on.
 
 Baselines (``--baselines``):
 - ``official``: ``SAM2VideoPredictor``, eager, fp32: the parity reference (tests/track/test_parity.py).
+- ``official_bf16``: the same predictor with every call under ``torch.autocast(device, bfloat16)``: the
+  speed a user gets by wrapping the official code in one line (on a CPU with bf16 matrix instructions,
+  the fair baseline for our fast precision path).
 - ``vos_optimized``: ``build_sam2_video_predictor(..., vos_optimized=True)``, the official predictor's
   fastest mode: its image encoder, memory attention, memory encoder, prompt encoder and mask decoder
   compiled by ``torch.compile(mode="max-autotune")``. On CUDA it runs as sam2's own benchmark.py runs it,
@@ -32,8 +35,8 @@ Memory held: the tracker's ``memory_bytes()`` after 100 (and, with ``--long``, 2
 official predictor's inference state (its frames and per-frame outputs) after 100 frames.
 
     python -m benchmarks.tracker [--image-size 256] [--objects 1 4 10 30] [--frames 30] [--warmup 3]
-        [--baselines official vos_optimized] [--step auto] [--encoder torch] [--skip-memory] [--long]
-        [--out PATH]
+        [--baselines official official_bf16 vos_optimized] [--step auto] [--encoder torch]
+        [--precision auto] [--threads N] [--skip-memory] [--long] [--out PATH]
 
 The JSON (device, versions, date, settings, results) is rewritten after every object count, so a run
 cut short keeps what it measured; a table is printed at the end.
@@ -57,7 +60,7 @@ from benchmarks.common import environment, percentiles, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
-BASELINES = ("official", "vos_optimized")
+BASELINES = ("official", "official_bf16", "vos_optimized")
 _MIB = 2.0 ** 20
 
 
@@ -151,7 +154,8 @@ def build_baseline(name: str, state_dict: dict, image_size: int, device: str) ->
     predictor = official_predictor(state_dict, config=CONFIG, image_size=image_size, device=device,
                                    vos_optimized=vos)
     cuda = device.startswith("cuda")
-    return _Baseline(name=name, predictor=predictor, autocast=torch.bfloat16 if vos and cuda else None,
+    bf16 = (vos and cuda) or name == "official_bf16"
+    return _Baseline(name=name, predictor=predictor, autocast=torch.bfloat16 if bf16 else None,
                      tf32=vos and cuda)
 
 
@@ -286,9 +290,10 @@ def memory_held(model, official: _Baseline, clip: Path, *, objects: int, image_s
 def run(*, clip: Path, image_size: int = 256, objects: Sequence[int] = (1, 4, 10, 30), frames: int = 30,
         warmup: int = 3, baselines: Sequence[str] = BASELINES, vos_on_cpu: bool = False, long: bool = False,
         memory: bool = True, memory_objects: int = 1, device: str = "cpu", seed: int = 0,
-        encoder: str = "torch", step: str = "auto", out: Path | None = None) -> dict:
+        encoder: str = "torch", step: str = "auto", precision: str = "auto", out: Path | None = None) -> dict:
     """Time our tracker against each baseline at each object count, then measure memory held; returns the
     JSON payload (and rewrites ``out`` after every count when given)."""
+    from engine.runtime.precision import PrecisionPolicy
     from engine.track.config import TrackerConfig
     from engine.track.model import build_model
 
@@ -297,12 +302,14 @@ def run(*, clip: Path, image_size: int = 256, objects: Sequence[int] = (1, 4, 10
                          f"warm-up frames; use at least {warmup + 2}")
     model = build_model(CONFIG, image_size=image_size, device=device, seed=seed)
     state_dict = {k: v.cpu() for k, v in model.state_dict().items()}
-    options = TrackerConfig(image_size=image_size, encoder_backend=encoder, step=step)
+    options = TrackerConfig(image_size=image_size, encoder_backend=encoder, step=step, precision=precision)
     video = read_clip(clip, frames, image_size)
     payload = {"benchmark": "tracker", "environment": environment(),
                "settings": {"clip": str(clip), "config": CONFIG, "image_size": image_size, "frames": frames,
                             "warmup": warmup, "weights": f"random (seed {seed})", "encoder": encoder,
-                            "step": step, "objects": list(objects), "baselines": list(baselines)},
+                            "step": step, "precision": precision,
+                            "policy": PrecisionPolicy.for_device(device, precision).reason,
+                            "objects": list(objects), "baselines": list(baselines)},
                "speed": [], "skipped": {}, "warmup_s": {}}
     cuda = device.startswith("cuda")
     built: dict[str, _Baseline] = {}
@@ -343,7 +350,7 @@ def print_table(payload: dict) -> None:
     s = payload["settings"]
     print(f"{payload['environment']['device']}, image size {s['image_size']}, "
           f"{payload['environment']['torch_threads']} threads, step {s['step']}, "
-          f"image encoder in {s['encoder']}")
+          f"image encoder in {s['encoder']}; precision {s['policy']}")
     print(f"{'baseline':>14} {'objects':>7} {'ours p50':>9} {'p95':>7} {'p99':>7} {'fps':>7} "
           f"{'base p50':>9} {'p95':>7} {'p99':>7} {'fps':>7} {'speedup':>8} {'IoU min':>8}")
     for r in payload["speed"]:
@@ -382,13 +389,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--encoder", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
                         help="what runs our image encoder (the CLI's default on a CPU is onnxruntime)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "exact", "fast"],
+                        help="our tracker's precision (engine.runtime.precision)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = args.out or write_json("tracker", {"benchmark": "tracker", "status": "started"})
     payload = run(clip=args.clip, image_size=args.image_size, objects=args.objects, frames=args.frames,
                   warmup=args.warmup, baselines=args.baselines, vos_on_cpu=args.vos_on_cpu, long=args.long,
                   memory=not args.skip_memory, device=args.device, encoder=args.encoder, step=args.step,
-                  out=out)
+                  precision=args.precision, out=out)
     print_table(payload)
     print(f"wrote {out}")
 

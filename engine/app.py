@@ -222,7 +222,9 @@ def _detector(opts: RunOptions, device, built: BuiltPipeline):
     weights = resolve_detector_weights(opts.detector, opts.weights, fallback=opts.random_fallback,
                                        notes=built.notes)
     cfg = DetectorConfig(model=opts.detector, weights=weights, backend=opts.backend, device=str(device),
-                         conf=opts.conf, iou=opts.iou, imgsz=opts.imgsz, seed=opts.seed)
+                         conf=opts.conf, iou=opts.iou, imgsz=opts.imgsz, seed=opts.seed,
+                         half=False if opts.precision == "exact" else None,
+                         calibration=str(opts.calibration) if opts.calibration is not None else None)
     detector = load_detector(cfg)
     if detector.random_weights:
         built.random_weights.append(f"detector {opts.detector}")
@@ -274,6 +276,9 @@ def _segmenter(opts: RunOptions, weights: str | None, device, built: BuiltPipeli
 def _tracker(opts: RunOptions, device, built: BuiltPipeline):
     if opts.tracker == "none":
         return None
+    import torch
+
+    from engine.runtime.precision import PrecisionPolicy
     from engine.track import load_tracker
     from engine.track.config import TrackerConfig
 
@@ -281,10 +286,13 @@ def _tracker(opts: RunOptions, device, built: BuiltPipeline):
                                       notes=built.notes)
     size = opts.tracker_size or (1024 if device.type == "cuda" else 512)
     encoder = opts.tracker_encoder
-    if encoder == "auto":  # ONNX Runtime runs hiera 1.2x faster than torch on a CPU (engine.track.encoder)
-        encoder = "torch" if device.type == "cuda" else "onnxruntime"
-    tracker = load_tracker(opts.tracker, weights=weights, image_size=size, device=str(device),
-                           seed=opts.seed, options=TrackerConfig(encoder_backend=encoder))
+    if encoder == "auto":
+        # On a CPU, hiera in torch from a bf16 copy where the policy runs it in bf16 (2x ONNX Runtime's fp32
+        # there, engine.track.bf16), else ONNX Runtime (1.2x torch in fp32, engine.track.encoder).
+        policy = PrecisionPolicy.for_device(device, opts.precision)
+        encoder = "torch" if device.type == "cuda" or policy.image_encoder == torch.bfloat16 else "onnxruntime"
+    tracker = load_tracker(opts.tracker, weights=weights, image_size=size, device=str(device), seed=opts.seed,
+                           options=TrackerConfig(encoder_backend=encoder, precision=opts.precision))
     if tracker.random_weights:
         built.random_weights.append(f"tracker {opts.tracker}")
     return tracker

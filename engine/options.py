@@ -111,11 +111,15 @@ class RunOptions:
     weights: str | None = option(None, section="detector", unset="the fetched official file (streamseg fetch)",
                                  help="detector weights: .pt, .onnx or .engine path (Mask R-CNN: a state-dict "
                                       "file), or 'random'")
-    backend: str = option("auto", section="detector", choices=("auto", "torch", "onnxruntime", "tensorrt"),
-                          help="what runs the detector's network")
+    backend: str = option("auto", section="detector",
+                          choices=("auto", "torch", "onnxruntime", "onnxruntime-int8", "tensorrt"),
+                          help="what runs the detector's network (onnxruntime-int8: the int8 model, CPU; auto "
+                               "picks it on a CPU for trained weights where it meets its accuracy bar)")
     conf: float = option(0.25, section="detector", minimum=0.0, maximum=1.0, help="confidence threshold")
     iou: float = option(0.7, section="detector", minimum=0.0, maximum=1.0, help="NMS IoU threshold")
     imgsz: int = option(640, section="detector", minimum=1, help="network input size")
+    calibration: Path | None = option(None, section="detector", unset="the clip bundled for the demo",
+                                      help="a video whose frames calibrate and validate the int8 detector")
     detect_every: int = option(1, section="detector", minimum=1,
                                help="run the detector on every k-th frame; the tracker fills the rest")
 
@@ -164,6 +168,10 @@ class RunOptions:
              "or 0 background); repeat it for more points or objects, in frame pixels")
 
     device: str = option("auto", section="", help="auto, cpu, cuda or cuda:N")
+    precision: str = option("auto", section="", choices=("auto", "exact", "fast"),
+                            help="exact: every network in fp32; fast: bf16 image encoder and (on a CPU) memory "
+                                 "attention; auto: fast where the device has bf16 matrix instructions "
+                                 "(`streamseg info` says which runs here)")
     seed: int = option(0, section="", help="seed for random weights")
     max_frames: int | None = option(None, section="", minimum=1, unset="every frame",
                                     help="stop after N frames")

@@ -66,8 +66,20 @@ def test_info_names_versions_device_and_mask_ops():
     proc = streamseg("info")
     assert proc.returncode == 0, proc.stderr
     keys = [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
-    for key in ("streamseg", "torch", "av", "sam2", "ultralytics", "device", "mask"):
+    for key in ("streamseg", "torch", "av", "sam2", "ultralytics", "device", "mask", "precision"):
         assert key in keys, proc.stdout
+
+
+def test_info_says_which_precision_path_runs_and_why():
+    from engine.runtime.precision import PrecisionPolicy, cpu_bf16_features
+
+    auto = streamseg("info")
+    [line] = [line for line in auto.stdout.splitlines() if line.startswith("precision")]
+    assert PrecisionPolicy.for_device("cpu").reason in line  # this machine's CPU, whichever it is
+    features = ", ".join(cpu_bf16_features()) or "none"
+    assert any(line.startswith("cpu bf16 matrix") and features in line for line in auto.stdout.splitlines())
+    exact = streamseg("info", "--precision", "exact")
+    assert "image encoder float32, memory attention float32 (exact" in exact.stdout
 
 
 def test_run_writes_video_and_jsonl_and_prints_the_latency_table(tmp_path, bedroom_clip):

@@ -105,7 +105,7 @@ BAD_FILES = [
     # (file text, what the one error line names)
     ("[detector]\nconf = 3\n", ["[detector] conf = 3", "a number >= 0 and <= 1"]),  # out of range
     ("[detector]\nimgsz = \"big\"\n", ["[detector] imgsz", "an integer"]),  # wrong type
-    ("[detector]\nbackend = \"tflite\"\n", ["[detector] backend", "auto, torch, onnxruntime, tensorrt"]),
+    ("[detector]\nbackend = \"tflite\"\n", ["[detector] backend", "auto, torch, onnxruntime, onnxruntime-int8, tensorrt"]),
     ("[outputs]\npreview = \"yes\"\n", ["[outputs] preview", "true or false"]),
     ("[detector]\nconfidence = 0.3\n", ["unknown key [detector] confidence", "conf, iou"]),  # misspelt key
     ("[decoder]\nbuffer = 2\n", ["unknown section [decoder]", "[source]"]),  # no such section
@@ -156,7 +156,7 @@ def test_the_segmenter_choices_are_the_segment_packages_backends():
 
 
 @pytest.mark.parametrize("args, needles", [
-    (["--backend", "tflite"], ["--backend", "auto, torch, onnxruntime, tensorrt"]),
+    (["--backend", "tflite"], ["--backend", "auto, torch, onnxruntime, onnxruntime-int8, tensorrt"]),
     (["--segmenter", "segformer"], ["--segmenter", "none, deeplabv3plus"]),
 ], ids=["backend", "segmenter"])
 def test_a_bad_choice_on_the_command_line_is_the_same_one_line_as_in_a_file(args, needles):

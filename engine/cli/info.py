@@ -6,9 +6,13 @@ import argparse
 import platform
 from importlib import metadata
 
+from engine.runtime.precision import PRECISIONS
+
 
 def add_to(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="versions, device, kernels")
+    p = sub.add_parser("info", help="versions, device, kernels, the precision path")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="say what this --precision runs here (default: auto)")
     p.set_defaults(command=cmd_info)
 
 
@@ -36,7 +40,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     else:
         device = "cpu (torch sees no CUDA device)"
     rows += [("torch cuda build", str(torch.version.cuda)), ("device", device), ("mask ops", backend())]
+    rows += _precision_rows(args.precision, "cuda" if torch.cuda.is_available() else "cpu")
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
     return 0
+
+
+def _precision_rows(precision: str, device: str) -> list[tuple[str, str]]:
+    """Which precision path ``--precision`` runs on ``device`` and why, and the CPU's bf16 features."""
+    from engine.runtime.precision import PrecisionPolicy, cpu_bf16_features
+
+    policy = PrecisionPolicy.for_device(device, precision)
+    rows = [("precision", policy.describe())]
+    if device == "cpu":
+        rows.append(("cpu bf16 matrix", ", ".join(cpu_bf16_features()) or "none (bf16 would be emulated)"))
+    return rows

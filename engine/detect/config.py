@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from engine.errors import ConfigError
 
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "torch", "onnxruntime", "onnxruntime-int8", "tensorrt")
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +23,9 @@ class DetectorConfig:
     model: str = "yolov8n-seg"  # model name; it picks the family unless ``family`` is given
     weights: str = "random"
     # "auto": the family's choice for the weights and device (YOLO: .onnx -> onnxruntime, .engine ->
-    # tensorrt; .pt/.yaml/random -> torch on CUDA and onnxruntime on the CPU, see engine.detect.yolo)
+    # tensorrt; .pt/.yaml/random -> torch on CUDA and onnxruntime on the CPU, see engine.detect.yolo; on
+    # the CPU, trained weights run as int8 where that model meets its accuracy bar against fp32).
+    # "onnxruntime-int8": the int8 model (engine.detect.yolo.quantize), CPU only.
     backend: str = "auto"
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:N"
     conf: float = 0.25  # keep detections whose best class score is above this
@@ -35,6 +37,8 @@ class DetectorConfig:
     # policy's choice (engine.runtime.precision: fp16 on CUDA)
     half: bool | None = None
     family: str | None = None  # a family of engine.detect.registry; None: the one whose models match
+    # a video whose frames calibrate (and validate) the int8 model; None: the clip bundled for the demo
+    calibration: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -57,6 +61,11 @@ class DetectorConfig:
             raise ConfigError(f"detector seed={self.seed!r} must be an integer")
         if self.half is not None and not isinstance(self.half, bool):
             raise ConfigError(f"detector half={self.half!r} must be True, False or None")
+        if self.backend == "onnxruntime-int8" and self.device.startswith("cuda"):
+            raise ConfigError("the int8 detector (backend onnxruntime-int8) runs on the CPU; use device='cpu', "
+                              "or backend='tensorrt' on CUDA")
+        if self.calibration is not None and (not isinstance(self.calibration, str) or not self.calibration):
+            raise ConfigError(f"detector calibration={self.calibration!r} must be a video file path or None")
         if self.half and self.device == "cpu":
             raise ConfigError("detector half=True needs a CUDA device; use half=None or device='cuda'")
 

@@ -75,12 +75,18 @@ class TrackerConfig:
     # conditioning frame, so the correction outlives the N-frame window. sam2 calls this
     # add_all_frames_to_correct_as_cond; the official predictor's default is False.
     reprompt_as_cond: bool = True
-    # The image encoder's dtype: "auto" follows engine.runtime.precision (bf16 on CUDA, fp32 on the CPU);
-    # the memory path always runs in fp32 (its errors compound from frame to frame).
+    # The precision policy (engine.runtime.precision): "exact" runs every part in fp32 (the parity
+    # tests' setting); "fast" runs the image encoder in bf16 and, on a CPU, the memory attention too
+    # (engine.track.bf16); "auto" is "fast" where the device has bf16 matrix instructions (CUDA; CPUs with
+    # AMX-BF16 or AVX512-BF16), else "exact". The mask decoder and memory encoder always run in fp32 (their
+    # errors compound from frame to frame).
+    precision: str = "auto"
+    # The image encoder's dtype: "auto" follows ``precision``; "float32" / "bfloat16" override it.
     encoder_dtype: str = "auto"
-    # What runs the image encoder: "torch" (in ``encoder_dtype``), or its ONNX export in "onnxruntime" (CPU;
-    # 1.2x torch there) or as a "tensorrt" engine (bf16), see engine.track.encoder. The recurrent path
-    # always runs in torch.
+    # What runs the image encoder: "torch" (in ``encoder_dtype``: on a CPU in bf16 from a bf16 copy of its
+    # weights, engine.track.bf16), or its fp32 ONNX export in "onnxruntime" (CPU; 1.2x torch fp32 there,
+    # half the speed of torch bf16 where the CPU has bf16 instructions) or as a "tensorrt" engine (bf16),
+    # see engine.track.encoder. The recurrent path always runs in torch.
     encoder_backend: str = "torch"
     # How a frame's objects go through the recurrent path (engine.track.padding, engine.track.step_graphs):
     # "grouped" - one memory-attention call per memory length, no padding (no wasted FLOPs; the CPU's
@@ -92,13 +98,15 @@ class TrackerConfig:
     step: str = "auto"
 
     def __post_init__(self) -> None:
-        from engine.runtime.precision import dtype_named
+        from engine.runtime.precision import PRECISIONS, dtype_named
         from engine.track.encoder import ENCODER_BACKENDS
 
         if self.encoder_backend not in ENCODER_BACKENDS:
             raise ConfigError(f"encoder_backend={self.encoder_backend!r}: choose from "
                               f"{', '.join(ENCODER_BACKENDS)}")
 
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision={self.precision!r}: choose from {', '.join(PRECISIONS)}")
         dtype_named(self.encoder_dtype, default=torch.float32)  # validates the name
         if self.step not in STEP_MODES:
             raise ConfigError(f"step={self.step!r}: choose from {', '.join(STEP_MODES)}")

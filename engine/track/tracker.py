@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from engine.errors import ConfigError
 from engine.ops import resize_threshold
 from engine.track.appearance import pool_appearance
+from engine.track.bf16 import bf16_memory_attention
 from engine.track.config import IMAGE_MEAN, IMAGE_STD, TrackerConfig
 from engine.track.memory import (FrameOutput, MemoryFrame, MemoryPolicy, ObjectSlot, assemble_memory,
                                  select_memory)
@@ -132,22 +133,16 @@ class StreamingTracker:
         self.device = model.device
         from engine.runtime.precision import PrecisionPolicy, dtype_named
 
-        self.encoder_dtype = dtype_named(opts.encoder_dtype,
-                                         default=PrecisionPolicy.for_device(self.device).image_encoder)
-        self.image_encoder = None  # None: the model's own, in torch; else an exported one (engine.track.encoder)
-        if opts.encoder_backend != "torch":
-            from engine.track.encoder import exported_image_encoder
-
-            self.image_encoder = exported_image_encoder(model, opts.encoder_backend, device=self.device)
+        self.precision = PrecisionPolicy.for_device(self.device, opts.precision)  # and why (its reason)
+        self.encoder_dtype = dtype_named(opts.encoder_dtype, default=self.precision.image_encoder)
         self._mean = torch.tensor(IMAGE_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGE_STD, device=self.device).view(1, 3, 1, 1)
         # None: the grouped step (one memory-attention call per memory layout, no padding); else the
         # padded step, eager or replayed from CUDA graphs (engine.track.step_graphs), per ``options.step``
         self._step = _padded_step_for(model, opts, self._policy)
-        if self._step is not None and self._step.graphed and self.image_encoder is None:
-            from engine.track.step_graphs import GraphedImageEncoder
-
-            self.image_encoder = GraphedImageEncoder(model, self.encoder_dtype)
+        # The grouped step runs memory attention in the policy's dtype; the padded step always in fp32.
+        self.memory_dtype = self.precision.memory_attention if self._step is None else torch.float32
+        self.image_encoder = _image_encoder_for(model, opts, self.encoder_dtype, self._step)
         self._slots: dict[int, ObjectSlot] = {}  # insertion order is slot order
         self._frame: _CurrentFrame | None = None
         self._next_index = 0
@@ -374,8 +369,12 @@ class StreamingTracker:
             memory, memory_pos, num_ptr_tokens = assemble_memory(
                 self.model, [selections[i] for i in members], self._maskmem_pos, self._policy)
             curr, curr_pos = feats.batch_first(len(members))
-            pix = self.model.memory_attention(curr=[curr], curr_pos=[curr_pos], memory=memory,
-                                              memory_pos=memory_pos, num_obj_ptr_tokens=num_ptr_tokens)
+            if self.memory_dtype == torch.float32:
+                pix = self.model.memory_attention(curr=[curr], curr_pos=[curr_pos], memory=memory,
+                                                  memory_pos=memory_pos, num_obj_ptr_tokens=num_ptr_tokens)
+            else:
+                pix = bf16_memory_attention(self.model, curr, curr_pos, memory, memory_pos,
+                                            num_obj_ptr_tokens=num_ptr_tokens, dtype=self.memory_dtype)
             pix = pix.permute(1, 2, 0).reshape(len(members), -1, h, w)
             if len(groups) == 1:
                 return pix
@@ -483,6 +482,25 @@ class StreamingTracker:
                                                     device=self.device),
                       logits=torch.zeros((0, low, low), device=self.device),
                       scores=torch.zeros((0,), device=self.device))
+
+
+def _image_encoder_for(model, options: TrackerConfig, dtype: torch.dtype, step):
+    """What runs the image encoder: None for the model's own in torch (autocast to ``dtype``), a bf16 copy
+    on a CPU (engine.track.bf16), an exported one (engine.track.encoder) or a CUDA graph of it."""
+    device = torch.device(model.device)
+    if options.encoder_backend != "torch":
+        from engine.track.encoder import exported_image_encoder
+
+        return exported_image_encoder(model, options.encoder_backend, device=device)
+    if step is not None and step.graphed:
+        from engine.track.step_graphs import GraphedImageEncoder
+
+        return GraphedImageEncoder(model, dtype)
+    if device.type == "cpu" and dtype == torch.bfloat16:
+        from engine.track.bf16 import Bf16ImageEncoder
+
+        return Bf16ImageEncoder(model)
+    return None
 
 
 def _padded_step_for(model, options: TrackerConfig, policy: MemoryPolicy):

@@ -142,8 +142,8 @@ def test_key_numbers_give_each_ratio_measured_in_the_run():
         "pipeline": {"hd": [{"mode": "prompted", "size": [1920, 1080], "tracked_mean": 10.0, "fps": 130.0,
                              "stages": {"total": {"p99": 14.0}}, "peak_gpu_mib": 3000.0,
                              "memory": {"growth_mib_per_1000_frames": 0.0}, "streams_1080p30_estimate": 4}]},
-        "detector": {"points": [{"max_det": 100, "engine_p50_ms": 5.0, "ultralytics_p50_ms": 20.0,
-                                 "speedup_p50": 4.0}]},
+        "detector": {"points": [{"max_det": 100, "engine_p50_ms": 5.0,
+                                 "baselines": {"ultralytics": {"p50_ms": 20.0, "speedup_p50": 4.0}}}]},
     }
     text = "\n".join(key_numbers(bench))
     assert "10: 0.100/5.000 (50x)" in text

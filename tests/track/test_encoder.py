@@ -12,7 +12,7 @@ from engine.track import encoder as encoder_module
 from engine.track.config import TrackerConfig
 from tests.track.conftest import CONFIG, SEED, SIZE, compare, run_tracker
 
-ORT = TrackerConfig(image_size=SIZE, encoder_backend="onnxruntime")
+ORT = TrackerConfig(image_size=SIZE, encoder_backend="onnxruntime", precision="exact")
 EVENTS = {0: [("add", 1, [40, 60, 150, 220]), ("add", 2, [120, 30, 230, 140])]}
 
 
@@ -29,7 +29,8 @@ def _fresh_encoders():
 
 
 def test_onnxruntime_encoder_tracks_as_the_torch_encoder(model, clip_frames):
-    torch_run = run_tracker(StreamingTracker(model, options=TrackerConfig(image_size=SIZE)), clip_frames[:10], EVENTS)
+    torch_run = run_tracker(StreamingTracker(model, options=TrackerConfig(image_size=SIZE, precision="exact")),
+                            clip_frames[:10], EVENTS)
     ort_run = run_tracker(StreamingTracker(model, options=ORT), clip_frames[:10], EVENTS)
     iou, diff = compare(ort_run, torch_run)
     # ONNX Runtime's kernels sum in another order than torch's: the encoder's outputs differ by up to
@@ -143,14 +144,22 @@ def test_engine_encoder_binds_the_exported_names_frame_by_frame(model, monkeypat
         torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize(("choice", "expected"), [("auto", encoder_module.OnnxImageEncoder), ("torch", type(None))])
-def test_the_command_runs_the_onnxruntime_encoder_on_a_cpu_unless_told(choice, expected):
+@pytest.mark.parametrize(("choice", "precision", "features", "expected"), [
+    ("auto", "auto", (), "OnnxImageEncoder"),  # fp32 on this CPU: ONNX Runtime is 1.2x torch
+    ("auto", "auto", ("avx512_bf16",), "Bf16ImageEncoder"),  # bf16 in torch: 2x ONNX Runtime's fp32
+    ("auto", "exact", ("avx512_bf16",), "OnnxImageEncoder"),
+    ("torch", "auto", (), "NoneType"),  # the model's own modules, fp32
+], ids=["plain-cpu", "bf16-cpu", "bf16-cpu-exact", "torch-asked"])
+def test_the_command_picks_the_fastest_encoder_for_the_cpu_unless_told(monkeypatch, choice, precision, features,
+                                                                       expected):
+    import engine.runtime.precision as precision_module
     from engine.app import RunOptions, build_pipeline
 
+    monkeypatch.setattr(precision_module, "cpu_bf16_features", lambda: features)
     built = build_pipeline(RunOptions(source="synthetic:seed=1,frames=2,size=64x48", device="cpu",
                                       weights="random", imgsz=64, tracker_weights="random", tracker_size=SIZE,
-                                      tracker_encoder=choice))
+                                      tracker_encoder=choice, precision=precision))
     try:
-        assert isinstance(built.pipeline.tracker.image_encoder, expected)
+        assert type(built.pipeline.tracker.image_encoder).__name__ == expected
     finally:
         built.pipeline.source.close()

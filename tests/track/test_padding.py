@@ -150,7 +150,8 @@ FRAMES = 8
 
 
 def _run(model, frames, step: str) -> tuple[StreamingTracker, dict[int, dict[int, torch.Tensor]]]:
-    tracker = StreamingTracker(model, options=TrackerConfig(image_size=SIZE, step=step))
+    # fp32 on both sides: the padded step's memory attention is fp32 always, the grouped one's per policy
+    tracker = StreamingTracker(model, options=TrackerConfig(image_size=SIZE, step=step, precision="exact"))
     logits = {}
     for index, frame in enumerate(frames):
         tracks = tracker.step(frame)

@@ -28,7 +28,8 @@ from .conftest import (CONFIG, SEED, SIZE, ReferenceRun, collect, compare, offic
 
 LOGIT_TOL = 5e-5  # 6x the largest float-order noise measured, 4x below the smallest memory error shown
 BOXES = {1: [20, 60, 120, 250], 2: [130, 40, 230, 200], 3: [60, 120, 200, 250]}  # frame pixels at 256
-EXACT = TrackerConfig(image_size=SIZE, evict=False, reprompt_as_cond=False)  # the official predictor's memory
+# the official predictor's memory, and its precision (fp32 everywhere, whatever this CPU has)
+EXACT = TrackerConfig(image_size=SIZE, evict=False, reprompt_as_cond=False, precision="exact")
 
 
 def _tracker(state, options=EXACT, device: str = "cpu") -> StreamingTracker:

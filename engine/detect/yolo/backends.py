@@ -33,7 +33,7 @@ class ModelInfo:
 
 
 class Backend(ABC):
-    name: str  # "torch", "onnxruntime", "tensorrt"
+    name: str  # "torch", "onnxruntime", "onnxruntime-int8", "tensorrt"
     device: torch.device
     dtype: torch.dtype  # input precision
     dynamic_hw: bool  # takes any input height and width (multiples of the stride)
@@ -113,6 +113,7 @@ class OnnxRuntimeBackend(Backend):
                                                 provider_options=provider_options)
         except Exception as exc:  # onnxruntime raises its own exception types for every refusal
             raise BackendError(f"{path}: onnxruntime refused the model ({exc}); re-export it") from None
+        self.path = Path(path)  # the model file the session runs
         self.device, self.dtype, self.dynamic_hw = device, input_dtype, dynamic_hw
         self.fixed_batch = self.max_batch = fixed_batch
         self.input_name, self.output_names, self.nm = input_name, output_names, nm

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
@@ -18,6 +19,8 @@ from engine.errors import BackendError, ConfigError, WeightsError
 from engine.runtime.device import resolve_device
 from engine.runtime.precision import PrecisionPolicy
 from engine.types import Detections
+
+log = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".pt", ".yaml", ".yml", ".onnx", ".engine")
 MAX_STRIDE = 32  # YOLOv8's coarsest feature map: every input side must be a multiple of it
@@ -113,7 +116,9 @@ def load(config: DetectorConfig) -> YoloSegDetector:
     Runtime, ``.engine`` on TensorRT, ``.pt``/``.yaml``/``"random"`` on torch (fp16) on a GPU and on ONNX
     Runtime on the CPU, where it is faster (exported to a temporary ONNX file at load). ONNX Runtime and
     TensorRT take ``.pt``/``.yaml``/``"random"`` that way; TensorRT also takes ``.onnx`` (an engine is built
-    once and cached).
+    once and cached). ``onnxruntime-int8`` runs the int8 model of the ONNX (made once and cached,
+    engine.detect.yolo.quantize); ``auto`` runs it on a CPU with int8 dot products for weights that are not
+    random, where it meets its accuracy bar against the fp32 model (measured once, then cached).
 
     Raises:
         WeightsError: the weights are missing, unreadable, or not a YOLOv8-seg model.
@@ -130,8 +135,11 @@ def load(config: DetectorConfig) -> YoloSegDetector:
     if backend == "torch" and kind in ("onnx", "engine"):
         raise ConfigError(f"backend 'torch' runs .pt, .yaml or 'random' weights; for {config.weights} use "
                           f"backend='{'onnxruntime' if kind == 'onnx' else 'tensorrt'}'")
-    if backend == "onnxruntime" and kind == "engine":
+    if backend in ("onnxruntime", "onnxruntime-int8") and kind == "engine":
         raise ConfigError(f"{config.weights} is a TensorRT engine; use backend='tensorrt'")
+    if backend == "onnxruntime-int8" and device.type != "cpu":
+        raise ConfigError("the int8 detector (backend onnxruntime-int8) runs on the CPU; use device='cpu', "
+                          "or backend='tensorrt' on CUDA")
     if backend == "tensorrt" and device.type != "cuda":
         raise BackendError("TensorRT needs a CUDA device; use device='cuda', or backend='onnxruntime'")
     half = config.half if config.half is not None else PrecisionPolicy.for_device(device).detector == torch.float16
@@ -151,10 +159,48 @@ def load(config: DetectorConfig) -> YoloSegDetector:
 
         workdir = tempfile.TemporaryDirectory(prefix="streamseg-onnx-")
         onnx_path = str(export_onnx(config, Path(workdir.name) / "detector.onnx", imgsz=config.imgsz,
-                                    dynamic_batch=True, dynamic_hw=backend == "onnxruntime"))
-    if backend == "onnxruntime":
-        return _onnxruntime_detector(onnx_path, config, device, workdir)
-    return _tensorrt_detector(onnx_path, kind, config, device, half, workdir)
+                                    dynamic_batch=True, dynamic_hw=backend != "tensorrt"))
+    if backend == "tensorrt":
+        return _tensorrt_detector(onnx_path, kind, config, device, half, workdir)
+    fp32 = _onnxruntime_detector(onnx_path, config, device, workdir)
+    if backend == "onnxruntime-int8":
+        return _int8_detector(fp32, onnx_path, config, workdir, checked=False)
+    if config.backend == "auto" and device.type == "cpu" and not fp32.random_weights and _cpu_has_int8():
+        return _int8_detector(fp32, onnx_path, config, workdir, checked=True)
+    return fp32
+
+
+def _cpu_has_int8() -> bool:
+    from engine.runtime.precision import cpu_int8_features
+
+    return bool(cpu_int8_features())
+
+
+def _int8_detector(fp32: YoloSegDetector, onnx_path: str, config: DetectorConfig, workdir,
+                   *, checked: bool) -> YoloSegDetector:
+    """The int8 model of ``onnx_path`` (engine.detect.yolo.quantize). ``checked``: only where it meets its
+    accuracy bar against ``fp32`` on the validation frames (measured once per setting, then cached), else
+    ``fp32``; the log says which and why."""
+    from engine.detect.yolo import quantize
+
+    path = quantize.quantized_model(onnx_path, imgsz=config.imgsz, stride=fp32.info.stride,
+                                    calibration=config.calibration)
+    int8 = _onnxruntime_detector(str(path), config, fp32.device, workdir)
+    int8.backend.name = "onnxruntime-int8"
+    if not checked:
+        return int8
+    key = f"conf{config.conf:g}-iou{config.iou:g}-imgsz{config.imgsz}"
+    result = quantize.read_agreement(path.parent, key)
+    if result is None:
+        frames = quantize.calibration_frames(config.calibration, validation=True)
+        result = quantize.agreement(fp32(frames), int8(frames))
+        quantize.write_agreement(path.parent, key, result)
+    if result.meets():
+        log.info("detector: int8 (%s; the bar is %s)", result.describe(), quantize.INT8_BAR)
+        return int8
+    log.warning("detector: fp32, the int8 model misses its accuracy bar (%s; the bar: recall, box and mask "
+                "IoU >= 0.95)", result.describe())
+    return fp32
 
 
 def _onnxruntime_detector(path: str, config: DetectorConfig, device: torch.device, workdir) -> YoloSegDetector:
