@@ -28,6 +28,7 @@ class BuiltPipeline:
     outputs: list[tuple[str, str]] = field(default_factory=list)  # (what, where) for the summary
     random_weights: list[str] = field(default_factory=list)  # which networks run on random weights
     notes: list[str] = field(default_factory=list)  # one-line messages for the user
+    collector: object | None = None  # the uncertainty collector (engine.data.Collector) of --collect
 
 
 def build_pipeline(opts: RunOptions) -> BuiltPipeline:
@@ -45,6 +46,8 @@ def build_pipeline(opts: RunOptions) -> BuiltPipeline:
         prompts = _prompts(opts, info)
         sinks = _sinks(opts, fps=info.fps, live=info.live, built=built)
         detector = _detector(opts, device, built)
+        if built.collector is not None and detector is not None:
+            built.collector.name_classes(detector.names)
         tracker = _tracker(opts, device, built)
         fuser = _fuser(opts, detector, tracker, built)
     except BaseException:
@@ -159,11 +162,24 @@ def _sinks(opts: RunOptions, *, fps: float | None, live: bool, built: BuiltPipel
             sinks.append(preview)
             built.outputs.append(("preview", preview.url))
             built.notes.append(f"live preview at {preview.url}")
+        if opts.collect is not None:
+            built.collector = _collector(opts)
+            sinks.append(built.collector)
+            built.outputs.append(("collection", str(opts.collect)))
     except BaseException:
         for sink in sinks:
             sink.close()
         raise
     return sinks
+
+
+def _collector(opts: RunOptions):
+    """The uncertainty collector of ``--collect`` (checks its folder now; writes from the first frame)."""
+    from engine.data import Collector, CollectorConfig, SelectorConfig
+
+    selector = SelectorConfig(window=opts.collect_window, per_window=opts.collect_per_window,
+                              min_spacing=opts.collect_spacing, budget=opts.collect_budget)
+    return Collector(opts.collect, config=CollectorConfig(selector=selector, val_every=opts.collect_val_every))
 
 
 def random_weights_banner(networks: list[str]) -> str:

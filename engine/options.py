@@ -10,6 +10,7 @@ option is one field here. Values come from the defaults, then the file, then the
     [outputs]                # where results go
     [detector]               # the detector and its thresholds
     [tracker]                # the tracker, the fusion's track cap and spawn threshold, box prompts
+    [collect]                # the uncertainty collector: the frames worth labelling, and their exports
     device, seed, max_frames # top-level keys
 
 A bad file (unknown section or key, wrong type, value out of range) is one ConfigError line naming the
@@ -30,10 +31,11 @@ from pathlib import Path
 
 from engine.errors import ConfigError
 
-SECTIONS = ("", "source", "outputs", "detector", "tracker")  # "" holds the top-level keys
+SECTIONS = ("", "source", "outputs", "detector", "tracker", "collect")  # "" holds the top-level keys
 _GROUP_TITLES = {"": "run", "source": "source", "outputs": "outputs",
                  "detector": "detector (YOLOv8-seg; thresholds default to Ultralytics')",
-                 "tracker": "tracker (SAM 2) and fusion"}
+                 "tracker": "tracker (SAM 2) and fusion",
+                 "collect": "collection of the frames worth labelling (engine/data/README.md)"}
 _UNSET = "not set"
 
 
@@ -110,6 +112,23 @@ class RunOptions:
                                          help="track this box from the first frame (repeatable); with "
                                               "--detector none the tracker follows only these objects")
 
+    # Defaults are engine.data.SelectorConfig's and CollectorConfig's (tests/test_options.py checks it);
+    # not imported here, so that reading options does not load the data engine's libraries.
+    collect: Path | None = option(None, section="collect", key="folder", flag="--collect", metavar="DIR",
+                                  unset="no collection",
+                                  help="keep the frames the engine is least sure of in this folder, as images with "
+                                       "COCO, YOLO-seg and Label Studio pre-annotations")
+    collect_budget: int = option(500, section="collect", key="budget", minimum=1,
+                                 help="frames kept in all; then no more")
+    collect_window: int = option(300, section="collect", key="window", minimum=1,
+                                 help="frames per selection window (the top frames of each window are kept)")
+    collect_per_window: int = option(3, section="collect", key="per_window", minimum=1,
+                                     help="frames kept per window at most")
+    collect_spacing: int = option(30, section="collect", key="spacing", minimum=0,
+                                  help="frames between any two kept frames at least")
+    collect_val_every: int = option(5, section="collect", key="val_every", minimum=0,
+                                    help="every N-th kept frame goes to the validation split (0: none)")
+
     device: str = option("auto", section="", help="auto, cpu, cuda or cuda:N")
     seed: int = option(0, section="", help="seed for random weights")
     max_frames: int | None = option(None, section="", minimum=1, unset="every frame",
@@ -126,6 +145,11 @@ class RunOptions:
         if self.prompts and self.detector != "none":
             raise ConfigError(f"{describe('prompts')} is for --detector none; with a detector, tracks come "
                               "from detections")
+        if self.collect_per_window * max(self.collect_spacing, 1) > self.collect_window:
+            raise ConfigError(f"{describe('collect_per_window')} {self.collect_per_window} frames, each "
+                              f"{describe('collect_spacing')} {self.collect_spacing} apart, do not fit in "
+                              f"{describe('collect_window')} {self.collect_window}: raise the window or lower "
+                              "the others")
 
     def params(self, section: str) -> dict[str, object]:
         """``{keyword: value}`` of the section's options that feed a stage call (``param``)."""

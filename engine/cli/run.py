@@ -85,6 +85,10 @@ def _execute(options: RunOptions, *, quiet: bool) -> int:
     print(pipeline.latency.format())
     for what, path in built.outputs:
         print(f"{what}: {path}")
+    if built.collector is not None:
+        collector = built.collector
+        print(f"collected: {collector.kept} frames kept in all, of {collector.scored} scored in this run "
+              f"(label them, then `streamseg finetune`; see engine/data/README.md)")
     return 0
 
 
