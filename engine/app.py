@@ -179,7 +179,9 @@ def _collector(opts: RunOptions):
 
     selector = SelectorConfig(window=opts.collect_window, per_window=opts.collect_per_window,
                               min_spacing=opts.collect_spacing, budget=opts.collect_budget)
-    return Collector(opts.collect, config=CollectorConfig(selector=selector, val_every=opts.collect_val_every))
+    config = CollectorConfig(selector=selector, val_every=opts.collect_val_every, rank=opts.collect_rank,
+                             seed=opts.seed, prefix=opts.collect_prefix)
+    return Collector(opts.collect, config=config)
 
 
 def random_weights_banner(networks: list[str]) -> str:

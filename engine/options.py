@@ -128,6 +128,12 @@ class RunOptions:
                                   help="frames between any two kept frames at least")
     collect_val_every: int = option(5, section="collect", key="val_every", minimum=0,
                                     help="every N-th kept frame goes to the validation split (0: none)")
+    collect_rank: str = option("uncertainty", section="collect", key="rank", choices=("uncertainty", "random"),
+                               help="what picks each window's frames: the uncertainty score, or a seeded random "
+                                    "draw (the baseline that measures what the score buys)")
+    collect_prefix: str = option("", section="collect", key="prefix", metavar="PREFIX",
+                                 help="file-name prefix of the kept frames, so that several runs can collect "
+                                      "into one folder")
 
     device: str = option("auto", section="", help="auto, cpu, cuda or cuda:N")
     seed: int = option(0, section="", help="seed for random weights")

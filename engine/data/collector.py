@@ -59,6 +59,7 @@ DATA_YAML = "data.yaml"
 TASKS_FILE = "label_studio/tasks.json"
 CONFIG_FILE = "label_studio/config.xml"
 IMAGE_FORMATS = ("png", "jpg")
+RANKS = ("uncertainty", "random")  # what orders the frames of a window (CollectorConfig.rank)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +71,15 @@ class CollectorConfig:
     prefix: str = ""  # file-name prefix, so several streams or runs can share one collection
     label_studio_root: str | None = None  # image URL prefix in tasks.json (None: see the module docstring)
     model_version: str = "streamseg"  # Label Studio's name for the model that made the pre-annotations
+    # "uncertainty" keeps each window's most uncertain frames; "random" is the baseline that measures what
+    # the score buys: the same windows, spacing and budget, frames ranked by a seeded random draw instead
+    # (every frame is still scored, and the journal records its uncertainty)
+    rank: str = "uncertainty"
+    seed: int = 0  # the random ranking's seed
 
     def __post_init__(self) -> None:
+        if self.rank not in RANKS:
+            raise ConfigError(f"collector rank must be one of {RANKS}, got {self.rank!r}")
         if self.val_every < 0:
             raise ConfigError(f"collector val_every must be >= 0, got {self.val_every}")
         if self.image_format not in IMAGE_FORMATS:
@@ -118,6 +126,7 @@ class Collector:
         self.name_classes(names)
         self._stems: set[str] = set()  # file stems already in the collection: a rerun must not overwrite
         self._opened = False
+        self._draws = np.random.default_rng(config.seed)  # the random ranking's draws
         kept = self._check()
         self.selector: FrameSelector[_Snapshot] = FrameSelector(config.selector, already_kept=kept)
         self.scored = 0  # frames scored
@@ -147,7 +156,8 @@ class Collector:
             self._open()
         score = uncertainty(evidence, self.config.weights)
         self.scored += 1
-        released = self.selector.offer(result.frame.index, score.total, lambda: _snapshot(result, score))
+        rank = score.total if self.config.rank == "uncertainty" else 1.0 - float(self._draws.random())  # (0, 1]
+        released = self.selector.offer(result.frame.index, rank, lambda: _snapshot(result, score))
         self._store(released)
         return score
 
