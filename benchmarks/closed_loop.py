@@ -5,8 +5,9 @@
    (``--collect``: the top frame of every ``window`` frames, ``spacing`` apart, ``budget`` in all);
 2. label: the scenes' exact truth replaces the engine's pre-annotations (``engine.data.labels``);
 3. fine-tune: YOLOv8-seg through Ultralytics' trainer, then SAM 2's prompt encoder and mask decoder
-   (image encoder frozen, box prompts: the engine prompts the tracker with boxes), both from the same
-   random weights the engine collected with;
+   and, since the weights start random, its memory path on two-view pseudo-videos (image encoder frozen;
+   box prompts: the engine prompts the tracker with boxes), both from the random weights the engine
+   collected with;
 4. score: the whole engine with the fine-tuned checkpoints on the held-out scenes (never collected from),
    against their truth with TrackEval: HOTA, and J (DAVIS region similarity: the mean mask IoU of each
    object over the frames it is visible in) and J&F; before fine-tuning as well (the random engine).
@@ -39,22 +40,22 @@ from engine.data.synthetic_loop import (DETECTOR_IMGSZ, HELD_OUT_SEEDS, MAX_TRAC
 class LoopSettings:
     train_seeds: tuple[int, ...] = TRAIN_SEEDS
     held_out_seeds: tuple[int, ...] = HELD_OUT_SEEDS
-    train_frames: int = 300  # per training scene: 10 s at 30 fps
-    held_out_frames: int = 150  # per held-out scene
-    budget: int = 90  # frames kept in all (30 a scene)
-    window: int = 10
+    train_frames: int = 200  # per training scene: 6.7 s at 30 fps
+    held_out_frames: int = 100  # per held-out scene
+    budget: int = 84  # frames kept in all (28 a scene: one per 7-frame window)
+    window: int = 7
     per_window: int = 1
-    spacing: int = 5
+    spacing: int = 3
     rank: str = "uncertainty"  # or "random": the selection baseline
     seed: int = 0  # random weights, the random ranking, sampling and augmentation
-    yolo_epochs: int = 40
+    yolo_epochs: int = 30
     yolo_batch: int = 16
     # From random weights: AdamW at a fixed rate (Ultralytics' "auto" picks a rate for fine-tuning trained
     # weights), one warm-up epoch, mosaic off for the last 5 epochs, validation only at the end (it costs
     # an epoch's time on this CPU for no training)
     yolo_args: dict = field(default_factory=lambda: {"optimizer": "AdamW", "lr0": 0.003, "warmup_epochs": 1,
                                                      "close_mosaic": 5, "val": False})
-    sam2_steps: int = 800
+    sam2_steps: int = 700
     sam2_lr: float = 1e-3
     sam2_batch: int = 8
     sam2_views: int = 2
@@ -121,7 +122,7 @@ def finetune_tracker(settings: LoopSettings, folder: Path, out: Path) -> dict:
 
     result = finetune_sam2(Sam2Options(data=folder, out=out, weights="random", image_size=TRACKER_SIZE,
                                        steps=settings.sam2_steps, batch=settings.sam2_batch, lr=settings.sam2_lr,
-                                       views=settings.sam2_views, box_prompts=1.0, seed=settings.seed,
+                                       views=settings.sam2_views, box_prompts=1.0, seed=settings.seed, train_memory=True,
                                        save_every=100, restart=True, progress=False))
     return {"before": result.before, "after": result.after,
             "loss_first10": sum(result.losses[:10]) / 10, "loss_last10": sum(result.losses[-10:]) / 10}

@@ -165,8 +165,8 @@ class Sam2Task:
 
     def loss(self, generator: torch.Generator) -> torch.Tensor:
         opts = self.options
-        for m in self.modules.values():
-            m.train()
+        self.model.sam_prompt_encoder.train()
+        self.model.sam_mask_decoder.train()  # the memory modules stay in eval mode (sam2_memory: no dropout)
         picks = torch.randint(len(self.pool), (opts.batch,), generator=generator).tolist()
         items = [self.pool[i] for i in picks]
         views = [self.cache.get(self.train_samples[s], v) for s, v, _ in items]
