@@ -142,8 +142,8 @@ def soak(*, minutes: float, warmup_minutes: float, objects: int = 5, tracks: str
 def _engine(spec: str, jsonl: Path, *, objects: int, tracks: str, tracker_size: int, seed: int):
     from engine.detect import DetectorConfig, load_detector
     from engine.fuse import Fuser, FuserConfig
-    from engine.fuse.simple import PromptedTracks
     from engine.pipeline import Pipeline
+    from engine.prompts import PromptQueue
     from engine.sinks import JsonlWriter
     from engine.sources import open_source
     from engine.track import load_tracker
@@ -153,13 +153,18 @@ def _engine(spec: str, jsonl: Path, *, objects: int, tracks: str, tracker_size: 
     tracker = load_tracker("sam2.1_hiera_t", weights="random", image_size=tracker_size, device="cpu",
                            seed=seed, options=TrackerConfig(encoder_backend="onnxruntime"))
     source = open_source(spec)
+    prompts = PromptQueue()
     if tracks == "prompted":
-        fuser = PromptedTracks(tracker, {0: _grid_boxes(objects, source.info.width, source.info.height)})
+        # the user's objects fill max_tracks, so the fuser spawns none, and it never retires or merges a
+        # user's track: exactly ``objects`` objects in the memory bank on every frame
+        policy = FuserConfig(max_tracks=objects)
+        for obj_id, box in _grid_boxes(objects, source.info.width, source.info.height).items():
+            prompts.track(box=box, obj_id=obj_id)
     else:
         policy = FuserConfig(spawn_conf=detector.config.conf, spawn_after=1, spawn_max_overlap=1.0,
                              max_tracks=objects)
-        fuser = Fuser(tracker, policy, names=detector.names)
-    return Pipeline(source, detector=detector, tracker=tracker, fuser=fuser,
+    fuser = Fuser(policy, names=detector.names)
+    return Pipeline(source, detector=detector, tracker=tracker, fuser=fuser, prompts=prompts,
                     sinks=[JsonlWriter(jsonl)], device="cpu")
 
 

@@ -7,19 +7,26 @@ from the model config, meaningless, announced by a banner). Nothing is ever down
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from engine.errors import ConfigError
-from engine.options import RunOptions
+import torch
+
+from engine.errors import ConfigError, WeightsError
+from engine.options import PROMPT_SYNTAX, RunOptions, describe, format_prompt
 from engine.pipeline import Pipeline
-from engine.processor import SharedStages
+from engine.processor import SharedStages, Stream
 from engine.prompts import PromptQueue
 from engine.runtime.device import resolve_device
-from engine.types import UserPrompt
 from engine.weights import KNOWN_WEIGHTS, resolve_weights
 
-__all__ = ["BuiltPipeline", "RunOptions", "build_pipeline", "random_weights_banner", "resolve_detector_weights",
-           "resolve_tracker_weights"]
+__all__ = ["MODEL_OPTIONS", "BuiltPipeline", "BuiltStream", "RunOptions", "SharedModels", "build_pipeline",
+           "build_stream", "load_models", "model_key", "preview_token", "random_weights_banner",
+           "resolve_detector_weights", "resolve_segmenter_weights", "resolve_tracker_weights"]
+
+TOKEN_VARIABLE = "STREAMSEG_PREVIEW_TOKEN"
+MIN_TOKEN_CHARS = 16  # 16 random URL-safe characters: 96 bits, beyond guessing over HTTP
 
 
 @dataclass(slots=True)
@@ -29,6 +36,98 @@ class BuiltPipeline:
     random_weights: list[str] = field(default_factory=list)  # which networks run on random weights
     notes: list[str] = field(default_factory=list)  # one-line messages for the user
     collector: object | None = None  # the uncertainty collector (engine.data.Collector) of --collect
+
+
+# The options that build the networks: streams whose values agree can share one loaded copy of them
+# (one detector and segmenter batch and one tracker model per multi-stream loop); the others are each
+# stream's own.
+MODEL_OPTIONS = ("device", "seed", "detector", "weights", "backend", "conf", "iou", "imgsz", "segmenter",
+                 "segmenter_weights", "segment_encoder", "segment_labels", "segment_every", "segment_imgsz",
+                 "tracker", "tracker_weights", "tracker_size", "tracker_encoder", "random_fallback")
+
+
+def model_key(opts: RunOptions) -> tuple:
+    """What streams must agree on to share their networks (``MODEL_OPTIONS``)."""
+    return tuple(getattr(opts, name) for name in MODEL_OPTIONS)
+
+
+@dataclass(slots=True)
+class SharedModels:
+    """The networks of a group of streams, loaded once: the shared stages (one batch per tick) and a
+    tracker model every stream builds its own tracker on (``tracker_for_stream``)."""
+
+    device: torch.device
+    detector: object | None
+    tracker: object | None  # a tracker on the shared model, never stepped itself
+    segmenter: object | None = None
+    labels: object | None = None  # the segmenter's label set (the panoptic writer's categories)
+    random_weights: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def shared(self) -> SharedStages:
+        return SharedStages(detector=self.detector, segmenter=self.segmenter)
+
+    def tracker_for_stream(self):
+        """A tracker with empty memory on the shared model (and its exported image encoder), or None."""
+        t = self.tracker
+        if t is None:
+            return None
+        return type(t)(t.model, options=t.options, random_weights=t.random_weights)
+
+
+def load_models(opts: RunOptions) -> SharedModels:
+    """The networks ``opts`` names (``MODEL_OPTIONS``), loaded once for any number of streams."""
+    device = resolve_device(opts.device)
+    built = BuiltPipeline(pipeline=None)  # type: ignore[arg-type]  # collects the notes and banners
+    labels = _label_set(opts)
+    segmenter_weights = resolve_segmenter_weights(opts, notes=built.notes)
+    detector = _detector(opts, device, built)
+    segmenter = _segmenter(opts, segmenter_weights, device, built)
+    tracker = _tracker(opts, device, built)
+    return SharedModels(device=device, detector=detector, tracker=tracker, segmenter=segmenter, labels=labels,
+                        random_weights=built.random_weights, notes=built.notes)
+
+
+@dataclass(slots=True)
+class BuiltStream:
+    stream: Stream
+    models: SharedModels
+    outputs: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def build_stream(opts: RunOptions, models: SharedModels | Callable[[], SharedModels], *,
+                 extra_sinks: Sequence = ()) -> BuiltStream:
+    """One stream of a multi-stream loop on ``models`` (or what calling it returns, once the source and
+    the outputs are known to work): its source (opened first, so a bad input fails before any model
+    loads), its outputs (checked, created with the first result) plus ``extra_sinks``, its own tracker
+    and fusion. ``extra_sinks`` are closed if anything fails."""
+    from engine.sources import open_source
+
+    source = open_source(opts.source, **opts.params("source"))
+    built = BuiltPipeline(pipeline=None)  # type: ignore[arg-type]
+    sinks: list = []
+    try:
+        info = source.info
+        prompts = _prompts(opts, info)
+        labels = _label_set(opts)
+        sinks = _sinks(opts, fps=info.fps, live=info.live, built=built, labels=labels,
+                       prompts=prompts if opts.tracker != "none" else None)
+        if callable(models):
+            models = models()
+        tracker = models.tracker_for_stream()
+        if opts.detect_every > 1 and tracker is None:
+            raise ConfigError(f"{describe('detect_every')} needs a tracker to carry the frames between")
+        fuser = _fuser(opts, models.detector, tracker, built)
+    except BaseException:
+        for sink in [*sinks, *extra_sinks]:
+            sink.close()
+        source.close()
+        raise
+    stream = Stream(source, tracker=tracker, fusion=fuser, sinks=[*sinks, *extra_sinks], prompts=prompts,
+                    detect_every=opts.detect_every, max_frames=opts.max_frames)
+    return BuiltStream(stream=stream, models=models, outputs=built.outputs, notes=built.notes)
 
 
 def build_pipeline(opts: RunOptions) -> BuiltPipeline:
@@ -44,8 +143,12 @@ def build_pipeline(opts: RunOptions) -> BuiltPipeline:
     sinks: list = []
     try:
         prompts = _prompts(opts, info)
-        sinks = _sinks(opts, fps=info.fps, live=info.live, built=built)
+        labels = _label_set(opts)
+        segmenter_weights = resolve_segmenter_weights(opts, notes=built.notes)
+        sinks = _sinks(opts, fps=info.fps, live=info.live, built=built, labels=labels,
+                       prompts=prompts if opts.tracker != "none" else None)
         detector = _detector(opts, device, built)
+        segmenter = _segmenter(opts, segmenter_weights, device, built)
         if built.collector is not None and detector is not None:
             built.collector.name_classes(detector.names)
         tracker = _tracker(opts, device, built)
@@ -55,21 +158,44 @@ def build_pipeline(opts: RunOptions) -> BuiltPipeline:
             sink.close()
         source.close()
         raise
-    built.pipeline = Pipeline(source, shared=SharedStages(detector=detector), tracker=tracker, fuser=fuser,
-                              sinks=sinks, prompts=prompts, device=device, detect_every=opts.detect_every,
-                              max_frames=opts.max_frames)
+    built.pipeline = Pipeline(source, shared=SharedStages(detector=detector, segmenter=segmenter), tracker=tracker,
+                              fuser=fuser, sinks=sinks, prompts=prompts, device=device,
+                              detect_every=opts.detect_every, max_frames=opts.max_frames)
     return built
 
 
 def _prompts(opts: RunOptions, info) -> PromptQueue:
-    """``--prompt`` boxes as user prompts on the first frame, checked against the source's frame size
-    before any model loads."""
+    """``--prompt`` boxes and points as user prompts on the first frame, checked against the source's
+    frame size before any model loads."""
     queue = PromptQueue()
-    for obj_id, box in opts.prompts:
-        prompt = UserPrompt(obj_id=obj_id, box=box)
-        prompt.check_in_frame(info.height, info.width)
+    for prompt in opts.prompts:
+        try:
+            prompt.check_in_frame(info.height, info.width)
+        except ConfigError as exc:
+            raise ConfigError(f"--prompt {format_prompt(prompt)}: {exc}") from None
         queue.put(prompt)
     return queue
+
+
+def preview_token(opts: RunOptions) -> str | None:
+    """The preview API's bearer token: from ``--preview-token-file``, else ``$STREAMSEG_PREVIEW_TOKEN``,
+    else None. ConfigError for an unreadable file or a token shorter than ``MIN_TOKEN_CHARS``."""
+    path = opts.preview_token_file
+    if path is not None:
+        try:
+            token, where = path.read_text(encoding="utf-8").strip(), str(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--preview-token-file {path}: cannot read it ({exc}); give a text file holding "
+                              "the token") from None
+    else:
+        token, where = os.environ.get(TOKEN_VARIABLE), f"${TOKEN_VARIABLE}"
+        if token is None:
+            return None
+        token = token.strip()
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ConfigError(f"the preview token in {where} has {len(token)} characters; use at least "
+                          f"{MIN_TOKEN_CHARS} random ones (python -c 'import secrets; print(secrets.token_urlsafe())')")
+    return token
 
 
 def resolve_detector_weights(model: str, given: str | None, *, fallback: bool = False,
@@ -106,6 +232,48 @@ def _detector(opts: RunOptions, device, built: BuiltPipeline):
     return detector
 
 
+def _label_set(opts: RunOptions):
+    """The segmenter's label set, read before anything loads so a bad label file fails first; None
+    without a segmenter."""
+    if opts.segmenter == "none":
+        return None
+    from engine.segment import CITYSCAPES, load_labels
+
+    return CITYSCAPES if opts.segment_labels is None else load_labels(opts.segment_labels)
+
+
+def resolve_segmenter_weights(opts: RunOptions, *, notes: list[str] | None = None) -> str | None:
+    """``--segmenter-weights``, or ``random`` when it is not given and the run's detector weights are
+    random (``--weights random``, or the demo's fallback); None without a segmenter. No segmenter has
+    official weights to fetch, so otherwise the user must name a file."""
+    if opts.segmenter == "none":
+        return None
+    if opts.segmenter_weights is not None:
+        return opts.segmenter_weights
+    if opts.weights == "random" or opts.random_fallback:
+        if notes is not None:
+            notes.append("the segmenter runs on random weights too (--weights random); give "
+                         "--segmenter-weights PATH for trained ones")
+        return "random"
+    raise WeightsError(f"no weights for segmenter {opts.segmenter!r}: pass --segmenter-weights PATH (a state-dict "
+                       "file or a save_pretrained folder), or --segmenter-weights random to run on meaningless "
+                       "random weights")
+
+
+def _segmenter(opts: RunOptions, weights: str | None, device, built: BuiltPipeline):
+    if opts.segmenter == "none":
+        return None
+    from engine.segment import SegmenterConfig, load_segmenter
+
+    labels = None if opts.segment_labels is None else str(opts.segment_labels)
+    segmenter = load_segmenter(SegmenterConfig(
+        backend=opts.segmenter, weights=weights, encoder=opts.segment_encoder, labels=labels,
+        imgsz=opts.segment_imgsz, every=opts.segment_every, device=str(device), seed=opts.seed))
+    if segmenter.random_weights:
+        built.random_weights.append(f"segmenter {opts.segmenter}")
+    return segmenter
+
+
 def _tracker(opts: RunOptions, device, built: BuiltPipeline):
     if opts.tracker == "none":
         return None
@@ -126,13 +294,14 @@ def _tracker(opts: RunOptions, device, built: BuiltPipeline):
 
 
 def _fuser(opts: RunOptions, detector, tracker, built: BuiltPipeline):
-    from engine.fuse import Fuser, FuserConfig, TracksOnly
+    from engine.fuse import Fuser, FuserConfig, ReidConfig, TracksOnly
 
     if tracker is None:
         return None  # the pipeline's default: detections only, or nothing
     if detector is None:
-        if not opts.prompts:
-            raise ConfigError("with --detector none the tracker needs --prompt ID:X1,Y1,X2,Y2 boxes to follow")
+        if not opts.prompts and not opts.preview:
+            raise ConfigError("with --detector none the tracker follows only what users prompt: give --prompt "
+                              f"{PROMPT_SYNTAX}, or --preview to click on objects")
         return TracksOnly()
 
     spawn_conf = opts.spawn_conf
@@ -143,11 +312,13 @@ def _fuser(opts: RunOptions, detector, tracker, built: BuiltPipeline):
             # a track starts from any detection the detector keeps.
             spawn_conf = opts.conf
             built.notes.append(f"random detector weights: tracks start from any detection (--spawn-conf {opts.conf})")
-    return Fuser(FuserConfig(spawn_conf=spawn_conf, max_tracks=opts.max_tracks), names=detector.names)
+    return Fuser(FuserConfig(spawn_conf=spawn_conf, max_tracks=opts.max_tracks), names=detector.names,
+                 reid=ReidConfig() if opts.reid else None)
 
 
-def _sinks(opts: RunOptions, *, fps: float | None, live: bool, built: BuiltPipeline) -> list:
-    from engine.sinks import JsonlWriter, Mp4Writer, PreviewServer
+def _sinks(opts: RunOptions, *, fps: float | None, live: bool, built: BuiltPipeline, labels=None,
+           prompts: PromptQueue | None = None) -> list:
+    from engine.sinks import JsonlWriter, Mp4Writer, PanopticWriter, PreviewServer
 
     sinks = []
     try:
@@ -158,10 +329,16 @@ def _sinks(opts: RunOptions, *, fps: float | None, live: bool, built: BuiltPipel
             sinks.append(Mp4Writer(opts.out, fps=fps, live=live))
             built.outputs.append(("video", str(opts.out)))
         if opts.preview:
-            preview = PreviewServer(host=opts.preview_host, port=opts.preview_port)
+            token = preview_token(opts)
+            preview = PreviewServer(host=opts.preview_host, port=opts.preview_port, prompts=prompts, token=token)
             sinks.append(preview)
             built.outputs.append(("preview", preview.url))
-            built.notes.append(f"live preview at {preview.url}")
+            clicks = "; click on it to track objects" if prompts is not None else ""
+            needs = " (open it with #token=TOKEN after the address, or type the token when asked)" if token else ""
+            built.notes.append(f"live preview at {preview.url}{clicks}{needs}")
+        if opts.panoptic_dir is not None:
+            sinks.append(PanopticWriter(opts.panoptic_dir, labels.coco_categories()))
+            built.outputs.append(("panoptic", str(opts.panoptic_dir)))
         if opts.collect is not None:
             built.collector = _collector(opts)
             sinks.append(built.collector)
@@ -196,6 +373,8 @@ def random_weights_banner(networks: list[str]) -> str:
         "then run again (fetched weights are found automatically), or pass",
         "    --weights PATH/yolov8n-seg.pt --tracker-weights PATH/sam2.1_hiera_tiny.pt",
     ]
+    if any(n.startswith("segmenter") for n in networks):
+        lines.append("    --segmenter-weights PATH (a segmenter's trained state dict or folder)")
     width = max(len(line) for line in lines) + 4
     bar = "#" * width
     body = [f"# {line:<{width - 4}} #" for line in lines]

@@ -13,6 +13,10 @@ class ConfigError(StreamsegError):
     """An option or configuration value is invalid."""
 
 
+class UnknownTrackError(ConfigError):
+    """A prompt refines, or a removal names, an object id that is not tracked."""
+
+
 class SourceError(StreamsegError):
     """A video source cannot be opened, decoded or reached."""
 
@@ -35,3 +39,11 @@ class DatasetError(StreamsegError):
 
 class BackendError(StreamsegError):
     """A compute backend (ONNX Runtime, TensorRT, CUDA) is missing or refused the model."""
+
+
+class StreamExists(ConfigError):
+    """A stream of that name is already running (``streamseg serve``)."""
+
+
+class NoSuchStream(ConfigError):
+    """No stream of that name (``streamseg serve``)."""

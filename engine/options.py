@@ -9,7 +9,8 @@ option is one field here. Values come from the defaults, then the file, then the
     [source]                 # what to read and how         (open_source's options)
     [outputs]                # where results go
     [detector]               # the detector and its thresholds
-    [tracker]                # the tracker, the fusion's track cap and spawn threshold, box prompts
+    [segmenter]              # the semantic ("stuff") stage: model, weights, labels, cadence, input size
+    [tracker]                # the tracker, the fusion's track cap and spawn threshold, prompts
     [collect]                # the uncertainty collector: the frames worth labelling, and their exports
     device, seed, max_frames # top-level keys
 
@@ -31,26 +32,36 @@ from pathlib import Path
 
 from engine.errors import ConfigError
 
-SECTIONS = ("", "source", "outputs", "detector", "tracker", "collect")  # "" holds the top-level keys
+if typing.TYPE_CHECKING:
+    from engine.types import UserPrompt
+
+SECTIONS = ("", "source", "outputs", "detector", "segmenter", "tracker", "collect")  # "" holds the top-level keys
 _GROUP_TITLES = {"": "run", "source": "source", "outputs": "outputs",
-                 "detector": "detector (YOLOv8-seg; thresholds default to Ultralytics')",
+                 "detector": "detector (YOLOv8-seg or Mask R-CNN; thresholds default to Ultralytics')",
+                 "segmenter": "semantic segmenter (the stuff under the instances; panoptic output)",
                  "tracker": "tracker (SAM 2) and fusion",
                  "collect": "collection of the frames worth labelling (engine/data/README.md)"}
+# engine.segment.config.BACKENDS, spelled here so that reading options imports no model library
+# (tests/test_options.py checks that the two agree)
+SEGMENTERS = ("none", "deeplabv3plus", "unet", "deeplabv3-mobilenet", "mask2former")
 _UNSET = "not set"
 
 
 def option(default, *, section: str, help: str, key: str | None = None, flag: str | None = None,
            choices: tuple | None = None, minimum: float | None = None, maximum: float | None = None,
-           above: float | None = None, param: str | None = None, unset: str = "", metavar: str | None = None):
+           above: float | None = None, param: str | None = None, unset: str = "", metavar: str | None = None,
+           infinite: str | None = None):
     """A ``RunOptions`` field. ``key`` defaults to the field name, ``flag`` to ``--field-name``;
     ``minimum``/``maximum`` bound a number inclusively, ``above`` exclusively; ``param`` is the keyword
-    of the stage call the value feeds; ``unset`` says what None means (for ``streamseg config``)."""
+    of the stage call the value feeds; ``unset`` says what None means (for ``streamseg config``);
+    ``infinite`` says what ``inf`` means for a number that may be infinite (others must be finite)."""
     meta = {"section": section, "help": help, "key": key, "flag": flag, "choices": choices, "minimum": minimum,
-            "maximum": maximum, "above": above, "param": param, "unset": unset, "metavar": metavar}
+            "maximum": maximum, "above": above, "param": param, "unset": unset, "metavar": metavar,
+            "infinite": infinite}
     return field(default=default, metadata=meta)
 
 
-Prompt = tuple[int, tuple[float, float, float, float]]
+PROMPT_SYNTAX = "ID:X1,Y1,X2,Y2 or ID:point=X,Y[,LABEL]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +78,16 @@ class RunOptions:
                             help="read a file at its own frame rate, like a camera")
     buffer: int = option(2, section="source", minimum=1, param="buffer_size",
                          help="frames held between decoder and pipeline")
-    reconnect_attempts: int = option(5, section="source", minimum=0, param="reconnect_attempts",
-                                     help="reconnections tried for a lost live stream")
+    reconnect_attempts: int | None = option(None, section="source", minimum=0, param="reconnect_attempts",
+                                            unset="no count limit: --give-up-after bounds an outage",
+                                            help="reconnections tried per outage of a live stream (0: none)")
+    reconnect_interval_s: float = option(1.0, section="source", key="reconnect_interval",
+                                         flag="--reconnect-interval", above=0.0, maximum=60.0,
+                                         param="reconnect_interval_s",
+                                         help="seconds between reconnection attempts of a live stream (fixed)")
+    give_up_s: float = option(600.0, section="source", key="give_up_after", flag="--give-up-after", above=0.0,
+                              param="give_up_s", infinite="never",
+                              help="seconds a lost live stream may stay without frames before the run ends (inf: never)")
     io_timeout_s: float = option(5.0, section="source", key="io_timeout", flag="--io-timeout", above=0.0,
                                  param="io_timeout_s", help="network read timeout, seconds")
 
@@ -80,11 +99,20 @@ class RunOptions:
     preview_host: str = option("127.0.0.1", section="outputs",
                                help="interface for the preview (127.0.0.1: this machine only)")
     preview_port: int = option(8080, section="outputs", minimum=0, maximum=65535, help="preview port (0: any)")
+    panoptic_dir: Path | None = option(None, section="outputs", unset="no panoptic output",
+                                       help="write COCO panoptic output here: a PNG per frame under panoptic/ "
+                                            "and panoptic.json (needs --segmenter)")
+    preview_token_file: Path | None = option(None, section="outputs",
+                                             unset="$STREAMSEG_PREVIEW_TOKEN, else none (preview on loopback only)",
+                                             help="file holding the bearer token the preview's prompt API asks "
+                                                  "for (needed when --preview-host is not loopback)")
 
     detector: str = option("yolov8n-seg", section="detector", key="model", flag="--detector",
-                           help="model name (yolov8n-seg ... yolov8x-seg), a model .yaml, or none")
+                           help="model name (yolov8n-seg ... yolov8x-seg), a model .yaml, maskrcnn "
+                                "(torchvision's maskrcnn_resnet50_fpn_v2), or none")
     weights: str | None = option(None, section="detector", unset="the fetched official file (streamseg fetch)",
-                                 help="detector weights: .pt, .onnx or .engine path, or 'random'")
+                                 help="detector weights: .pt, .onnx or .engine path (Mask R-CNN: a state-dict "
+                                      "file), or 'random'")
     backend: str = option("auto", section="detector", choices=("auto", "torch", "onnxruntime", "tensorrt"),
                           help="what runs the detector's network")
     conf: float = option(0.25, section="detector", minimum=0.0, maximum=1.0, help="confidence threshold")
@@ -92,6 +120,26 @@ class RunOptions:
     imgsz: int = option(640, section="detector", minimum=1, help="network input size")
     detect_every: int = option(1, section="detector", minimum=1,
                                help="run the detector on every k-th frame; the tracker fills the rest")
+
+    segmenter: str = option("none", section="segmenter", key="model", flag="--segmenter", choices=SEGMENTERS,
+                            help="semantic segmenter for the stuff under the instances (DeepLab v3+ and U-Net "
+                                 "from segmentation_models_pytorch, torchvision's DeepLabV3-MobileNetV3, "
+                                 "Mask2Former)")
+    segmenter_weights: str | None = option(None, section="segmenter", key="weights", flag="--segmenter-weights",
+                                           unset="random with --weights random, otherwise required",
+                                           help="segmenter weights: a state-dict file, a save_pretrained "
+                                                "folder (smp, transformers), or 'random'")
+    segment_encoder: str = option("resnet34", section="segmenter", key="encoder", flag="--segment-encoder",
+                                  help="encoder of deeplabv3plus and unet (a segmentation_models_pytorch "
+                                       "encoder name)")
+    segment_labels: Path | None = option(None, section="segmenter", key="labels", flag="--segment-labels",
+                                         unset="Cityscapes' 19 classes",
+                                         help="label file: the model's classes in channel order, each stuff or "
+                                              "thing (JSON or text; see engine/segment/labels.py)")
+    segment_every: int = option(1, section="segmenter", key="every", flag="--segment-every", minimum=1,
+                                help="run the segmenter on every k-th frame; the frames between reuse its map")
+    segment_imgsz: int = option(512, section="segmenter", key="imgsz", flag="--segment-imgsz", minimum=32,
+                                maximum=4096, help="segmenter input: the shorter side, in pixels")
 
     tracker: str = option("sam2.1_hiera_t", section="tracker", key="model", flag="--tracker",
                           help="sam2.1_hiera_t, _s, _b+, _l, a sam2 config path, or none")
@@ -108,9 +156,14 @@ class RunOptions:
                                       unset="0.5, or --conf on random detector weights",
                                       help="detection confidence that starts a track")
     max_tracks: int = option(32, section="tracker", minimum=1, help="most objects tracked at once")
-    prompts: tuple[Prompt, ...] = option((), section="tracker", flag="--prompt", metavar="ID:X1,Y1,X2,Y2",
-                                         help="track this box from the first frame (repeatable); with "
-                                              "--detector none the tracker follows only these objects")
+    reid: bool = option(True, section="tracker",
+                        help="give an object that comes back after its track was retired as lost its old id "
+                             "(a bounded gallery of SAM 2 appearance embeddings and object pointers; --no-reid: "
+                             "a new id)")
+    prompts: tuple[UserPrompt, ...] = option(
+        (), section="tracker", flag="--prompt", metavar="ID:X1,Y1,X2,Y2|ID:point=X,Y[,L]",
+        help="track object ID from the first frame, from a box or a point (label L: 1 foreground, the default, "
+             "or 0 background); repeat it for more points or objects, in frame pixels")
 
     # Defaults are engine.data.SelectorConfig's and CollectorConfig's (tests/test_options.py checks it);
     # not imported here, so that reading options does not load the data engine's libraries.
@@ -148,14 +201,16 @@ class RunOptions:
             object.__setattr__(self, f.name, _checked(f, value, where=f"{describe(f)} {_shown(value)}"))
         if self.prompts and self.tracker == "none":
             raise ConfigError(f"{describe('prompts')} needs a tracker; drop --tracker none")
-        if self.prompts and self.detector != "none":
-            raise ConfigError(f"{describe('prompts')} is for --detector none; with a detector, tracks come "
-                              "from detections")
         if self.collect_per_window * max(self.collect_spacing, 1) > self.collect_window:
             raise ConfigError(f"{describe('collect_per_window')} {self.collect_per_window} frames, each "
                               f"{describe('collect_spacing')} {self.collect_spacing} apart, do not fit in "
                               f"{describe('collect_window')} {self.collect_window}: raise the window or lower "
                               "the others")
+        if self.segmenter == "none":
+            for name in ("panoptic_dir", "segmenter_weights", "segment_labels"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(f"{describe(name)} needs a semantic segmenter; add --segmenter "
+                                      f"{' or '.join(SEGMENTERS[1:])}")
 
     def params(self, section: str) -> dict[str, object]:
         """``{keyword: value}`` of the section's options that feed a stage call (``param``)."""
@@ -194,7 +249,9 @@ _HINTS: dict[str, object] = {}
 def _kind(f: Field):
     """(base type, whether None is allowed) of a field, from its annotation."""
     if not _HINTS:
-        _HINTS.update(typing.get_type_hints(RunOptions))
+        # UserPrompt is imported for type checkers only (engine.types loads torch, which the CLI's
+        # parser should not wait for); the field's base type is all that is read here.
+        _HINTS.update(typing.get_type_hints(RunOptions, localns={"UserPrompt": object}))
     hint = _HINTS[f.name]
     args = typing.get_args(hint)
     optional = type(None) in args
@@ -224,7 +281,7 @@ def _allowed(f: Field, base) -> str:
     if m["choices"]:
         return ", ".join(map(str, m["choices"]))
     if base is tuple:
-        return "a list of 'ID:X1,Y1,X2,Y2' strings"
+        return f"a list of '{PROMPT_SYNTAX}' strings"
     words = {bool: "true or false", int: "an integer", float: "a number", str: "a string", Path: "a path"}[base]
     bounds = []
     if m["minimum"] is not None:
@@ -233,7 +290,8 @@ def _allowed(f: Field, base) -> str:
         bounds.append(f"> {m['above']:g}")
     if m["maximum"] is not None:
         bounds.append(f"<= {m['maximum']:g}")
-    return words + (" " + " and ".join(bounds) if bounds else "")
+    text = words + (" " + " and ".join(bounds) if bounds else "")
+    return text + (f", or inf ({m['infinite']})" if m["infinite"] else "")
 
 
 def _convert(f: Field, value):
@@ -246,7 +304,7 @@ def _convert(f: Field, value):
     if base is tuple:
         if isinstance(value, str) or not isinstance(value, Iterable):
             raise _Invalid("must be a list", allowed)
-        return tuple(parse_prompt(v) if isinstance(v, str) else _prompt_pair(v) for v in value)
+        return merge_prompts(parse_prompt(v) if isinstance(v, str) else _prompt_value(v) for v in value)
     if base is bool:
         if not isinstance(value, bool):
             raise _Invalid(f"{_shown(value)} is not true or false", allowed)
@@ -254,7 +312,7 @@ def _convert(f: Field, value):
     if base in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (base is int and not isinstance(value, int)):
             raise _Invalid(f"{_shown(value)} is not {'an integer' if base is int else 'a number'}", allowed)
-        if not math.isfinite(value):
+        if math.isnan(value) or (math.isinf(value) and not (f.metadata["infinite"] and value > 0)):
             raise _Invalid("must be finite", allowed)
         m = f.metadata
         if (m["minimum"] is not None and value < m["minimum"]) or (m["maximum"] is not None and value > m["maximum"]) \
@@ -268,27 +326,75 @@ def _convert(f: Field, value):
     return Path(value) if base is Path else str(value)
 
 
-def parse_prompt(text: str) -> Prompt:
-    """``"ID:X1,Y1,X2,Y2"`` -> (id, (x1, y1, x2, y2)); the box is checked as a prompt (finite, x2 > x1,
-    y2 > y1)."""
+def parse_prompt(text: str) -> UserPrompt:
+    """One ``--prompt``: ``ID:X1,Y1,X2,Y2`` or ``ID:box=X1,Y1,X2,Y2`` (a box), ``ID:point=X,Y[,LABEL]``
+    (a point, LABEL 1 foreground, the default, or 0 background); parts for one ID may also be joined by
+    ``;`` (``1:point=10,20;point=40,20,0``). Frame pixels; the prompt is checked for form here and
+    against the frame once the source is open."""
     from engine.types import UserPrompt
 
     try:
-        obj, box = text.split(":", 1)
-        x1, y1, x2, y2 = (float(v) for v in box.split(","))
-        prompt = (int(obj), (x1, y1, x2, y2))
+        obj, _, rest = text.partition(":")
+        obj_id = int(obj)
+        box, points, labels = None, [], []
+        for part in rest.split(";"):
+            kind, eq, numbers = part.strip().rpartition("=")
+            values = [float(v) for v in numbers.split(",")]
+            if kind in ("", "box") and (eq or not kind) and len(values) == 4 and box is None:
+                box = tuple(values)
+            elif kind == "point" and len(values) in (2, 3) and values[2:] in ([], [0.0], [1.0]):
+                points.append((values[0], values[1]))
+                labels.append(int(values[2]) if len(values) == 3 else 1)
+            else:
+                raise ValueError(part)
+        if obj_id < 1:
+            raise ValueError(obj)
     except ValueError:
-        raise _Invalid(f"{text!r} is not ID:X1,Y1,X2,Y2 (e.g. 1:10,20,200,240)", "ID:X1,Y1,X2,Y2") from None
-    UserPrompt(obj_id=prompt[0], box=prompt[1])
-    return prompt
+        raise _Invalid(f"{text!r} is not {PROMPT_SYNTAX} (e.g. 1:10,20,200,240 or 2:point=120,80)",
+                       PROMPT_SYNTAX) from None
+    try:
+        return UserPrompt(obj_id=obj_id, box=box, points=tuple(points), labels=tuple(labels))
+    except ConfigError as exc:
+        raise _Invalid(f"{text!r}: {exc}", PROMPT_SYNTAX) from None
 
 
-def _prompt_pair(value) -> Prompt:
+def format_prompt(prompt: UserPrompt) -> str:
+    """The ``--prompt`` text ``parse_prompt`` reads back to ``prompt``."""
+    parts = [] if prompt.box is None else ["box=" + ",".join(map(_number, prompt.box))]
+    parts += [f"point={_number(x)},{_number(y)},{label}" for (x, y), label in zip(prompt.points, prompt.labels)]
+    return f"{prompt.obj_id}:{';'.join(parts)}"
+
+
+def merge_prompts(prompts: Iterable[UserPrompt]) -> tuple[UserPrompt, ...]:
+    """Prompts for one id joined into one (its points in order, at most one box), in the order each id
+    first appears."""
+    from engine.types import UserPrompt
+
+    joined: dict[int, UserPrompt] = {}
+    for p in prompts:
+        if p.obj_id is None or p.refine:
+            raise _Invalid(f"{p!r} is not a prompt with an id to start", PROMPT_SYNTAX)
+        before = joined.get(p.obj_id)
+        if before is not None and before.box is not None and p.box is not None:
+            raise _Invalid(f"object {p.obj_id} has two boxes; give one box and any points", PROMPT_SYNTAX)
+        if before is not None:
+            p = UserPrompt(obj_id=p.obj_id, box=before.box or p.box, points=before.points + p.points,
+                           labels=before.labels + p.labels)
+        joined[p.obj_id] = p
+    return tuple(joined.values())
+
+
+def _prompt_value(value) -> UserPrompt:
+    """A prompt given from Python: a ``UserPrompt`` or an ``(id, box)`` pair."""
+    from engine.types import UserPrompt
+
+    if isinstance(value, UserPrompt):
+        return value
     try:
         obj, box = value
         return parse_prompt(f"{int(obj)}:{','.join(str(float(v)) for v in box)}")
     except (TypeError, ValueError):
-        raise _Invalid(f"{value!r} is not ID:X1,Y1,X2,Y2", "ID:X1,Y1,X2,Y2") from None
+        raise _Invalid(f"{value!r} is not {PROMPT_SYNTAX}", PROMPT_SYNTAX) from None
 
 
 def _shown(value) -> str:
@@ -297,9 +403,8 @@ def _shown(value) -> str:
 
 # -- the config file --------------------------------------------------------------------------------------
 
-def read_config(path: str | Path) -> dict[str, object]:
-    """The options a TOML file sets, as ``{field name: value}``, each checked; ConfigError naming the file,
-    the key and the allowed values for anything wrong."""
+def load_toml(path: str | Path, *, flag: str = "--config", example: str = "examples/run.toml") -> dict:
+    """The TOML document at ``path``; ConfigError naming the file (missing, unreadable, not TOML)."""
     try:
         import tomllib
     except ImportError:  # Python 3.10: the same parser, released as tomli
@@ -308,35 +413,62 @@ def read_config(path: str | Path) -> dict[str, object]:
     path = Path(path)
     try:
         with open(path, "rb") as file:
-            document = tomllib.load(file)
+            return tomllib.load(file)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file; check the path given to --config") from None
+        raise ConfigError(f"{path}: no such config file; check the path given to {flag}") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc}); see examples/run.toml for the format") from None
+        raise ConfigError(f"{path}: not valid TOML ({exc}); see {example} for the format") from None
+
+
+def read_config(path: str | Path) -> dict[str, object]:
+    """The options a TOML file sets, as ``{field name: value}``, each checked; ConfigError naming the file,
+    the key and the allowed values for anything wrong."""
+    path = Path(path)
+    document = load_toml(path)
+    if "streams" in document:
+        raise ConfigError(f"{path}: [[streams]] lists the streams of a multi-stream server ('streamseg serve'); "
+                          "'streamseg run' reads one stream: give its [source] table instead")
+    return _read_sections(document, where=str(path), flat=False)
+
+
+def read_options(table: Mapping[str, object], *, where: str) -> dict[str, object]:
+    """Options from a table that names them as their fields (the flags without dashes: ``weights``,
+    ``tracker``, ``detect_every``) or in the sections of a ``--config`` file (``[detector] model``), as
+    ``{field name: value}``, each checked. ``where`` starts every error line (a file, a stream).
+
+    Raises:
+        ConfigError: an unknown key or section, a wrong type, a value out of range: one line naming
+            ``where``, the key and the allowed values.
+    """
+    return _read_sections(table, where=where, flat=True)
+
+
+def _read_sections(document: Mapping[str, object], *, where: str, flat: bool) -> dict[str, object]:
     by_place = {(f.metadata["section"], key_of(f)): f for f in user_fields()}
+    by_name = {f.name: f for f in user_fields()} if flat else {}
     values: dict[str, object] = {}
-    tables = {"": {k: v for k, v in document.items() if not isinstance(v, (dict, list)) or k == "prompts"}}
-    for name, table in document.items():
-        if name in tables[""]:
-            continue
-        if name == "streams":
-            raise ConfigError(f"{path}: [[streams]] lists the streams of a multi-stream server; "
-                              "'streamseg run' reads one stream: give its [source] table instead")
-        if name not in SECTIONS or not isinstance(table, dict):
+    tables: dict[str, dict] = {"": {}}
+    for name, value in document.items():
+        if not isinstance(value, dict):
+            tables[""][name] = value
+        elif name in SECTIONS and name:
+            tables[name] = value
+        else:
             allowed = ", ".join(f"[{s}]" for s in SECTIONS if s)
-            raise ConfigError(f"{path}: unknown section [{name}]; allowed: {allowed} and the top-level keys "
-                              f"{', '.join(key_of(f) for f in user_fields() if not f.metadata['section'])}")
-        tables[name] = table
+            keys = by_name or [key_of(f) for f in user_fields() if not f.metadata["section"]]
+            raise ConfigError(f"{where}: unknown section [{name}]; allowed: {allowed} and the keys {', '.join(keys)}")
     for section, table in tables.items():
         for key, value in table.items():
-            f = by_place.get((section, key))
+            f = (by_name.get(key) if not section else None) or by_place.get((section, key))
             place = f"[{section}] {key}" if section else key
             if f is None:
-                known = ", ".join(k for s, k in by_place if s == section)
-                raise ConfigError(f"{path}: unknown key {place}; allowed here: {known}")
-            values[f.name] = _checked(f, value, where=f"{path}: {place} = {_shown(value)}")
+                known = ", ".join(by_name) if flat and not section else ", ".join(k for s, k in by_place if s == section)
+                raise ConfigError(f"{where}: unknown key {place}; allowed here: {known}")
+            if f.name in values:
+                raise ConfigError(f"{where}: {place} sets {describe(f)} a second time; keep one")
+            values[f.name] = _checked(f, value, where=f"{where}: {place} = {_shown(value)}")
     return values
 
 
@@ -368,7 +500,7 @@ def _toml_value(value) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, tuple):  # prompts
-        return "[" + ", ".join(json.dumps(f"{i}:{','.join(map(_number, box))}") for i, box in value) + "]"
+        return "[" + ", ".join(json.dumps(format_prompt(p)) for p in value) + "]"
     return json.dumps(str(value))  # JSON's string escapes are a subset of TOML's basic strings
 
 
@@ -409,7 +541,7 @@ def _add_flag(group, f: Field, shown: str | None = None) -> None:
         return
     common = {"dest": f.name, "default": argparse.SUPPRESS}
     flag = flag_of(f)
-    if base is bool and f.name == "live":
+    if base is bool and (f.name == "live" or f.default is True):
         group.add_argument(flag, action="store_true", help=text, **common)
         group.add_argument("--no-" + flag[2:], action="store_false", help="the opposite of " + flag, **common)
     elif base is bool:
@@ -417,9 +549,24 @@ def _add_flag(group, f: Field, shown: str | None = None) -> None:
     elif base is tuple:
         group.add_argument(flag, action="append", help=text, metavar=m["metavar"], **common)
     else:
-        convert = {int: int, float: float, str: str, Path: Path}[base]
-        metavar = m["metavar"] or ("PATH" if base is Path else None if m["choices"] else key_of(f).upper())
-        group.add_argument(flag, type=convert, choices=m["choices"], help=text, metavar=metavar, **common)
+        convert = {int: _number_or_text(int), float: _number_or_text(float), str: str, Path: Path}[base]
+        # Choices are listed in the metavar and checked by RunOptions, as are numbers, so a bad value is
+        # the same one ConfigError line (option, value, allowed values) from a flag as from a config file.
+        choices = "{" + ",".join(m["choices"]) + "}" if m["choices"] else None
+        metavar = m["metavar"] or choices or ("PATH" if base is Path else key_of(f).upper())
+        group.add_argument(flag, type=convert, help=text, metavar=metavar, **common)
+
+
+def _number_or_text(kind: type):
+    """An argparse ``type`` that gives ``kind(text)``, or the text itself when it is not one: RunOptions
+    then rejects it in one line (argparse's own error would print the whole usage first)."""
+    def convert(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            return text
+    convert.__name__ = kind.__name__  # argparse names the type in its messages
+    return convert
 
 
 def given(args: argparse.Namespace) -> dict[str, object]:

@@ -4,13 +4,17 @@
 A call runs the stages of ``engine.types.Stage`` in their order, each timed on one ``StageClock``:
 
 - detect: the frames go to the compute device, then through ONE detector call (every k-th call);
+- segment: with a semantic segmenter, each stream's ``SegmentCadence`` says whether its frame is due
+  (every k-th frame index); the due frames of one size go through ONE segmenter call, and the others
+  get their stream's last map again (``SemanticMap.fresh`` False);
 - track: each stream's tracker steps (streams whose trackers share a model share one image-encoder
   batch), then the stream's queued user prompts are applied to the frame just stepped;
 - fuse: association decides (``Fusion.associate``), the decisions are applied to the tracker, the
   retirement policy decides on the updated tracks (``Fusion.retire``) and its decisions are applied,
-  then ``Fusion.resolve`` makes the frame's non-overlapping instances. Applying a decision is tracker
+  then ``Fusion.resolve`` makes the frame's non-overlapping instances; with a semantic map, the panoptic
+  resolution (``engine.fuse.PanopticFusion``) lays them over its stuff. Applying a decision is tracker
   work and is timed as "track";
-- render: the overlay picture, when asked for.
+- render: the overlay picture (the stuff layer under the instances), when asked for.
 
 Asked for (``evidence=True``; the loops ask when a sink has ``wants_evidence``), each result also carries
 its ``FrameEvidence``: the tracker's final logits and object scores, the detector's scores, what
@@ -25,12 +29,12 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
-from engine.errors import ConfigError, StreamsegError
+from engine.errors import ConfigError, StreamsegError, UnknownTrackError
 from engine.interfaces import Detector, Fusion, PromptableTracker, ReportsAssociation
 from engine.metrics import LatencyTable
 from engine.prompts import PromptQueue
@@ -38,8 +42,11 @@ from engine.render import draw
 from engine.runtime.device import StageClock
 from engine.sinks.base import Sink, SinkThread
 from engine.sources.base import Source
-from engine.types import (Adopt, AssociationEvidence, Decision, Detections, Frame, FrameEvidence, FrameResult,
-                          Instances, Reprompt, Retire, Spawn, Stage, StageTimes, Tracks, UserPrompt)
+from engine.types import (Adopt, AssociationEvidence, Decision, Detections, Frame, FrameEvidence, FrameResult, Instances, PanopticMap, Reidentify,
+                          Reprompt, Retire, SemanticMap, Spawn, Stage, StageTimes, StuffSegments, Tracks, UserPrompt)
+
+if TYPE_CHECKING:
+    from engine.segment import SegmentCadence, SemanticSegmenter
 
 
 @dataclass(eq=False)
@@ -59,6 +66,11 @@ class Stream:
     frames: int = 0  # results handed out
     late: int = 0  # frames a multi-stream pipeline dropped for being older than its budget
     max_id: int = 0  # the largest object id this stream's tracker has held: a new user object gets the next
+    detect_every: int | None = None  # the detector on every k-th frame of this stream; None: the loop's
+    max_frames: int | None = None  # this stream ends after this many results; None: the loop's limit
+    session: int = 0  # carried by its results (FrameResult.session): +1 each time a server restarts the stream
+    quality: int = 0  # carried by its results (FrameResult.quality): the degradation level, 0 = full quality
+    cadence: SegmentCadence | None = None  # when the semantic stage runs on this stream (set on its first frame)
 
 
 def default_fusion(detector: Detector | None, tracker: PromptableTracker | None) -> Fusion:
@@ -90,9 +102,14 @@ def check_stream(stream: Stream, detector: Detector | None, *, label: str = "the
 @dataclass(frozen=True, slots=True)
 class SharedStages:
     """The stages every stream of a pipeline shares: each runs once per processor call, on the frames of
-    all the streams in it (one batch per multi-stream tick)."""
+    all the streams in it (one batch per multi-stream tick).
+
+    ``segmenter``: the semantic stage (``engine.segment.load_segmenter``, or any object with its
+    ``labels``, ``every`` and call on frames); it runs on every ``segmenter.every``-th frame of each stream.
+    """
 
     detector: Detector | None = None
+    segmenter: SemanticSegmenter | None = None
 
     @classmethod
     def of(cls, shared: SharedStages | None, detector: Detector | None) -> SharedStages:
@@ -111,8 +128,11 @@ class _Work:
     stream: Stream
     frame: Frame
     detections: Detections | None = None
+    semantic: SemanticMap | None = None
     tracks: Tracks | None = None
     instances: Instances | None = None
+    panoptic: PanopticMap | None = None
+    stuff: StuffSegments | None = None
     overlay: torch.Tensor | None = None
     decisions: list[Decision] = field(default_factory=list)
     evidence: FrameEvidence | None = None
@@ -122,7 +142,7 @@ class FrameProcessor:
     """Runs frames through the stages; see the module docstring.
 
     Args:
-        shared: the stages every stream shares (the detector).
+        shared: the stages every stream shares (the detector, the semantic segmenter).
         device: where frames and networks run.
         detect_every: run the detector on every k-th call (trackers carry the frames between).
         render: render overlays (``FrameResult.overlay``).
@@ -135,14 +155,21 @@ class FrameProcessor:
             raise ConfigError(f"detect_every must be >= 1, got {detect_every}")
         self.shared = shared
         self.detector = shared.detector
+        self.segmenter = shared.segmenter
+        self.panoptic = None
+        if self.segmenter is not None:
+            from engine.fuse import PanopticFusion
+
+            labels = self.segmenter.labels
+            self.panoptic = PanopticFusion(names=labels.names, is_thing=labels.is_thing)
         self.device = device
         self.detect_every = detect_every
         self.render = render
         self.evidence = evidence
         self.calls = 0
         steps: dict[Stage, Callable[[list[_Work], StageClock], None]] = {
-            Stage.DETECT: self._detect, Stage.TRACK: self._track, Stage.FUSE: self._fuse,
-            Stage.RENDER: self._render,
+            Stage.DETECT: self._detect, Stage.SEGMENT: self._segment, Stage.TRACK: self._track,
+            Stage.FUSE: self._fuse, Stage.RENDER: self._render,
         }
         missing = [s.value for s in Stage if s is not Stage.DECODE and s not in steps]
         if missing:
@@ -166,16 +193,41 @@ class FrameProcessor:
             stats = dataclasses.replace(w.stream.source.stats, late=w.stream.late)
             results.append(FrameResult(frame=w.frame, instances=w.instances, times=times, overlay=w.overlay,
                                        age_ms=(time.time() - w.frame.capture_time) * 1000.0, stats=stats,
-                                       decisions=tuple(w.decisions), evidence=w.evidence))
+                                       decisions=tuple(w.decisions), semantic=w.semantic, panoptic=w.panoptic,
+                                       stuff=w.stuff, session=w.stream.session, quality=w.stream.quality,
+                                       evidence=w.evidence))
         return results
 
     # -- the stages, in Stage order ---------------------------------------------------------------
 
     def _detect(self, work: list[_Work], clock: StageClock) -> None:
-        if self.detector is None or self.calls % self.detect_every:
+        if self.detector is None:
             return
-        for w, dets in zip(work, self.detector([w.frame.image for w in work]), strict=True):
+        # Counted per stream, so a stream absent from some calls (nothing new from its source) still
+        # gets the detector on every k-th of its own frames.
+        due = [w for w in work if w.stream.frames % (w.stream.detect_every or self.detect_every) == 0]
+        if not due:
+            return
+        for w, dets in zip(due, self.detector([w.frame.image for w in due]), strict=True):
             w.detections = dets
+
+    def _segment(self, work: list[_Work], clock: StageClock) -> None:
+        if self.segmenter is None:
+            return
+        due: dict[tuple[int, int], list[_Work]] = {}  # frame size -> the due frames of that size
+        for w in work:
+            if w.stream.cadence is None:
+                from engine.segment import SegmentCadence
+
+                w.stream.cadence = SegmentCadence(self.segmenter.every)
+            if w.stream.cadence.due(w.frame.index, w.frame.height, w.frame.width):
+                due.setdefault((w.frame.height, w.frame.width), []).append(w)
+            else:
+                w.semantic = w.stream.cadence.reuse()
+        for group in due.values():
+            maps = self.segmenter([w.frame.image for w in group], frame_indices=[w.frame.index for w in group])
+            for w, semantic in zip(group, maps, strict=True):
+                w.semantic = w.stream.cadence.store(semantic)
 
     def _track(self, work: list[_Work], clock: StageClock) -> None:
         for w, tracks in zip(work, step_trackers([w.stream.tracker for w in work], [w.frame.image for w in work])):
@@ -195,13 +247,16 @@ class FrameProcessor:
                 w.tracks = apply_decisions(w.stream, retired, w.tracks)
             w.instances = fusion.resolve(w.frame, w.detections, w.tracks)
             w.decisions += decided + retired
+            if w.semantic is not None:
+                w.panoptic, w.stuff = self.panoptic(w.frame.index, w.instances, w.semantic)
             if self.evidence:
                 w.evidence = frame_evidence(w.frame, w.detections, w.tracks, w.decisions, fusion)
 
     def _render(self, work: list[_Work], clock: StageClock) -> None:
         if self.render:
+            colors = self.segmenter.labels.colors if self.segmenter is not None else ()
             for w in work:
-                w.overlay = draw(w.frame.image, w.instances)
+                w.overlay = draw(w.frame.image, w.instances, stuff=w.stuff, stuff_colors=colors)
 
     def _apply_user_prompts(self, w: _Work) -> Tracks | None:
         """The stream's queued prompts applied to the frame just stepped; each future gets the object's
@@ -212,16 +267,18 @@ class FrameProcessor:
         outputs: list[Tracks] = []
         removed: list[int] = []
         for request, future in requests:
+            if not future.set_running_or_notify_cancel():
+                continue  # withdrawn by whoever asked (the preview's request timed out)
             try:
                 if w.stream.tracker is None:
                     raise ConfigError("this stream has no tracker: prompts need one")
                 obj_id = _apply_user_request(w, request, outputs, removed)
             except StreamsegError as exc:
-                _settle(future, error=exc)
+                future.set_exception(exc)
             else:
                 w.decisions.append(request if request.obj_id is not None or isinstance(request, Retire)
                                    else dataclasses.replace(request, obj_id=obj_id))
-                _settle(future, value=obj_id)
+                future.set_result(obj_id)
         return w.tracks.updated(outputs, removed=removed) if w.tracks is not None else None
 
 
@@ -253,10 +310,13 @@ def _apply_user_request(w: _Work, request: UserPrompt | Retire, outputs: list[Tr
     live |= {i for out in outputs for i in out.obj_ids}
     if isinstance(request, Retire):
         if request.obj_id not in live:
-            raise ConfigError(f"cannot remove object {request.obj_id}: it is not tracked")
+            raise UnknownTrackError(f"cannot remove object {request.obj_id}: it is not tracked")
         tracker.remove_object(request.obj_id)
         removed.append(request.obj_id)
         return request.obj_id
+    if request.refine and request.obj_id not in live:
+        raise UnknownTrackError(f"cannot refine object {request.obj_id}: it is not tracked (tracked: "
+                                f"{sorted(live) or 'none'})")
     request.check_in_frame(w.frame.height, w.frame.width)
     obj_id = request.obj_id if request.obj_id is not None else stream.max_id + 1
     out = tracker.add_object(obj_id, box=None if request.box is None else list(request.box),
@@ -267,14 +327,6 @@ def _apply_user_request(w: _Work, request: UserPrompt | Retire, outputs: list[Tr
     outputs.append(out)
     stream.max_id = max(stream.max_id, obj_id)
     return obj_id
-
-
-def _settle(future: Future, *, value: int | None = None, error: BaseException | None = None) -> None:
-    if future.set_running_or_notify_cancel():
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(value)
 
 
 def apply_decisions(stream: Stream, decisions: Sequence[Decision], tracks: Tracks | None) -> Tracks | None:
@@ -300,6 +352,12 @@ def apply_decisions(stream: Stream, decisions: Sequence[Decision], tracks: Track
         elif isinstance(decision, Retire):
             tracker.remove_object(decision.obj_id)
             removed.append(decision.obj_id)
+        elif isinstance(decision, Reidentify):
+            # The spawned object's slot goes; the retired id starts again from the same mask.
+            tracker.remove_object(decision.spawned_id)
+            removed.append(decision.spawned_id)
+            outputs.append(tracker.add_object(decision.obj_id, mask=decision.mask))
+            stream.max_id = max(stream.max_id, decision.obj_id)
         elif not isinstance(decision, Adopt):  # an adoption is a record: nothing changes in the tracker
             raise TypeError(f"association cannot decide {type(decision).__name__}")
     return tracks.updated(outputs, removed=removed)
@@ -349,10 +407,12 @@ def upload(frame: Frame, device: torch.device) -> Frame:
 class Running:
     """The lifecycle both loops share: sources started and sink threads opened on entry; on exit the
     sources closed, and the sinks flushed and closed. A sink's error surfaces at exit when the run
-    ended normally (or the caller stopped early); after a failure, the failure is the error reported."""
+    ended normally (or the caller stopped early); after a failure, the failure is the error reported.
+    ``join`` and ``finish`` do the same for one stream while the others run (a server's streams come
+    and go)."""
 
     def __init__(self, streams: Sequence[Stream]) -> None:
-        self.streams = streams
+        self.streams = list(streams)
         self._threads: dict[int, SinkThread] = {}
 
     def __enter__(self) -> Running:
@@ -360,6 +420,18 @@ class Running:
         for stream in self.streams:
             stream.source.start()
         return self
+
+    def join(self, stream: Stream) -> None:
+        """Start one more stream: its sink thread, then its source. Raises the source's error (its sinks
+        are then closed, untouched: outputs appear with the first result)."""
+        if stream.sinks:
+            self._threads[id(stream)] = SinkThread(list(stream.sinks))
+        try:
+            stream.source.start()
+        except BaseException:
+            self.finish(stream)
+            raise
+        self.streams.append(stream)
 
     def hand_out(self, stream: Stream, result: FrameResult) -> None:
         """Count ``result`` for its stream and queue it for the stream's sinks."""
@@ -369,15 +441,25 @@ class Running:
         if thread is not None:
             thread.put(result)
 
+    def finish(self, stream: Stream) -> Exception | None:
+        """Stop one stream: close its source, flush and close its sinks; returns the first sink error."""
+        if stream in self.streams:
+            self.streams.remove(stream)
+        stream.source.close()
+        thread = self._threads.pop(id(stream), None)
+        try:
+            if thread is not None:
+                thread.close()
+        except Exception as error:  # reported to the caller, who decides whether it ends the run
+            return error
+        return None
+
     def __exit__(self, exc_type, exc, tb) -> None:
         failed = exc_type is not None and not issubclass(exc_type, GeneratorExit)
         for stream in self.streams:
             stream.source.close()
         first_error: Exception | None = None
-        for thread in self._threads.values():
-            try:
-                thread.close()
-            except Exception as error:  # every thread is closed before any error is reported
-                first_error = first_error or error
+        for stream in list(self.streams):  # every thread is closed before any error is reported
+            first_error = first_error or self.finish(stream)
         if first_error is not None and not failed:
             raise first_error  # after a failure, the failure already propagating is the one to report

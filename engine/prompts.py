@@ -2,13 +2,16 @@
 them to the tracker through the decisions path, on the frame it has just stepped.
 
     queue = pipeline.prompts
-    future = queue.track(box=(100, 80, 220, 300))     # a new object; future.result() is its id
-    queue.track(obj_id=3, points=[(150, 90)], labels=[0])   # refine object 3: (150, 90) is background
+    future = queue.track(points=[(160, 120)], labels=[1])   # a new object; future.result() is its id
+    queue.track(box=(100, 80, 220, 300))                    # another, from a box
+    queue.refine(3, points=[(150, 90)], labels=[0])         # object 3: (150, 90) is background
     queue.remove(3)
 
-Each call returns a ``concurrent.futures.Future`` that holds the object's id once the prompt was applied,
-or the ``StreamsegError`` that refused it (a box outside the frame, an unknown id). A refused prompt never
-stops the stream.
+Points and boxes are in frame pixels; labels are 1 (foreground) or 0 (background). Each call returns a
+``concurrent.futures.Future`` that holds the object's id once the prompt was applied, or the
+``StreamsegError`` that refused it (a point outside the frame: ``ConfigError``; an id that is not
+tracked: ``UnknownTrackError``). A refused prompt never stops the stream. A future cancelled before the
+pipeline reaches it is dropped unapplied.
 """
 
 from __future__ import annotations
@@ -52,11 +55,21 @@ class PromptQueue:
 
     def track(self, *, box: Box | Sequence[float] | None = None, points: Sequence[Sequence[float]] = (),
               labels: Sequence[int] = (), obj_id: int | None = None) -> Future:
-        """Track a new object (``obj_id`` None) or refine ``obj_id``, from a box and/or labelled points in
-        frame pixels. The prompt's form is checked here (ConfigError); its bounds when applied."""
+        """Track a new object (``obj_id`` None: the next free id), or object ``obj_id`` (refined when
+        tracked, started under that id when not), from a box and/or labelled points in frame pixels.
+        The prompt's form is checked here (ConfigError); its bounds when applied."""
         prompt = UserPrompt(obj_id=obj_id, box=None if box is None else tuple(float(v) for v in box),
                             points=tuple((float(x), float(y)) for x, y in points),
                             labels=tuple(int(v) for v in labels))
+        return self.put(prompt)
+
+    def refine(self, obj_id: int, *, box: Box | Sequence[float] | None = None,
+               points: Sequence[Sequence[float]] = (), labels: Sequence[int] = ()) -> Future:
+        """Prompt tracked object ``obj_id`` again (a correction on this frame); refused with
+        ``UnknownTrackError`` when it is not tracked, where ``track(obj_id=...)`` would start it."""
+        prompt = UserPrompt(obj_id=int(obj_id), box=None if box is None else tuple(float(v) for v in box),
+                            points=tuple((float(x), float(y)) for x, y in points),
+                            labels=tuple(int(v) for v in labels), refine=True)
         return self.put(prompt)
 
     def remove(self, obj_id: int) -> Future:

@@ -19,10 +19,11 @@ import torch
 class Stage(str, Enum):
     """The stages a frame passes through, in order. This list is the one source of the pipeline's run
     order, of ``StageTimes``, of the latency table, of the JSONL ``times_ms`` keys and of the
-    benchmarks' columns: a new stage is one line here (and its step in ``engine.pipeline``)."""
+    benchmarks' columns: a new stage is one line here (and its step in ``engine.processor``)."""
 
     DECODE = "decode"  # demux + decode + colour conversion, on the source's thread
     DETECT = "detect"  # frame upload and the detector
+    SEGMENT = "segment"  # the semantic model on the frames it is due on (every k-th), the last map reused between
     TRACK = "track"  # the tracker's step, and every prompt applied to it (decisions, user prompts)
     FUSE = "fuse"  # association and overlap resolution
     RENDER = "render"  # the overlay picture, when a sink or the caller asked for it
@@ -51,7 +52,7 @@ class Frame:
     index: int  # 0-based position in the stream; frames a live buffer dropped still take an index
     pts: float | None  # presentation time in seconds, from the stream; None where the container has none
     capture_time: float  # wall-clock seconds (time.time()) when the decoder handed the frame out
-    decode_ms: float = 0.0  # decoder time spent on this frame (demux + decode + colour conversion)
+    decode_ms: float = 0.0  # decoder time spent on this frame (decode + colour conversion; not the wait for data)
     stream: int = 0  # which stream of a multi-stream pipeline this frame belongs to
 
     def __post_init__(self) -> None:
@@ -75,8 +76,12 @@ class Detections:
     boxes: torch.Tensor  # [N, 4] float32 x1, y1, x2, y2 in frame pixels
     scores: torch.Tensor  # [N] float32 confidence in [0, 1]
     class_ids: torch.Tensor  # [N] int64
-    masks: torch.Tensor  # [N, H, W] bool at frame resolution
+    masks: torch.Tensor  # [N, H, W] bool at frame resolution; inside its box, unless ``extents`` says otherwise
     names: tuple[str, ...] = ()  # class id -> label, from the model that produced these
+    # [N, 4] float32 x1, y1, x2, y2 (pixel edges) holding each mask, for a detector whose masks may reach
+    # past their boxes (Mask R-CNN pastes its masks into boxes 1/14 larger); None: every mask lies
+    # inside its box (YOLO crops its masks to them)
+    extents: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n = self.boxes.shape[0]
@@ -87,6 +92,8 @@ class Detections:
             )
         if self.masks.dim() != 3 or self.masks.shape[0] != n:
             raise ValueError(f"Detections.masks must be [{n}, H, W], got {tuple(self.masks.shape)}")
+        if self.extents is not None and tuple(self.extents.shape) != (n, 4):
+            raise ValueError(f"Detections.extents must be [{n}, 4], got {tuple(self.extents.shape)}")
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
@@ -155,8 +162,12 @@ class PanopticMap:
     """A frame's panoptic segmentation: every pixel has a class and a track id, a stuff class, or void."""
 
     semantic: torch.Tensor  # [H, W] int64 label-set class index per pixel; -1 = void
-    instance: torch.Tensor  # [H, W] int64 track id on instance pixels; 0 = no instance (stuff, void)
+    # [H, W] int64 on instance pixels: the instance's id + id_offset (>= 1); 0 = no instance (stuff, void)
+    instance: torch.Tensor
     frame_index: int  # Frame.index
+    # Added to every instance id so that an id of 0 (a per-frame index with --tracker none) is not read as
+    # "no instance"; the pipeline's maps use 1, and ``instance - id_offset`` is the id a result reports.
+    id_offset: int = 0
 
     def __post_init__(self) -> None:
         if self.semantic.dim() != 2 or self.semantic.shape != self.instance.shape \
@@ -167,6 +178,30 @@ class PanopticMap:
 
 
 @dataclass(frozen=True, slots=True)
+class StuffSegments:
+    """A frame's stuff: one segment per stuff class present, made of the pixels with that class that no
+    instance covers. Masks are disjoint, and disjoint from every instance mask of the same frame."""
+
+    class_ids: torch.Tensor  # [K] int64 label-set class index, ascending
+    labels: tuple[str, ...]  # [K] class name of each segment
+    masks: torch.Tensor  # [K, H, W] bool at frame resolution
+
+    def __post_init__(self) -> None:
+        k = self.class_ids.shape[0]
+        if self.class_ids.shape != (k,) or self.masks.dim() != 3 or self.masks.shape[0] != k \
+                or len(self.labels) != k:
+            raise ValueError(f"StuffSegments: {k} class ids but masks {tuple(self.masks.shape)} and "
+                             f"{len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return int(self.class_ids.shape[0])
+
+    @property
+    def areas(self) -> torch.Tensor:  # [K] int64 pixels
+        return self.masks.flatten(1).sum(1)
+
+
+@dataclass(frozen=True, slots=True)
 class Tracks:
     """The tracker's propagated objects for one frame, in slot order."""
 
@@ -174,6 +209,10 @@ class Tracks:
     masks: torch.Tensor  # [N, H, W] bool at frame resolution (logits > 0)
     logits: torch.Tensor  # [N, h, w] float32 low-res mask logits (the model's image size / 4)
     scores: torch.Tensor  # [N] float32 object-score logits; > 0 means the model sees the object
+    # What identifies each object, for re-identification after its track is retired (engine.fuse.reid);
+    # None where the tracker gives none.
+    embeddings: torch.Tensor | None = None  # [N, D] float32 unit appearance embeddings; zero rows: too small
+    pointers: torch.Tensor | None = None  # [N, P] float32 object pointers (SAM 2's obj_ptr)
 
     def __len__(self) -> int:
         return len(self.obj_ids)
@@ -181,7 +220,8 @@ class Tracks:
     def updated(self, outputs: Sequence[Tracks] = (), *, removed: Iterable[int] = ()) -> Tracks:
         """These tracks after prompts on the same frame: each object of ``outputs`` replaces this one's
         row in place, or is appended when new; ``removed`` objects are left out. ``self`` when nothing
-        changes, so a frame without prompts costs no copy."""
+        changes, so a frame without prompts costs no copy. Embeddings and pointers are kept when every
+        row has them."""
         gone = set(removed) & set(self.obj_ids)
         if not any(len(out) for out in outputs) and not gone:
             return self
@@ -192,11 +232,21 @@ class Tracks:
         for obj in removed:
             rows.pop(obj, None)
         if not rows:
-            return Tracks(obj_ids=[], masks=self.masks[:0], logits=self.logits[:0], scores=self.scores[:0])
+            return Tracks(obj_ids=[], masks=self.masks[:0], logits=self.logits[:0], scores=self.scores[:0],
+                          embeddings=None if self.embeddings is None else self.embeddings[:0],
+                          pointers=None if self.pointers is None else self.pointers[:0])
         sources = list(rows.values())
+
+        def rows_of(name: str) -> torch.Tensor | None:
+            parts = [getattr(t, name) for t, _ in sources]
+            if any(p is None for p in parts) or len({p.shape[1:] for p in parts}) > 1:
+                return None
+            return torch.stack([p[i] for p, (_, i) in zip(parts, sources)])
+
         return Tracks(obj_ids=list(rows), masks=torch.stack([t.masks[i] for t, i in sources]),
                       logits=torch.stack([t.logits[i] for t, i in sources]),
-                      scores=torch.stack([t.scores.reshape(-1)[i] for t, i in sources]))
+                      scores=torch.stack([t.scores.reshape(-1)[i] for t, i in sources]),
+                      embeddings=rows_of("embeddings"), pointers=rows_of("pointers"))
 
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
@@ -267,17 +317,22 @@ class Adopt:
 class UserPrompt:
     """A user's prompt on the current frame: a box and/or points with labels (1 foreground,
     0 background). ``obj_id`` None starts a new object (the pipeline gives it the next free id); a
-    tracked id is refined. Checked here for form and finiteness; ``check_in_frame`` checks bounds."""
+    tracked id is refined, and an id not tracked is started under that id unless ``refine`` (then it is
+    refused: ``UnknownTrackError``). Checked here for form and finiteness; ``check_in_frame`` checks
+    bounds."""
 
     obj_id: int | None = None
     box: Box | None = None
     points: tuple[tuple[float, float], ...] = ()
     labels: tuple[int, ...] = ()
+    refine: bool = False  # obj_id must be tracked already (the preview's refinement of a selected track)
 
     def __post_init__(self) -> None:
         from engine.errors import ConfigError
 
         who = "a new object" if self.obj_id is None else f"object {self.obj_id}"
+        if self.refine and self.obj_id is None:
+            raise ConfigError("a refining prompt needs the id of the object it refines")
         if self.box is None and not self.points:
             raise ConfigError(f"prompt for {who}: give a box x1,y1,x2,y2 or points with labels")
         if self.box is not None:
@@ -306,8 +361,19 @@ class UserPrompt:
                               f"coordinates within 0..{width} and 0..{height}")
 
 
+@dataclass(frozen=True, slots=True)
+class Reidentify:
+    """A track spawned on this frame is an object retired earlier (``engine.fuse.reid``): it goes on
+    under the retired id. The tracker forgets ``spawned_id`` and follows ``obj_id`` from ``mask``."""
+
+    obj_id: int  # the retired id it takes back
+    spawned_id: int  # the id it was spawned with on this frame
+    similarity: float  # the gallery's combined cosine similarity of the two
+    mask: torch.Tensor  # [H, W] bool at frame resolution: the spawned object's mask on this frame
+
+
 # What association decides and user prompts ask for: data the pipeline applies to the tracker.
-Decision = Spawn | Reprompt | Retire | Adopt | UserPrompt
+Decision = Spawn | Reprompt | Retire | Adopt | UserPrompt | Reidentify
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,6 +505,11 @@ class SourceStats:
     gap_s: float = 0.0  # seconds spent without frames while reconnecting
     corrupt: int = 0  # damaged packets the decoder rejected and skipped (they produce no picture)
     late: int = 0  # frames a multi-stream pipeline dropped for being older than its latency budget
+    lost: int = 0  # frames the stream should have had that never became a picture: declared by a file
+    #   but not decoded (exact, at the file's end), or skipped by a jump in pts (an estimate, live)
+    concealed: int = 0  # frames delivered with damage the decoder papered over (smears are possible)
+    pts_guessed: int = 0  # frames the stream gave no pts; delivered at the previous pts + one interval
+    pts_fixed: int = 0  # frames whose pts was not after the previous one's; moved so pts keeps increasing
 
     def snapshot(self) -> SourceStats:
         return replace(self)
@@ -519,6 +590,14 @@ class FrameResult:
     stats: SourceStats = field(default_factory=SourceStats)  # the stream's counters when this frame was handed out
     decisions: tuple[Decision, ...] = ()  # what was applied to the tracker on this frame, in order
     evidence: FrameEvidence | None = None  # how sure the engine was on this frame; None unless asked for
+    # With a semantic stage: its map for this frame (``semantic.fresh`` False where it was reused from an
+    # earlier frame), the panoptic map of the instances laid over its stuff, and the stuff segments
+    # (pixels no instance covers). None without a semantic stage.
+    semantic: SemanticMap | None = None
+    panoptic: PanopticMap | None = None
+    stuff: StuffSegments | None = None
+    session: int = 0  # track ids are unique within one session; a server that restarts a stream counts up
+    quality: int = 0  # the stream's degradation level on this frame (engine.fleet.degrade), 0 = full quality
 
     @property
     def index(self) -> int:

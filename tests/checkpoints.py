@@ -18,6 +18,12 @@ them, and every branch the engine takes for trained weights, is the one users re
   (measured on bedroom, 01_dog and 02_cups).
 - ``write_sam2_checkpoint``: Meta's SAM 2.1 files are ``torch.save({"model": state_dict})`` of the model
   sam2's own ``build_sam2`` builds from the config (1024 px); so is this one.
+- ``write_segmenter_checkpoint``: a DeepLab v3+ trained with segmentation_models_pytorch, saved the way
+  its examples save the best model, ``torch.save(model.state_dict(), path)``, with Cityscapes' 19 output
+  classes. Its weights are spread (``engine.segment.random_weights``) so its labels vary over a frame.
+- ``write_maskrcnn_checkpoint``: torchvision's released Mask R-CNN files are plain state dicts of the
+  91-class COCO model (``maskrcnn_resnet50_fpn_v2_coco-*.pth``); so is this one, spread by
+  ``engine.detect.maskrcnn.spread_random_weights`` so it detects things.
 """
 
 from __future__ import annotations
@@ -84,6 +90,34 @@ def write_sam2_checkpoint(path: Path, *, seed: int = 0, config: str = SAM2_TINY_
         torch.manual_seed(seed)
         model = build_sam2(config, ckpt_path=None, device="cpu", mode="eval")
     torch.save({"model": model.state_dict()}, path)
+    return path
+
+
+def write_segmenter_checkpoint(path: Path, *, encoder: str = "resnet18", seed: int = 0) -> Path:
+    """A DeepLab v3+ state dict (19 Cityscapes classes) as smp's examples save one; returns ``path``."""
+    import segmentation_models_pytorch as smp
+
+    from engine.segment.random_weights import spread_random_weights
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = smp.DeepLabV3Plus(encoder_name=encoder, encoder_weights=None, classes=19)
+    spread_random_weights(model, "deeplabv3plus", seed=seed)
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def write_maskrcnn_checkpoint(path: Path, *, seed: int = 0) -> Path:
+    """A ``maskrcnn_resnet50_fpn_v2`` COCO state dict as torchvision releases one; returns ``path``."""
+    from torchvision.models.detection import maskrcnn_resnet50_fpn_v2
+
+    from engine.detect.maskrcnn import spread_random_weights
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=91).eval()
+    spread_random_weights(model, seed=seed)
+    torch.save(model.state_dict(), path)
     return path
 
 

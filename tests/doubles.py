@@ -15,9 +15,10 @@ from engine.interfaces import Fusion
 from engine.processor import FrameProcessor, SharedStages, Stream
 from engine.sources.base import Picture
 from engine.sources.memory import ArraySource as MemorySource
-from engine.types import Detections, Frame, FrameResult
+from engine.segment.labels import LabelSet
+from engine.types import Detections, Frame, FrameResult, SemanticMap
 
-__all__ = ["ArraySource", "FusionHarness", "MaskTracker", "ScriptedDetector", "SquareDetector",
+__all__ = ["ArraySource", "BandSegmenter", "FusionHarness", "MaskTracker", "ScriptedDetector", "SquareDetector",
            "moving_square_frames"]
 
 
@@ -69,6 +70,29 @@ class SquareDetector:
         return out
 
 
+class BandSegmenter:
+    """A semantic stage double for ``moving_square_frames``: sky over the top half, road under it, and
+    the bright square's pixels as the thing class "square". Records the frame indices of every call."""
+
+    labels = LabelSet(names=("road", "sky", "square"), is_thing=(False, False, True), category_ids=(7, 23, 24),
+                      colors=((128, 64, 128), (70, 130, 180), (220, 20, 60)), source="test")
+    random_weights = False
+
+    def __init__(self, every: int = 1) -> None:
+        self.every = every
+        self.calls: list[list[int]] = []  # the frame indices of each call
+
+    def __call__(self, images: Sequence[torch.Tensor], *, frame_indices: Sequence[int]) -> list[SemanticMap]:
+        self.calls.append(list(frame_indices))
+        maps = []
+        for image, index in zip(images, frame_indices, strict=True):
+            labels = torch.zeros(image.shape[:2], dtype=torch.int64)
+            labels[: image.shape[0] // 2] = 1
+            labels[image[:, :, 0] > 200] = 2
+            maps.append(SemanticMap(labels=labels, frame_index=index, fresh=True))
+        return maps
+
+
 class ScriptedDetector:
     """Hands out the detections it is given (``next``), whatever the frame."""
 
@@ -94,9 +118,9 @@ class FusionHarness:
         self.detector = ScriptedDetector(names)
         self.processor = FrameProcessor(SharedStages(detector=self.detector), device=torch.device("cpu"))
 
-    def step(self, detections: Detections, index: int = 0) -> FrameResult:
+    def step(self, detections: Detections, index: int = 0, *, pts: float | None = None) -> FrameResult:
         self.detector.next = detections
         frame = Frame(image=torch.zeros((self.tracker.height, self.tracker.width, 3), dtype=torch.uint8),
-                      index=index, pts=None, capture_time=0.0)
+                      index=index, pts=pts, capture_time=0.0)
         (result,) = self.processor.process([(self.stream, frame)])
         return result

@@ -77,7 +77,7 @@ def test_run_writes_video_and_jsonl_and_prints_the_latency_table(tmp_path, bedro
     assert proc.returncode == 0, proc.stderr
     assert "12 frames in" in proc.stdout
     table = proc.stdout.split("12 frames in", 1)[1]
-    for stage in ("decode", "detect", "track", "fuse", "render", "total", "age"):
+    for stage in ("decode", "detect", "segment", "track", "fuse", "render", "total", "age"):
         assert f"\n{stage} " in table, proc.stdout
     assert _frames(out) == (12, (960, 540))
     lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
@@ -102,6 +102,11 @@ def test_the_demo_runs_offline_on_the_bundled_clip_under_the_random_weights_bann
     (["run", "{clip}", "--detector", "none", "--tracker", "none", "--jsonl", "{tmp}"], ["directory"]),
     (["run", "{clip}", "--max-frames", "0"], ["--max-frames"]),
     (["run", "{clip}", "--detector", "none", "--prompt", "1:5,5,2,2"], ["prompt"]),
+    (["run", "{clip}", "--detector", "none", "--prompt", "1:point=5000,5"], ["--prompt 1:point=5000,5,1", "outside"]),
+    (["run", "{clip}", "--detector", "none", "--tracker", "none", "--preview", "--preview-host", "0.0.0.0"],
+     ["0.0.0.0", "give a token"]),
+    (["run", "{clip}", "--detector", "none", "--tracker", "none", "--preview", "--preview-token-file",
+      "{tmp}/token.txt"], ["token.txt", "cannot read"]),
     (["run", "{clip}", "--device", "cuda:0", "--detector", "none", "--tracker", "none"], ["cuda"]),
     (["fetch", "no-such-model"], ["no-such-model"]),
     (["eval", "{tmp}/missing.jsonl", "--truth", "synthetic:seed=1"], ["missing.jsonl"]),

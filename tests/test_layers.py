@@ -4,6 +4,7 @@ package with one import added shows it)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -13,15 +14,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
 def _lint(package_parent: Path) -> subprocess.CompletedProcess:
     """import-linter with the project's contracts over the ``engine`` package found in ``package_parent``."""
-    if not LINT_IMPORTS.exists():
-        pytest.fail(f"{LINT_IMPORTS} is missing: install the test extra (bash scripts/install.sh --test)")
+    if importlib.util.find_spec("importlinter") is None:
+        pytest.fail("import-linter is missing: install the test extra (bash scripts/install.sh --test)")
     env = {**os.environ, "PYTHONPATH": str(package_parent)}
-    return subprocess.run([str(LINT_IMPORTS), "--config", str(ROOT / "pyproject.toml"), "--no-cache"],
+    # An editable install puts a finder ahead of PYTHONPATH that maps `engine` to the checkout: without it
+    # removed, import-linter would read the repository's package instead of the copy.
+    script = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path "
+              "if not type(f).__module__.startswith('_editable')]; "
+              "from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())")
+    return subprocess.run([sys.executable, "-c", script, "--config", str(ROOT / "pyproject.toml"), "--no-cache"],
                           capture_output=True, text=True, timeout=300, env=env, cwd=package_parent, check=False)
 
 

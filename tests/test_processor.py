@@ -8,7 +8,7 @@ import threading
 import pytest
 import torch
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, UnknownTrackError
 from engine.fuse import Fuser, FuserConfig
 from engine.metrics import LatencyTable
 from engine.pipeline import Pipeline
@@ -144,13 +144,13 @@ def test_stage_times_the_latency_table_and_the_jsonl_keys_all_follow_the_stage_l
 
 
 @pytest.mark.parametrize("use", [
-    lambda: StageTimes(segment=1.0),
-    lambda: StageTimes().segment,
-    lambda: StageClock(torch.device("cpu")).mark("segment"),
-    lambda: LatencyTable().add({"segment": 1.0}, age_ms=0.0),
+    lambda: StageTimes(classify=1.0),
+    lambda: StageTimes().classify,
+    lambda: StageClock(torch.device("cpu")).mark("classify"),
+    lambda: LatencyTable().add({"classify": 1.0}, age_ms=0.0),
 ], ids=["stage_times", "stage_times_attribute", "clock", "latency_table"])
 def test_a_stage_name_that_does_not_exist_is_an_error(use):
-    with pytest.raises((ValueError, AttributeError), match="segment"):
+    with pytest.raises((ValueError, AttributeError), match="classify"):
         use()
 
 
@@ -175,3 +175,25 @@ def test_a_frame_runs_the_stages_in_stage_list_order():
     list(Pipeline(ArraySource(moving_square_frames(1)), detector=Recording(), tracker=RecordingTracker(H, W),
                   fuser=RecordingFuser(names=("square",))))
     assert order == [s for s in Stage if s in (Stage.DETECT, Stage.TRACK, Stage.FUSE)]
+
+
+def test_a_refinement_of_an_untracked_id_is_refused_where_a_plain_prompt_starts_it():
+    pipeline, tracker, _ = _pipeline(2, FuserConfig(spawn_after=1))
+    refined = pipeline.prompts.refine(7, points=[(70.0, 70.0)], labels=[1])
+    started = pipeline.prompts.track(obj_id=8, points=[(70.0, 70.0)], labels=[1])
+    list(pipeline)
+    with pytest.raises(UnknownTrackError, match="cannot refine object 7: it is not tracked"):
+        refined.result(timeout=0)
+    assert started.result(timeout=0) == 8 and 7 not in tracker.masks and 8 in tracker.masks
+
+
+def test_a_prompt_withdrawn_before_the_next_frame_is_never_applied():
+    pipeline, tracker, _ = _pipeline(2, FuserConfig(spawn_after=1))
+    withdrawn = pipeline.prompts.track(box=USER_BOX)
+    kept = pipeline.prompts.track(points=[(70.0, 70.0)], labels=[1])
+    assert withdrawn.cancel()
+    first, _ = list(pipeline)
+    assert kept.result(timeout=0) == 1  # the withdrawn prompt took no id
+    assert [d for d in first.decisions if isinstance(d, UserPrompt)] == [
+        UserPrompt(obj_id=1, points=((70.0, 70.0),), labels=(1,))]
+    assert [p for p in tracker.prompts if p[1] == list(USER_BOX)] == []

@@ -26,3 +26,28 @@ def test_draw_tints_each_mask_in_its_ids_colour_and_leaves_background():
         assert torch.equal(out[masks[i]], expected.expand(int(masks[i].sum()), 3))
     assert torch.equal(out[~masks.any(0)], image[~masks.any(0)])
     assert not torch.equal(draw(image, inst), out)  # boxes and labels add pixels on top
+
+
+def test_stuff_is_blended_under_the_instances_with_a_legend_of_its_class_names():
+    from engine.render.overlay import STUFF_ALPHA
+    from engine.types import StuffSegments
+
+    image = torch.full((120, 160, 3), 100, dtype=torch.uint8)
+    road = torch.zeros((120, 160), dtype=torch.bool)
+    road[60:] = True
+    square = torch.zeros((1, 120, 160), dtype=torch.bool)
+    square[0, 70:90, 100:130] = True
+    road &= ~square[0]  # stuff never holds instance pixels
+    stuff = StuffSegments(class_ids=torch.tensor([0]), labels=("road",), masks=road[None])
+    inst = Instances(ids=torch.tensor([3]), class_ids=torch.tensor([0]), scores=torch.tensor([0.9]),
+                     boxes=torch.tensor([[100.0, 70, 130, 90]]), masks=square, labels=("car",))
+    out = draw(image, inst, boxes=False, labels=False, stuff=stuff, stuff_colors=[(128, 64, 128)])
+    a = round(STUFF_ALPHA * 256)
+    road_colour = ((100 * (256 - a) + torch.tensor([128, 64, 128]) * a + 128) >> 8).to(torch.uint8)
+    assert torch.equal(out[110, 20], road_colour)  # stuff, away from the legend
+    car = ((100 * 128 + torch.tensor(color_for_id(3)) * 128 + 128) >> 8).to(torch.uint8)
+    assert torch.equal(out[80, 110], car)  # the instance over the original frame, not over stuff
+    assert torch.equal(out[30, 80], image[30, 80])  # no class: untouched
+    legend = out[:20, :60]
+    assert (legend == 0).all(-1).any() and (legend == torch.tensor([128, 64, 128], dtype=torch.uint8)).all(-1).any()
+    assert (legend > 200).all(-1).any()  # the class name, in white (anti-aliased)

@@ -2,6 +2,7 @@
 
     streamseg run SOURCE [--out video.mp4] [--jsonl results.jsonl] [--preview] [--config FILE.toml] ...
     streamseg demo      the bundled example clip, end to end
+    streamseg serve CONFIG.toml   many streams from one file: control API, metrics, MQTT, Ray
     streamseg config    the effective run options as TOML (a config file for --config)
     streamseg info      versions, device, kernels
     streamseg fetch     download official weights, explicitly, with a checksum
@@ -43,14 +44,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from engine.cli import config, evaluate, export, fetch, finetune, info, run
+    from engine.cli import config, evaluate, export, fetch, finetune, info, run, segment, serve
 
     parser = argparse.ArgumentParser(prog="streamseg", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
-    for module in (run, config, info, fetch, export, evaluate, finetune):
+    for module in (run, serve, config, info, fetch, export, evaluate, finetune):
         module.add_to(sub)
+    segment.add_to(sub)
     return parser
 
 

@@ -108,24 +108,52 @@ def _execute(options: RunOptions, *, quiet: bool) -> int:
     pipeline = built.pipeline
     progress = _Progress(enabled=not quiet)
     started = time.perf_counter()
+    ending = "the end of the stream"
+    results = iter(pipeline)
     try:
-        for result in pipeline:
-            progress.update(result)
+        try:
+            for result in results:
+                progress.update(result)
+        finally:
+            # Finalises the sinks (the MP4's index, the JSONL's last line) whatever ended the loop,
+            # before the summary says where they are.
+            results.close()
+    except KeyboardInterrupt:
+        ending = "Ctrl-C"
+        raise
+    except BaseException:
+        ending = "the error below"
+        raise
     finally:
         progress.done()
-    wall = time.perf_counter() - started
-    stats = pipeline.source.stats
-    fps = pipeline.frames / wall if wall > 0 else 0.0
-    print(f"{pipeline.frames} frames in {wall:.1f} s ({fps:.1f} frames/s); dropped {stats.dropped}, "
-          f"reconnects {stats.reconnects}; device {pipeline.device}")
-    print(pipeline.latency.format())
-    for what, path in built.outputs:
-        print(f"{what}: {path}")
-    if built.collector is not None:
-        collector = built.collector
-        print(f"collected: {collector.kept} frames kept in all, of {collector.scored} scored in this run "
-              f"(label them, then `streamseg finetune`; see engine/data/README.md)")
+        print_summary(pipeline, built.outputs, wall_s=time.perf_counter() - started, ending=ending)
+        if built.collector is not None:  # what was kept before an error stays kept: say so then too
+            collector = built.collector
+            print(f"collected: {collector.kept} frames kept in all, of {collector.scored} scored in this run "
+                  f"(label them, then `streamseg finetune`; see engine/data/README.md)")
     return 0
+
+
+def print_summary(pipeline, outputs: list[tuple[str, str]], *, wall_s: float, ending: str) -> None:
+    """The run's summary on stdout, printed on every exit once the pipeline exists (end of stream,
+    ``--max-frames``, an error, Ctrl-C): frames and rate, the source's drops, damaged packets, lost
+    frames and reconnections, the latency table, what the source lost in words, the outputs, and what
+    stopped the run when it was not the stream's end."""
+    stats = pipeline.source.stats
+    fps = pipeline.frames / wall_s if wall_s > 0 else 0.0
+    print(f"{pipeline.frames} frames in {wall_s:.1f} s ({fps:.1f} frames/s); dropped {stats.dropped}, "
+          f"damaged packets {stats.corrupt}, lost {stats.lost}, reconnects {stats.reconnects}; "
+          f"device {pipeline.device}")
+    print(pipeline.latency.format())
+    losses = pipeline.source.loss_summary()
+    if losses:
+        print(f"source: {losses}")
+    for what, where in outputs:
+        written = "://" in where or Path(where).exists()
+        print(f"{what}: {where}" + ("" if written else " (not written: no frame reached it)"))
+    if ending != "the end of the stream":
+        print(f"stopped by {ending} after {pipeline.frames} frames; the outputs above are closed and whole")
+    sys.stdout.flush()
 
 
 class _Progress:

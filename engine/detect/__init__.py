@@ -1,5 +1,6 @@
 """Detection: frames in, ``Detections`` (boxes, scores, classes, frame-resolution masks) out, from any
-registered detector family (``engine.detect.registry``; YOLOv8-seg is ``engine.detect.yolo``).
+registered detector family (``engine.detect.registry``; YOLOv8-seg is ``engine.detect.yolo``, Mask R-CNN
+``engine.detect.maskrcnn``).
 
     detector = load_detector(DetectorConfig(model="yolov8n-seg", weights="random" | "x.pt" | "x.onnx"))
     dets = detector([frame0, frame1])  # each [H, W, 3] uint8 RGB tensor

@@ -14,6 +14,10 @@ Weights: ``"random"`` (seeded, spread so scores vary: see ``spread_random_weight
 nothing) or a state-dict file (``torch.load(weights_only=True)``, optionally under ``"state_dict"`` or
 ``"model"``) for this architecture; the class count is read from it. Nothing is downloaded:
 ``weights=None, weights_backbone=None``.
+
+As a detector family (``engine.detect.registry``, ``--detector maskrcnn``): ``check`` and ``load`` take a
+``DetectorConfig``; its ``conf``, ``iou``, ``imgsz`` (the shorter side) and ``max_det`` become the
+thresholds above, so the command line's defaults (Ultralytics': 0.25, 0.7, 640) apply unless given.
 """
 
 from __future__ import annotations
@@ -26,8 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.detect.config import DetectorConfig
 from engine.errors import BackendError, ConfigError, WeightsError
 from engine.types import Detections
+
+MODEL_NAMES = ("maskrcnn", "maskrcnn_resnet50_fpn_v2")  # what --detector takes for this family
+_NOT_STATE_DICTS = (".onnx", ".engine", ".yaml", ".yml")
 
 COCO_CLASSES = 91  # torchvision's COCO label space, background included
 SCORE_GAIN = 4.0  # random weights: std of each class logit over the calibration proposals
@@ -92,9 +100,48 @@ class MaskRCNNDetector:
         if not inputs:
             return []
         outputs = self.model(inputs)
-        return [Detections(boxes=out["boxes"].float(), scores=out["scores"].float(),
-                           class_ids=out["labels"].long(), masks=out["masks"][:, 0] > 0.5, names=self.names)
-                for out in outputs]
+        detections = []
+        for out in outputs:
+            masks = out["masks"][:, 0] > 0.5
+            detections.append(Detections(boxes=out["boxes"].float(), scores=out["scores"].float(),
+                                         class_ids=out["labels"].long(), masks=masks, names=self.names,
+                                         extents=_extents(masks)))
+        return detections
+
+
+def _extents(masks: torch.Tensor) -> torch.Tensor:  # [N, H, W] bool -> [N, 4] float32
+    """The pixel-edge box of each mask (zeros for an empty one). torchvision pastes each 28 x 28 mask
+    into its box enlarged by 2/28 (``paste_masks_in_image``), so a mask can reach past its box."""
+    n, h, w = masks.shape
+    rows, cols = masks.any(2), masks.any(1)  # [N, H], [N, W]
+    ys = torch.arange(h, device=masks.device)
+    xs = torch.arange(w, device=masks.device)
+    extents = torch.stack([torch.where(cols, xs, w).amin(1), torch.where(rows, ys, h).amin(1),
+                           torch.where(cols, xs, -1).amax(1) + 1, torch.where(rows, ys, -1).amax(1) + 1],
+                          1).float() if n else torch.zeros((0, 4), device=masks.device)
+    empty = ~cols.any(1) if n else torch.zeros(0, dtype=torch.bool, device=masks.device)
+    return extents.masked_fill(empty[:, None], 0.0)
+
+
+def check(config: DetectorConfig) -> None:
+    """ConfigError for what Mask R-CNN cannot run: another backend than torch, fp16, a file that is not a
+    state dict (ONNX, TensorRT, a YOLO yaml). Loads nothing."""
+    if config.backend not in ("auto", "torch"):
+        raise ConfigError(f"detector backend {config.backend!r}: Mask R-CNN runs on torch only; use --backend "
+                          "auto or torch")
+    if config.half:
+        raise ConfigError("Mask R-CNN runs in fp32; leave the detector's half precision unset")
+    if not config.random and Path(config.weights).suffix.lower() in _NOT_STATE_DICTS:
+        raise ConfigError(f"detector weights {config.weights!r}: Mask R-CNN takes a state-dict file (.pth, .pt) "
+                          "for maskrcnn_resnet50_fpn_v2, or 'random'")
+
+
+def load(config: DetectorConfig) -> MaskRCNNDetector:
+    """The registry's entry: the Mask R-CNN a ``DetectorConfig`` describes (see ``check``)."""
+    check(config)
+    return load_maskrcnn(MaskRCNNConfig(weights=config.weights, device=config.device, conf=config.conf,
+                                        iou=config.iou, max_det=config.max_det, imgsz=config.imgsz,
+                                        seed=config.seed))
 
 
 def load_maskrcnn(config: MaskRCNNConfig) -> MaskRCNNDetector:

@@ -8,7 +8,7 @@ A family module (``engine.detect.yolo``) offers:
 - on import, it registers its official weights with ``engine.weights`` (``streamseg fetch``).
 
 Modules are imported when a family is used, so importing ``engine.detect`` loads no model library.
-A second family is one module and one ``register_family`` line below.
+Another family is one module and one ``register_family`` line below, as Mask R-CNN (``engine.detect.maskrcnn``) is.
 """
 
 from __future__ import annotations
@@ -49,6 +49,10 @@ register_family(DetectorFamily(
     name="yolo", module="engine.detect.yolo",
     models=r"yolo[0-9a-z.]*-seg|.+\.ya?ml",  # Ultralytics' -seg names (yolov8n-seg, yolo11s-seg), or a model yaml
     summary="YOLOv8 / YOLO11 instance segmentation (Ultralytics weights; torch, ONNX Runtime, TensorRT)"))
+register_family(DetectorFamily(
+    name="maskrcnn", module="engine.detect.maskrcnn",
+    models=r"maskrcnn|maskrcnn_resnet50_fpn_v2",  # engine.detect.maskrcnn.MODEL_NAMES
+    summary="Mask R-CNN (torchvision's maskrcnn_resnet50_fpn_v2; a state-dict file; torch)"))
 
 
 def family_for(model: str, family: str | None = None) -> DetectorFamily:

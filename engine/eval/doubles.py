@@ -202,6 +202,8 @@ class DriftingTracker(MaskTracker):
 
     def add_object(self, obj_id: int, *, box=None, points=None, labels=None, mask=None) -> Tracks:
         gt = self.scene.ground_truth(self.frame)
+        if box is None and mask is not None:  # a mask prompt follows the object under its box
+            box = _box_of(np.asarray(mask, dtype=bool))
         box = np.asarray(box, dtype=np.float32)
         best, best_iou = None, 0.3
         for true_id, truth in zip(gt.ids.tolist(), gt.masks):

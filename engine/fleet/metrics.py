@@ -33,19 +33,16 @@ stream) keeps counting up, as Prometheus counters must.
 
 from __future__ import annotations
 
-import errno
-import functools
 import logging
-import socketserver
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 from engine.errors import ConfigError
 from engine.fleet.degrade import DegradeEvent, DegradeKind
+from engine.fleet.http import WsgiService, plain
 from engine.sinks.mqtt import MqttStats
 from engine.types import TIMING_KEYS, FrameResult, SourceStats
 
@@ -106,6 +103,7 @@ class FleetMetrics:
         self._lock = threading.Lock()
         self._last: dict[str, SourceStats] = {}  # each stream's latest counters, to turn into increments
         self._last_sink: dict[tuple[str, str], MqttStats] = {}
+        self._last_record: dict[str, tuple[int | None, int]] = {}  # stream -> (frame, quality level)
 
     def observe(self, stream: str, result: FrameResult, *, live_tracks: int | None = None) -> None:
         """Count one result of ``stream``. ``live_tracks``: objects the tracker holds; by default the
@@ -121,6 +119,29 @@ class FleetMetrics:
         self.live_tracks.labels(stream).set(live_tracks)
         self._count_stats(stream, result.stats)
         self.level.labels(stream)  # the stream's level series exists (at 0) before its first event
+
+    def observe_record(self, stream: str, record: Mapping) -> None:
+        """Count one JSONL record (``engine.sinks.jsonl``) of ``stream``: what a Ray driver receives.
+        Frames dropped before processing are the gaps in its frame numbers (``reason="buffer"``);
+        level changes count as steps down or up. Reconnects, decoder errors and reports that a budget
+        cannot be held are not in the record, so these series stay at zero here."""
+        self.frames.labels(stream).inc()
+        self.age.labels(stream).observe(max(float(record["age_ms"]), 0.0) / 1000.0)
+        times = record.get("times_ms", {})
+        for stage in self.stages:
+            if stage in times:
+                self.latency.labels(stream, stage).observe(max(float(times[stage]), 0.0) / 1000.0)
+        self.live_tracks.labels(stream).set(len({inst["id"] for inst in record["instances"]}))
+        frame, level = int(record["frame"]), int(record.get("quality", 0))
+        with self._lock:
+            last_frame, last_level = self._last_record.get(stream, (None, 0))
+            self._last_record[stream] = (frame, level)
+        gap = frame - last_frame - 1 if last_frame is not None and frame > last_frame else 0
+        self.dropped.labels(stream, "buffer").inc(gap)  # a restarted stream (frame <= last) counts none
+        if level != last_level:
+            kind = DegradeKind.STEP_DOWN if level > last_level else DegradeKind.STEP_UP
+            self.degrade_events.labels(stream, kind.value).inc()
+        self.level.labels(stream).set(level)
 
     def observe_degradation(self, event: DegradeEvent) -> None:
         self.level.labels(event.stream).set(event.level)
@@ -152,6 +173,7 @@ class FleetMetrics:
                     pass  # never observed
         with self._lock:
             self._last.pop(stream, None)
+            self._last_record.pop(stream, None)
             for key in [k for k in self._last_sink if k[0] == stream]:
                 del self._last_sink[key]
 
@@ -192,43 +214,7 @@ class MetricsSink:
 
 
 
-class _BoundedServer(socketserver.ThreadingMixIn, WSGIServer):
-    """One thread per request, at most ``max_connections`` at once; beyond that a connection is closed
-    unanswered, so a flood of scrapers cannot pile up threads."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 16
-
-    def __init__(self, address, handler, *, max_connections: int) -> None:
-        super().__init__(address, handler)
-        self._slots = threading.BoundedSemaphore(max_connections)
-
-    def process_request(self, request, client_address) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request, client_address) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-
-class _QuietHandler(WSGIRequestHandler):
-    timeout = 5.0  # seconds a client may take to send its request (per server: request_timeout_s)
-
-    def log_message(self, format: str, *args) -> None:
-        log.debug("metrics server: " + format, *args)
-
-
-class MetricsServer:
+class MetricsServer(WsgiService):
     """Serves ``/metrics`` (Prometheus text format), ``/healthz`` and ``/readyz`` over HTTP.
 
     Args:
@@ -248,68 +234,25 @@ class MetricsServer:
     def __init__(self, registry: CollectorRegistry, *, host: str = "127.0.0.1", port: int = 0,
                  ready: Callable[[], bool] = lambda: True, max_connections: int = 8,
                  request_timeout_s: float = 5.0) -> None:
+        super().__init__(self._app, what="metrics", option="--metrics-port", host=host, port=port,
+                         max_connections=max_connections, request_timeout_s=request_timeout_s)
         self.registry = registry
-        self.host = host
-        self.port = port
         self.ready = ready
-        self.max_connections = max_connections
-        self._handler = type("_Handler", (_QuietHandler,), {"timeout": request_timeout_s})
         self._metrics_app = make_wsgi_app(registry)
-        self._server: _BoundedServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> MetricsServer:
-        try:
-            server = make_server(self.host, self.port, self._app, handler_class=self._handler,
-                                 server_class=functools.partial(_BoundedServer, max_connections=self.max_connections))
-        except OSError as exc:
-            why = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
-            raise ConfigError(f"cannot serve metrics on {self.host}:{self.port}: {why}; choose another "
-                              f"--metrics-port (or 0 for a free one)") from None
-        self._server = server
-        self.port = server.server_address[1]
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name=f"metrics:{self.port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=5.0)
-            self._server = None
-
-    def __enter__(self) -> MetricsServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _app(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         path, method = environ.get("PATH_INFO", "/"), environ.get("REQUEST_METHOD", "GET")
         if method != "GET":
-            return _plain(start_response, "405 Method Not Allowed", "read-only: use GET\n", [("Allow", "GET")])
+            return plain(start_response, "405 Method Not Allowed", "read-only: use GET\n", [("Allow", "GET")])
         if path == "/metrics":
             return self._metrics_app(environ, start_response)
         if path == "/healthz":
-            return _plain(start_response, "200 OK", "ok\n")
+            return plain(start_response, "200 OK", "ok\n")
         if path == "/readyz":
             try:
                 ready = bool(self.ready())
             except Exception as exc:  # noqa: BLE001 - a failing check means "not ready", said in the body
-                return _plain(start_response, "503 Service Unavailable", f"not ready: {type(exc).__name__}: {exc}\n")
-            return (_plain(start_response, "200 OK", "ready\n") if ready
-                    else _plain(start_response, "503 Service Unavailable", "not ready\n"))
-        return _plain(start_response, "404 Not Found", "not found: try /metrics, /healthz or /readyz\n")
-
-
-def _plain(start_response: Callable, status: str, body: str, headers: list | None = None) -> list[bytes]:
-    data = body.encode()
-    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data))),
-                            *(headers or [])])
-    return [data]
+                return plain(start_response, "503 Service Unavailable", f"not ready: {type(exc).__name__}: {exc}\n")
+            return (plain(start_response, "200 OK", "ready\n") if ready
+                    else plain(start_response, "503 Service Unavailable", "not ready\n"))
+        return plain(start_response, "404 Not Found", "not found: try /metrics, /healthz or /readyz\n")

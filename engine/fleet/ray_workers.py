@@ -105,6 +105,10 @@ class WorkerContext(Protocol):
     def end(self, stream: str, error: str | None = None) -> None:
         """The stream is done: its source ended (``error`` None) or failed (one line saying why)."""
 
+    def options(self, stream: str) -> object:
+        """The stream's options as last updated by the driver (``EngineWorker.configure``); at first its
+        ``StreamSpec.options``."""
+
 
 # models, the streams to run, the context -> returns when every stream has ended or was stopped
 RunStreams = Callable[[Any, Sequence[Assignment], WorkerContext], None]
@@ -133,6 +137,7 @@ class EngineWorker:
         self._ended: list[StreamEnd] = []
         self._sessions: dict[str, int] = {}  # running streams -> session
         self._stopping: set[str] = set()
+        self._options: dict[str, object] = {}  # running streams -> their latest options
 
     def ident(self) -> WorkerIdent:
         node = ""
@@ -148,9 +153,19 @@ class EngineWorker:
         with self._cond:
             for a in assignments:
                 self._sessions[a.stream.name] = a.session
+                self._options[a.stream.name] = a.stream.options
                 self._stopping.discard(a.stream.name)
         threading.Thread(target=self._run_group, args=(assignments,), daemon=True,
                          name="streams:" + ",".join(a.stream.name for a in assignments)).start()
+
+    def configure(self, stream: str, options: object) -> None:
+        """New options for a running stream (its runner reads them through ``WorkerContext.options``)."""
+        with self._cond:
+            if stream in self._sessions:
+                self._options[stream] = options
+
+    def options(self, stream: str) -> object:
+        return self._options.get(stream)
 
     def stop(self, streams: list[str]) -> None:
         with self._cond:
@@ -256,8 +271,15 @@ def connect(address: str, *, timeout_s: float = 5.0, log_to_driver: bool = True,
         from ray._private.services import canonicalize_bootstrap_address  # how ray.init resolves "auto"
 
         known = canonicalize_bootstrap_address(None)
-        if known is not None:
-            _check_answers(known, timeout_s)
+        if known is None:
+            # A private cluster: Ray starts its processes with a parent-death signal, which Linux ties
+            # to the starting *thread*, so they must be started on a thread that lives on (the caller's).
+            try:
+                ray.init(log_to_driver=log_to_driver, logging_level=logging.WARNING, **init_options)
+            except Exception as exc:  # noqa: BLE001 - Ray's own start-up failures, as one line
+                raise ConfigError(f"cannot start a local Ray cluster: {str(exc).splitlines()[0]}") from None
+            return
+        _check_answers(known, timeout_s)
     else:
         _check_answers(target, timeout_s)
     failure: list[BaseException] = []

@@ -12,6 +12,7 @@ are never touched. See ``engine.fleet.ray_workers`` for why the driver, not the 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -189,6 +190,19 @@ class RaySupervisor:
             if name not in self._streams:
                 raise ConfigError(f"no stream named {name}; the streams are {sorted(self._streams)}")
         self._commands.put(lambda: self._stop_stream(name, StreamState.REMOVED))
+
+    def update(self, name: str, options: object) -> None:
+        """New options for a stream (from any thread): sent to its worker, and kept for its re-placement."""
+        with self._lock:
+            if name not in self._streams:
+                raise ConfigError(f"no stream named {name}; the streams are {sorted(self._streams)}")
+        self._commands.put(lambda: self._update(name, options))
+
+    def _update(self, name: str, options: object) -> None:
+        stream = self._streams[name]
+        stream.spec = dataclasses.replace(stream.spec, options=options)
+        if stream.worker is not None and self._workers[stream.worker].up and stream.state not in _DONE:
+            self._workers[stream.worker].handle.configure.remote(name, options)
 
     def stop_all(self) -> None:
         """Drain: stop every stream; ``run`` then returns."""

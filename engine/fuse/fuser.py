@@ -14,9 +14,13 @@ has propagated its objects:
 2. ``retire``, on the masks the prompts produced: two tracks on one object (masks overlapping by
    ``duplicate_iou``) become one; a track with a low object score and no match for ``retire_after``
    frames is retired, and so is one no detection has confirmed for ``retire_unmatched_after``
-   detection frames. A user's track is never retired by this policy;
+   detection frames. A user's track is never retired by this policy. With re-identification on
+   (``reid``), a track spawned by this policy that matches one retired as lost earlier goes on under
+   the retired id (``Reidentify``), on its first frame with a usable embedding;
 3. ``resolve``: the tracks' logits become the frame's non-overlapping instances (``resolve_tracks``).
-Class labels and scores of a track are smoothed over its matched detections.
+Class labels and scores of a track are smoothed over its matched detections. The visible tracks'
+embeddings and object pointers (``Tracks.embeddings``, ``.pointers``) feed the re-identification
+gallery (``engine.fuse.reid``); a tracker that gives none leaves it idle.
 """
 
 from __future__ import annotations
@@ -29,10 +33,15 @@ from scipy.optimize import linear_sum_assignment
 from torchvision.ops import box_iou
 
 from engine.fuse.config import FuserConfig
+from engine.fuse.reid import ReidConfig, Sighting, TrackReidentifier
 from engine.fuse.resolve import resolve_tracks
 from engine.ops import mask_boxes, mask_iou
-from engine.types import (Adopt, AssociationEvidence, Decision, Detections, Frame, Instances, Origin, Reprompt,
+from engine.types import (Adopt, AssociationEvidence, Decision, Detections, Frame, Instances, Origin, Reidentify, Reprompt,
                           RepromptReason, Retire, RetireReason, Spawn, Tracks)
+
+# On by default: on benchmarks/reid.py's scenes (objects away 2-5 s, look-alikes entering meanwhile) the
+# gallery recovered 0.955-1.0 of the returns with no false re-identification (benchmarks/RESULTS.md).
+DEFAULT_REID = ReidConfig()
 
 
 @dataclass(slots=True)
@@ -66,6 +75,7 @@ class FusionCounters:
     retired: int = 0
     merged: int = 0  # duplicates retired
     adopted: int = 0  # objects a user added
+    reidentified: int = 0  # spawned tracks given a retired id back
 
 
 @dataclass(slots=True)
@@ -83,10 +93,13 @@ class Fuser:
     Args:
         config: the policy's thresholds (``FuserConfig``).
         names: the detector's class names (class id -> label).
+        reid: the re-identification gallery's settings (``engine.fuse.reid.ReidConfig``); None: off.
     """
 
-    def __init__(self, config: FuserConfig | None = None, *, names: tuple[str, ...]) -> None:
+    def __init__(self, config: FuserConfig | None = None, *, names: tuple[str, ...],
+                 reid: ReidConfig | None = DEFAULT_REID) -> None:
         self.config = config if config is not None else FuserConfig()
+        self.reid = TrackReidentifier(reid) if reid is not None else None
         self.names = tuple(names)
         self.tracks: dict[int, TrackState] = {}
         self.counters = FusionCounters()
@@ -123,7 +136,8 @@ class Fuser:
             scores = tracks.scores.reshape(-1).tolist()
             for i, obj_id in enumerate(tracks.obj_ids):
                 current[obj_id] = _Output(logits=tracks.logits[i], score=scores[i])
-        return self._drop_duplicates(current) + self._update_lifecycle(current)
+        decisions: list[Decision] = self._reidentify(frame, tracks, current)
+        return decisions + self._drop_duplicates(current) + self._update_lifecycle(current)
 
     def resolve(self, frame: Frame, detections: Detections | None, tracks: Tracks | None) -> Instances:
         """The frame's instances: the visible tracks, overlaps resolved by their smoothed confidence."""
@@ -135,8 +149,11 @@ class Fuser:
             tracks, size=(frame.height, frame.width), device=frame.image.device,
             weights=[max(s.score, 1e-3) for s in states], scores=[s.score for s in states], class_ids=classes,
             labels=[self.names[c] if c < len(self.names) else str(c) for c in classes])
-        for obj_id, box in zip(instances.ids.tolist(), instances.boxes.tolist()):
+        ids, boxes = instances.ids.tolist(), instances.boxes.tolist()
+        for obj_id, box in zip(ids, boxes):
             self.tracks[obj_id].last_box = tuple(box)
+        if self.reid is not None:
+            self.reid.observe(self._sightings(frame, tracks, ids, boxes), time=_seconds(frame))
         return instances
 
     # -- association ----------------------------------------------------------------------------
@@ -148,6 +165,8 @@ class Fuser:
         present = set(ids)
         for obj_id in [i for i in self.tracks if i not in present]:
             del self.tracks[obj_id]
+            if self.reid is not None:
+                self.reid.retired(obj_id, lost=False)
         adopted: list[Decision] = []
         for obj_id in ids:
             if obj_id not in self.tracks:
@@ -277,6 +296,8 @@ class Fuser:
                                          score=score, matches=1)
         self.counters.spawned += 1
         self._matched.add(obj_id)
+        if self.reid is not None:
+            self.reid.spawned(obj_id)
         return Spawn(obj_id, class_id=class_id, score=score, box=_box(box))
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -308,7 +329,58 @@ class Fuser:
     def _retire(self, current: dict[int, _Output], obj_id: int, reason: RetireReason) -> Retire:
         self.tracks.pop(obj_id, None)
         current.pop(obj_id, None)
+        if self.reid is not None:
+            self.reid.retired(obj_id, lost=reason is RetireReason.LOST)
         return Retire(obj_id, reason)
+
+    # -- re-identification ------------------------------------------------------------------------
+
+    def _reidentify(self, frame: Frame, tracks: Tracks | None, current: dict[int, _Output]) -> list[Decision]:
+        """Tracks spawned by this policy, on their first frame with a usable embedding, looked up in the
+        gallery of lost tracks; a match goes on under the retired id from this frame."""
+        if self.reid is None or tracks is None or tracks.embeddings is None:
+            return []
+        rows = [i for i, obj_id in enumerate(tracks.obj_ids) if current[obj_id].score > 0
+                and obj_id in self.tracks and self.tracks[obj_id].origin is Origin.DETECTOR]
+        boxes = mask_boxes(tracks.masks[rows]).tolist() if rows else []
+        visible = [(tracks.obj_ids[i], box) for i, box in zip(rows, boxes) if box[2] > box[0]]
+        sightings = self._sightings(frame, tracks, [i for i, _ in visible], [b for _, b in visible])
+        decisions: list[Decision] = []
+        for spawned, old, similarity in self.reid.lookup(sightings, time=_seconds(frame)):
+            if old in self.tracks:  # the id is taken again (a user's prompt under it): keep the new one
+                continue
+            state = self.tracks.pop(spawned)
+            state.id = old
+            self.tracks[old] = state
+            current[old] = current.pop(spawned)
+            if spawned in self._matched:
+                self._matched.discard(spawned)
+                self._matched.add(old)
+            self.reid.renamed(spawned, old)
+            self.counters.reidentified += 1
+            decisions.append(Reidentify(old, spawned_id=spawned, similarity=similarity,
+                                        mask=tracks.masks[tracks.obj_ids.index(spawned)]))
+        return decisions
+
+    def _sightings(self, frame: Frame, tracks: Tracks | None, ids: list[int],
+                   boxes: list[list[float]]) -> list[Sighting]:
+        """The visible tracks ``ids`` (boxes in frame pixels) with their embeddings and pointers."""
+        if tracks is None or tracks.embeddings is None or not ids:
+            return []
+        row = {obj_id: i for i, obj_id in enumerate(tracks.obj_ids)}
+        take = [row[i] for i in ids]
+        embeddings = tracks.embeddings[take].float().cpu().numpy()
+        pointers = tracks.pointers[take].float().cpu().numpy() if tracks.pointers is not None else None
+        scores = tracks.scores.reshape(-1)[take].tolist()
+        h, w = frame.height, frame.width
+        out = []
+        for k, (obj_id, box) in enumerate(zip(ids, boxes)):
+            # An object cut by the frame's edge shows only part of itself: not a good view of it.
+            inside = box[0] > 1 and box[1] > 1 and box[2] < w - 1 and box[3] < h - 1
+            out.append(Sighting(obj_id=obj_id, class_id=self._class_of(obj_id), box=tuple(box),
+                                embedding=embeddings[k], pointer=None if pointers is None else pointers[k],
+                                whole=inside and scores[k] > 0))
+        return out
 
     def _update_lifecycle(self, current: dict[int, _Output]) -> list[Decision]:
         decisions: list[Decision] = []
@@ -331,6 +403,11 @@ class Fuser:
                 continue
             self.counters.retired += 1
         return decisions
+
+
+def _seconds(frame: Frame) -> float:
+    """The frame's stream time: its presentation time, else its capture time."""
+    return frame.pts if frame.pts is not None else frame.capture_time
 
 
 def _box(box: torch.Tensor) -> tuple[float, float, float, float]:

@@ -62,13 +62,17 @@ def resolve_detections(detections: Detections) -> Instances:
     higher score keeps the pixel (the earlier detection on a tie). Boxes stay the detector's; a
     detection whose whole mask a surer one covers stays listed with an empty mask.
 
-    Relies on the ``Detections`` contract that each mask lies inside its box.
+    Relies on the ``Detections`` contract that each mask lies inside its box, or inside its
+    ``extents`` where the detector gives them.
     """
     instances = Instances.from_detections(detections)
     n = len(detections)
     if n < 2:
         return instances
     boxes = detections.boxes.float().cpu()
+    if detections.extents is not None:  # masks that reach past their boxes: the box and the mask's extent
+        extents = detections.extents.float().cpu()
+        boxes = torch.cat([torch.minimum(boxes[:, :2], extents[:, :2]), torch.maximum(boxes[:, 2:], extents[:, 2:])], 1)
     height, width = detections.masks.shape[1:]
     # Pixel spans [x0, x1) x [y0, y1) that hold each mask: the box rounded outwards, clipped.
     spans = torch.stack([boxes[:, 0].floor(), boxes[:, 1].floor(), boxes[:, 2].ceil(), boxes[:, 3].ceil()], 1)

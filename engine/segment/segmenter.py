@@ -46,6 +46,11 @@ class SemanticSegmenter:
     def names(self) -> tuple[str, ...]:
         return self.labels.names
 
+    @property
+    def every(self) -> int:
+        """Run on every k-th frame (``SegmentCadence``); the frames between reuse the last map."""
+        return self.config.every
+
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """The network input size for a frame of this size (see ``engine.segment.preprocess``)."""
         return input_size(height, width, imgsz=self.config.imgsz, stride=self.config.stride)

@@ -143,8 +143,10 @@ class MqttPublisher:
         SinkError: the URL, topic prefix or an option is invalid (nothing is connected yet).
     """
 
-    def __init__(self, config: MqttConfig) -> None:
+    def __init__(self, config: MqttConfig, *, close_with_last_sink: bool = True) -> None:
         self.config = config
+        # False: streams come and go (a server) and the owner closes the publisher itself
+        self.close_with_last_sink = close_with_last_sink
         self._scheme, self._host, self._port, user, password = _parse_url(config.url)
         self.name = _safe_url(config.url)
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=config.client_id,
@@ -164,6 +166,7 @@ class MqttPublisher:
         self._lock = threading.Condition()
         self._outbox: deque[tuple[str, bytes]] = deque()  # (stream, payload), oldest first
         self._counts: dict[str, _Counts] = {}
+        self._open_sinks: set[str] = set()
         self._inflight: dict[int, str] = {}  # message id -> stream, handed to paho, not yet acknowledged
         self._early_acks: set[int] = set()  # acknowledged before publish() returned its message id
         self._users = 0
@@ -184,9 +187,10 @@ class MqttPublisher:
         with self._lock:
             if self._closed:
                 raise SinkError(f"{self.name}: the MQTT publisher is closed; make a new one")
-            if stream in self._counts:
+            if stream in self._open_sinks:
                 raise SinkError(f"{self.name}: stream {stream!r} already publishes here; stream names must be unique")
-            self._counts[stream] = _Counts()
+            self._counts.setdefault(stream, _Counts())  # a stream back under its old name keeps counting up
+            self._open_sinks.add(stream)
             self._users += 1
         return MqttSink(self, stream)
 
@@ -227,12 +231,13 @@ class MqttPublisher:
             self._start_locked()
             return self._lock.wait_for(lambda: self._connected, timeout)
 
-    def release(self) -> None:
-        """One sink is done; the last one closes the publisher."""
+    def release(self, stream: str | None = None) -> None:
+        """One sink is done; the last one closes the publisher (unless ``close_with_last_sink`` is off)."""
         with self._lock:
+            self._open_sinks.discard(stream)
             self._users -= 1
             last = self._users <= 0
-        if last:
+        if last and self.close_with_last_sink:
             self.close()
 
     def close(self) -> None:
@@ -243,7 +248,10 @@ class MqttPublisher:
                 return
             self._closing = True
             if self._started:  # a broker that is away gets until the timeout to come back
-                self._lock.wait_for(lambda: not self._outbox and not self._inflight, self.config.flush_timeout_s)
+                # counts' inflight, not only the _inflight map: a message the pump took off the outbox is in
+                # neither until publish() returns its mid.
+                self._lock.wait_for(lambda: not self._outbox and not any(c.inflight for c in self._counts.values()),
+                                    self.config.flush_timeout_s)
             self._closed = True
             self._lock.notify_all()
         if self._pump is not None:
@@ -378,4 +386,4 @@ class MqttSink:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self.publisher.release()
+            self.publisher.release(self.stream)

@@ -7,13 +7,15 @@ Format (Kirillov et al. 2019, the COCO panoptic annotation format as panopticapi
 - ``DIR/panoptic.json``: ``{"info", "images", "annotations", "categories"}``. One image and one annotation
   per frame; the annotation's ``segments_info`` lists each segment id in its PNG once, with
   ``category_id`` (the label set's COCO ids), ``iscrowd`` 0, ``bbox`` [x, y, w, h], ``area`` (pixels),
-  and, for thing segments, the engine's ``track_id`` (an extra key COCO readers ignore). Stuff classes
-  are one segment per class per frame. ``images[].file_name`` names the frame's picture (NNNNNN.jpg),
-  which this sink does not write (the overlay sink writes pictures).
+  and, for thing segments, ``track_id``: the instance's ``id`` in the JSONL of the same run (an extra
+  key COCO readers ignore). Stuff classes are one segment per class per frame. ``images[].file_name``
+  names the frame's picture (NNNNNN.jpg), which this sink does not write (the overlay sink writes
+  pictures).
 
 The JSON is rewritten whole, atomically (a temporary file renamed into place), on ``close`` and every
 ``flush_every`` frames, so an interrupted run leaves a valid JSON that describes the PNGs up to the last
-flush; PNGs are each written whole before their frame is listed.
+flush; PNGs are each written whole before their frame is listed. The directory is checked when the
+writer is made and created with the first frame, so a run that delivers no frame writes nothing.
 """
 
 from __future__ import annotations
@@ -23,41 +25,37 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
-
 from engine.errors import SinkError
 from engine.ops import rle_encode
-from engine.types import PanopticMap
+from engine.types import FrameResult, PanopticMap, StuffSegments
 
 
-def stuff_records(panoptic: PanopticMap, *, names: tuple[str, ...], is_thing: tuple[bool, ...]) -> list[dict]:
+def stuff_records(stuff: StuffSegments) -> list[dict]:
     """A frame's stuff segments as JSONL records, one per stuff class present, in class order:
     ``{"class_id": label-set class index, "label": name, "area": pixels, "mask": COCO compressed RLE}``.
 
-    Stuff pixels are those with a stuff class and no instance (``PanopticMap.instance == 0``), so a stuff
-    mask never overlaps an instance mask of the same frame. ``pycocotools.mask.decode({"size":
-    m["size"], "counts": m["counts"].encode()})`` gives the mask back.
+    The segments hold the pixels no instance covers (``engine.fuse.stuff_segments``), so a stuff mask
+    never overlaps an instance mask of the same frame. ``pycocotools.mask.decode({"size": m["size"],
+    "counts": m["counts"].encode()})`` gives the mask back.
     """
-    semantic, instance = panoptic.semantic, panoptic.instance
-    stuff = torch.tensor([not t for t in is_thing], dtype=torch.bool, device=semantic.device)
-    free = (semantic >= 0) & (instance == 0)
-    present = torch.unique(semantic[free]).tolist()
-    classes = [c for c in present if stuff[c]]
-    if not classes:
+    if not len(stuff):
         return []
-    masks = torch.stack([free & (semantic == c) for c in classes])  # [K, H, W] bool
-    areas = masks.flatten(1).sum(1).tolist()
-    return [{"class_id": c, "label": names[c], "area": int(a), "mask": rle}
-            for c, a, rle in zip(classes, areas, rle_encode(masks))]
+    areas = stuff.areas.tolist()
+    return [{"class_id": c, "label": label, "area": int(a), "mask": rle}
+            for c, label, a, rle in zip(stuff.class_ids.tolist(), stuff.labels, areas, rle_encode(stuff.masks))]
 
 
 class PanopticWriter:
-    """Writes ``PanopticMap`` values as COCO panoptic files under ``directory``.
+    """Writes each result's ``PanopticMap`` (a sink: ``write(result)``), or maps given one by one
+    (``write_map``), as COCO panoptic files under ``directory``.
 
     Args:
-        directory: created if missing.
+        directory: created with the first frame if missing.
         categories: the label set's COCO categories in channel order (``LabelSet.coco_categories()``).
         flush_every: frames between JSON rewrites.
+    Raises:
+        SinkError: ``directory`` cannot be created or written (from the constructor), or a file cannot be
+            written (from ``write``/``close``), naming the path and ``--panoptic-dir``.
     """
 
     wants_overlay = False
@@ -65,10 +63,7 @@ class PanopticWriter:
     def __init__(self, directory: str | os.PathLike, categories: list[dict], *, flush_every: int = 100) -> None:
         self.directory = Path(directory)
         self.png_dir = self.directory / "panoptic"
-        try:
-            self.png_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SinkError(f"cannot create {self.png_dir}: {exc.strerror}; choose another --panoptic-dir") from None
+        _check_directory(self.png_dir)
         self.categories = categories
         self._category_ids = np.array([c["id"] for c in categories], dtype=np.int64)
         self._is_thing = np.array([bool(c["isthing"]) for c in categories])
@@ -76,9 +71,22 @@ class PanopticWriter:
         self.images: list[dict] = []
         self.annotations: list[dict] = []
 
+    def write(self, result: FrameResult) -> None:
+        if result.panoptic is None:
+            raise SinkError(f"frame {result.frame.index} has no panoptic map for {self.directory}: the COCO "
+                            "panoptic output needs a semantic segmenter (--segmenter)")
+        self.write_map(result.panoptic)
+
     def write_map(self, panoptic: PanopticMap) -> None:
         """Write one frame's PNG and remember its segments."""
         from PIL import Image
+
+        if not self.images:
+            try:
+                self.png_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SinkError(f"cannot create {self.png_dir}: {exc.strerror}; choose another "
+                                "--panoptic-dir") from None
 
         semantic = panoptic.semantic.cpu().numpy()
         instance = panoptic.instance.cpu().numpy()
@@ -94,8 +102,8 @@ class PanopticWriter:
             x0, y0 = int(xs.min()), int(ys.min())
             info = {"id": seg_id, "category_id": int(self._category_ids[cls]), "iscrowd": 0,
                     "bbox": [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1], "area": int(mask.sum())}
-            if self._is_thing[cls]:
-                info["track_id"] = int(track)
+            if self._is_thing[cls] and track > 0:  # track 0: a thing region without an instance
+                info["track_id"] = int(track) - panoptic.id_offset
             segments.append(info)
         rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], -1).astype(np.uint8)
         name = f"{panoptic.frame_index:06d}"
@@ -122,4 +130,18 @@ class PanopticWriter:
             raise SinkError(f"writing {path} failed: {exc.strerror}; choose another --panoptic-dir") from None
 
     def close(self) -> None:
-        self._write_json()
+        if self.images:
+            self._write_json()
+
+
+def _check_directory(directory: Path) -> None:
+    """SinkError unless ``directory`` exists as a writable directory or can be created: its nearest
+    existing ancestor must be a writable directory."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SinkError(f"cannot create {directory}: {existing} is not a directory; choose another "
+                        "--panoptic-dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SinkError(f"cannot create {directory}: {existing} is not writable; choose another --panoptic-dir")

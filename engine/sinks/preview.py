@@ -1,11 +1,14 @@
-"""A live preview in the browser: MJPEG over HTTP.
+"""A live preview in the browser: MJPEG over HTTP, and click-to-track.
 
-``GET /`` is a small page showing the stream and the latest frame's stats, ``GET /stream.mjpg`` the
-multipart JPEG stream, ``GET /frame.jpg`` the latest picture, ``GET /stats.json`` the latest numbers.
+``GET /`` is the page (``engine.sinks.preview_page``): the stream, the latest frame's stats, the live
+tracks, and prompts by clicking on the picture; ``GET /stream.mjpg`` the multipart JPEG stream,
+``GET /frame.jpg`` the latest picture, ``GET /stats.json`` the latest numbers; ``POST /prompts``,
+``DELETE /tracks/N`` and ``GET /tracks`` the prompt API (``engine.sinks.prompt_api``).
 Viewers never slow the pipeline: each one is sent the newest picture when it is ready for one, and
 frames are JPEG-encoded only while somebody is watching, at most ``max_fps`` a second (a monitor needs
 no more, and an engine running faster than that would spend its cores encoding pictures nobody can
-follow). Bound to 127.0.0.1 unless told otherwise.
+follow). Bound to 127.0.0.1 unless told otherwise; bound beyond loopback, the server needs a token, and
+the API's writes carry it.
 
 Connections are bounded in time and number, so no client can hold the server's threads: a connection
 that sends no request, or stops reading its stream, is dropped after ``idle_timeout_s``; past
@@ -27,29 +30,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import cv2
 
-from engine.errors import SinkError
+from engine.errors import ConfigError, SinkError
+from engine.prompts import PromptQueue
+from engine.sinks.preview_page import PAGE
+from engine.sinks.prompt_api import MAX_BODY_BYTES, ApiError, PromptApi, is_loopback
 from engine.types import FrameResult
 
 log = logging.getLogger(__name__)
 
 _BOUNDARY = "streamsegframe"
-_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>streamseg preview</title>
-<style>body{margin:0;background:#111;color:#ddd;font:14px monospace}img{display:block;max-width:100%}
-#stats{padding:6px 10px}</style></head>
-<body><img id="stream" src="/stream.mjpg" alt="streamseg live preview"><div id="stats">waiting for frames</div>
-<script>
-async function poll() {
-  try {
-    const s = await (await fetch('/stats.json', {cache: 'no-store'})).json();
-    document.getElementById('stats').textContent =
-      `frame ${s.frame}  instances ${s.instances}  total ${s.total_ms} ms  age ${s.age_ms} ms`;
-  } catch (e) {}
-  setTimeout(poll, 500);
-}
-poll();
-</script></body></html>
-"""
 
 
 class PreviewServer:
@@ -66,16 +55,30 @@ class PreviewServer:
         max_connections: connections served at once (a browser tab holds one for the stream and one
             for its stats while polling); more are answered 503 and closed.
         max_fps: most pictures encoded and sent a second while somebody watches; None: every frame.
+        prompts: the pipeline's prompt queue, which the page's clicks and the API feed; None: a
+            pipeline without a tracker (the API refuses prompts).
+        token: the bearer token the API's writes must carry (``engine.sinks.prompt_api``); required
+            when ``host`` is not loopback.
+        apply_timeout_s: how long an API request waits for the pipeline to apply it.
 
     Raises:
-        SinkError: the address cannot be bound (port in use, no such interface), or a bad setting.
+        SinkError: the address cannot be bound (port in use, no such interface), a bind beyond
+            loopback without a token, or a bad setting.
     """
 
     wants_overlay = True
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 8080, quality: int = 80,
                  idle_timeout_s: float = 10.0, max_connections: int = 32,
-                 max_fps: float | None = 30.0) -> None:
+                 max_fps: float | None = 30.0, prompts: PromptQueue | None = None, token: str | None = None,
+                 apply_timeout_s: float = 10.0) -> None:
+        if not is_loopback(host) and token is None:
+            raise SinkError(f"preview on {host}: other machines could prompt the tracker; give a token "
+                            "(--preview-token-file FILE or STREAMSEG_PREVIEW_TOKEN), or bind 127.0.0.1")
+        try:
+            self.api = PromptApi(prompts, token=token, apply_timeout_s=apply_timeout_s)
+        except ConfigError as exc:
+            raise SinkError(f"preview: {exc}") from None
         if idle_timeout_s <= 0 or max_connections < 1 or not 1 <= quality <= 100 or (max_fps or 1) <= 0:
             raise SinkError(f"preview: idle_timeout_s and max_fps must be > 0, max_connections >= 1 and "
                             f"quality in 1..100, got {idle_timeout_s}, {max_fps}, {max_connections} and "
@@ -85,6 +88,7 @@ class PreviewServer:
         self._encoded_at = float("-inf")  # monotonic time of the last picture encoded
         self._cond = threading.Condition()
         self._jpeg: bytes | None = None
+        self._jpeg_frame: int | None = None  # the frame index of the picture in _jpeg
         self._seq = 0  # bumps with every new picture; viewers wait for a change
         self._stats: dict = {}
         self._viewers = 0
@@ -114,6 +118,7 @@ class PreviewServer:
         return self._server.active_connections
 
     def write(self, result: FrameResult) -> None:
+        self.api.book.update(result)
         stats = {"frame": result.frame.index, "instances": len(result.instances),
                  "total_ms": round(result.times.total, 1), "age_ms": round(result.age_ms, 1)}
         jpeg = None
@@ -124,10 +129,10 @@ class PreviewServer:
             ok, buf = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, self.quality])
             jpeg = buf.tobytes() if ok else None
         with self._cond:
-            self._stats = stats
             if jpeg is not None:
-                self._jpeg = jpeg
+                self._jpeg, self._jpeg_frame = jpeg, result.frame.index
                 self._seq += 1
+            self._stats = {**stats, "picture_frame": self._jpeg_frame}
             self._cond.notify_all()
 
     def close(self) -> None:
@@ -165,7 +170,9 @@ class _PreviewHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # http.server's name
         path = self.path.split("?", 1)[0]
         if path == "/":
-            self._send(HTTPStatus.OK, "text/html; charset=utf-8", _PAGE.encode())
+            self._send(HTTPStatus.OK, "text/html; charset=utf-8", PAGE.encode())
+        elif path == "/tracks":
+            self._send_json(HTTPStatus.OK, self.preview.api.tracks())
         elif path == "/stats.json":
             self._send(HTTPStatus.OK, "application/json", json.dumps(self.preview._snapshot()[1]).encode())
         elif path == "/frame.jpg":
@@ -179,11 +186,48 @@ class _PreviewHandler(BaseHTTPRequestHandler):
         else:
             self._send(HTTPStatus.NOT_FOUND, "text/plain", b"not found\n")
 
-    def _send(self, status: HTTPStatus, ctype: str, body: bytes) -> None:
+    def do_POST(self) -> None:  # http.server's name
+        self._write(lambda api: api.post_prompt(self._body(), self.headers.get("Content-Type") or "")
+                    if self.path.split("?", 1)[0] == "/prompts" else _not_found(self.path))
+
+    def do_DELETE(self) -> None:  # http.server's name
+        path = self.path.split("?", 1)[0]
+        self._write(lambda api: api.delete_track(path[len("/tracks/"):]) if path.startswith("/tracks/")
+                    else _not_found(path))
+
+    def _write(self, answer) -> None:
+        """Answer a write request of the API: authorised first, then ``answer(api)``; a refusal is
+        its status and one line of reason."""
+        api = self.preview.api
+        try:
+            api.authorize(self.headers)
+            status, body = answer(api)
+        except ApiError as refused:
+            self.close_connection = True  # an unread body may be left on the socket
+            extra = {"WWW-Authenticate": "Bearer"} if refused.status == HTTPStatus.UNAUTHORIZED else {}
+            self._send_json(refused.status, {"error": refused.reason}, extra)
+            return
+        self._send_json(status, body)
+
+    def _body(self) -> bytes:
+        try:
+            length = int(self.headers.get("Content-Length") or "")
+        except ValueError:
+            raise ApiError(HTTPStatus.LENGTH_REQUIRED, "send the prompt with a Content-Length") from None
+        if not 0 <= length <= MAX_BODY_BYTES:
+            raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a prompt is at most {MAX_BODY_BYTES} bytes")
+        return self.rfile.read(length)
+
+    def _send_json(self, status: HTTPStatus, body: dict, headers: dict[str, str] | None = None) -> None:
+        self._send(status, "application/json", json.dumps(body).encode() + b"\n", headers)
+
+    def _send(self, status: HTTPStatus, ctype: str, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         try:
             self.wfile.write(body)
@@ -216,6 +260,10 @@ class _PreviewHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args) -> None:  # http.server's signature
         log.debug("preview %s: " + format, self.address_string(), *args)
+
+
+def _not_found(path: str):
+    raise ApiError(HTTPStatus.NOT_FOUND, f"no {path}: the API is POST /prompts, DELETE /tracks/ID, GET /tracks")
 
 
 _REFUSAL_BODY = b"too many preview viewers; retry later\n"

@@ -11,6 +11,7 @@ from engine.errors import ConfigError, SourceError
 from engine.sources.base import Picture, Source, SourceInfo, SourceStats
 from engine.sources.camera import CameraSource
 from engine.sources.file import FileSource, HttpSource
+from engine.sources.live import ReconnectPolicy
 from engine.sources.memory import ArraySource
 from engine.sources.rtsp import RtspSource
 from engine.sources.synthetic import GroundTruth, SceneObject, SyntheticScene, SyntheticSource, to_video
@@ -22,6 +23,7 @@ __all__ = [
     "GroundTruth",
     "HttpSource",
     "Picture",
+    "ReconnectPolicy",
     "RtspSource",
     "SceneObject",
     "Source",
@@ -38,7 +40,8 @@ _FORMS = ("a file path, rtsp://HOST/PATH, http(s)://HOST/PATH, /dev/videoN (or v
 
 
 def open_source(uri: str | Path, *, live: bool | None = None, buffer_size: int = 2, realtime: bool = False,
-                reconnect_attempts: int = 5, io_timeout_s: float = 5.0) -> Source:
+                reconnect_attempts: int | None = None, reconnect_interval_s: float = 1.0,
+                give_up_s: float | None = 600.0, io_timeout_s: float = 5.0) -> Source:
     """A source for ``uri``; nothing is opened until ``.info`` or ``start()`` (``with``).
 
     Args:
@@ -49,24 +52,29 @@ def open_source(uri: str | Path, *, live: bool | None = None, buffer_size: int =
             None: live for RTSP and cameras, not for files, URLs and synthetic scenes.
         buffer_size: frames held between the decoder and the consumer.
         realtime: hand frames out no faster than their timestamps (a file then paces like a camera).
-        reconnect_attempts: RTSP and cameras: reconnections tried, with exponential backoff, after
-            the stream is lost, before ``SourceError``.
-        io_timeout_s: network and device reads: the longest wait for data.
+        reconnect_attempts: RTSP and cameras: reconnection attempts per outage before ``SourceError``;
+            None: no count limit (``give_up_s`` bounds the outage); 0: no reconnection.
+        reconnect_interval_s: RTSP and cameras: seconds before each reconnection attempt (fixed).
+        give_up_s: RTSP and cameras: seconds a lost stream may stay without frames before
+            ``SourceError``; None: never give up.
+        io_timeout_s: network and device reads: the longest single wait for data, in seconds (an
+            RTSP connection attempt makes at most three: see ``engine.sources.live``).
 
     Raises:
         SourceError: the input's form is not one of the above (the input itself is checked at open).
         ConfigError: an option is out of range.
     """
-    if buffer_size < 1:
-        raise ConfigError(f"buffer_size must be >= 1, got {buffer_size}")
-    if io_timeout_s <= 0 or reconnect_attempts < 0:
-        raise ConfigError(f"io_timeout_s must be > 0 and reconnect_attempts >= 0, got {io_timeout_s} "
-                          f"and {reconnect_attempts}")
+    if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 1:
+        raise ConfigError(f"buffer_size must be an integer >= 1, got {buffer_size!r}")
+    # One check for every kind, so a bad reconnect option fails even where it would go unused.
+    policy = ReconnectPolicy(reconnect_interval_s=reconnect_interval_s, give_up_s=give_up_s,
+                             reconnect_attempts=reconnect_attempts, io_timeout_s=io_timeout_s)
     text = str(uri).strip()
     if not text:
         raise SourceError(f"empty source; pass {_FORMS}")
     common = {"buffer_size": buffer_size, "realtime": realtime}
-    network = {"reconnect_attempts": reconnect_attempts, "io_timeout_s": io_timeout_s}
+    network = {"reconnect_attempts": policy.reconnect_attempts, "io_timeout_s": policy.io_timeout_s,
+               "reconnect_interval_s": policy.reconnect_interval_s, "give_up_s": policy.give_up_s}
 
     if isinstance(uri, Path):
         return FileSource(uri, live=bool(live), **common)

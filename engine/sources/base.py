@@ -13,6 +13,7 @@ a file behaves like a camera in latency benchmarks (pair it with ``live=True`` f
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -26,16 +27,26 @@ from engine.errors import SourceError
 from engine.sources.buffer import BlockingFrameBuffer, LatestFrameBuffer
 from engine.types import Frame, SourceStats
 
+# The longest a realtime source waits for one frame's time: a slideshow at 0.1 frames/s still paces,
+# a jump of an hour in a damaged file's timestamps does not stall the stream for an hour.
+MAX_PACE_WAIT_S = 10.0
+
 
 @dataclass(frozen=True, slots=True)
 class SourceInfo:
+    """What a source delivers, read off its first decoded picture where a header could disagree."""
+
     uri: str  # what the user passed, for messages
     live: bool  # newest-frame-wins buffering when True, every frame when False
-    width: int
+    width: int  # pixels of the first frame as delivered (display orientation, square pixels)
     height: int
-    fps: float | None  # the stream's average rate, None where it does not say
+    fps: float | None  # the stream's average rate; None where it does not say or says > 1,000
     frame_count: int | None  # frames the container declares; None for live streams or when unknown
     codec: str
+    start_pts: float | None = None  # seconds: the first frame's pts, so outputs can start at 0
+    rotation: int = 0  # degrees counterclockwise applied to stored pictures for display (0/90/180/270)
+    mirrored: bool = False  # stored pictures are mirrored left-right (before the rotation)
+    notes: tuple[str, ...] = ()  # how the delivered stream differs from the stored one, one line each
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +73,9 @@ class Source(ABC):
         self._ended = False
         self._clock: tuple[float, float] | None = None  # (monotonic, pts) of the first paced picture
         self._join_timeout_s = 10.0  # longest a decoder may stay blocked in one read after close()
+        # Pictures before this index are decoded and discarded, unpaced: a replayable source (file,
+        # synthetic) resuming after the frames a server already holds. Their indices stay taken.
+        self.skip_frames = 0
 
     @abstractmethod
     def _open(self) -> SourceInfo:
@@ -94,8 +108,11 @@ class Source(ABC):
 
     def read(self, timeout: float | None = None) -> Frame | None:
         """The next frame, None at the end of the stream. Raises the decoder's ``SourceError`` after the
-        frames decoded before it, or ``SourceError`` when nothing arrives within ``timeout`` seconds."""
+        frames decoded before it, or ``SourceError`` when nothing arrives within ``timeout`` seconds
+        (None or infinity: wait as long as the source itself does)."""
         self.start()
+        if timeout is not None and not math.isfinite(timeout):
+            timeout = None  # a source that never gives up: its reads must not overflow a lock's wait
         try:
             frame = self._buffer.get(timeout)
         except TimeoutError:
@@ -123,6 +140,12 @@ class Source(ABC):
         self.stats.delivered += 1
         self.stats.dropped = self._buffer.dropped
         return frame
+
+    def loss_summary(self) -> str | None:
+        """One line saying what this stream lost or changed on the way (damaged packets, lost,
+        concealed and dropped frames, repaired timestamps, reconnections), or None when it delivered
+        every frame as the stream had it. Meant for a run's summary, at any time."""
+        return describe_losses(self.uri, self.stats, self._info.frame_count if self._info else None)
 
     @property
     def ended(self) -> bool:
@@ -156,6 +179,9 @@ class Source(ABC):
             for picture in self._pictures():
                 if self._stop.is_set():
                     break
+                if self.stats.decoded < self.skip_frames:
+                    self.stats.decoded += 1
+                    continue
                 if self.realtime and self._pace(picture.pts):
                     break
                 frame = Frame(
@@ -181,7 +207,8 @@ class Source(ABC):
 
     def _pace(self, pts: float | None) -> bool:
         """Wait until the picture's presentation time, counted from the first one; True when stopped
-        while waiting. Pictures without a timestamp go out at once."""
+        while waiting. Pictures without a timestamp go out at once; a jump ahead longer than
+        ``MAX_PACE_WAIT_S`` (a damaged or spliced file) restarts the count instead of stalling."""
         if pts is None:
             return False
         now = time.monotonic()
@@ -189,4 +216,37 @@ class Source(ABC):
             self._clock = (now, pts)
             return False
         start, pts0 = self._clock
-        return self._stop.wait(max(0.0, start + (pts - pts0) - now))
+        wait = start + (pts - pts0) - now
+        if wait > MAX_PACE_WAIT_S:
+            self._clock = (now, pts)
+            return False
+        return self._stop.wait(max(0.0, wait))
+
+
+def describe_losses(uri: str, stats: SourceStats, declared: int | None = None) -> str | None:
+    """``Source.loss_summary`` for any counters (a ``FrameResult.stats`` snapshot included)."""
+    parts = []
+    if stats.corrupt:
+        parts.append(_count(stats.corrupt, "damaged packet") + " skipped")
+    if stats.lost:
+        parts.append(f"{stats.lost} of {declared} frames lost" if declared
+                     else _count(stats.lost, "frame") + " lost")
+    if stats.concealed:
+        parts.append(_count(stats.concealed, "frame") + " shown with concealed damage")
+    if stats.pts_guessed > 1 + stats.reconnects:  # a live session's first picture often has none
+        parts.append(_count(stats.pts_guessed, "frame") + " without a timestamp, timed by the frame rate")
+    if stats.pts_fixed:
+        parts.append(_count(stats.pts_fixed, "timestamp") + " out of order, moved forward")
+    if stats.dropped:
+        parts.append(_count(stats.dropped, "frame") + " dropped to stay current (newest-frame-wins)")
+    if stats.late:
+        parts.append(_count(stats.late, "frame") + " dropped as too late")
+    if stats.reconnects or stats.gap_s:
+        parts.append(f"{_count(stats.reconnects, 'reconnection')}, {stats.gap_s:.1f} s without frames")
+    if not parts:
+        return None
+    return f"{uri}: " + "; ".join(parts)
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"

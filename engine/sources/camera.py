@@ -8,29 +8,37 @@ reopen the device (``engine.sources.live``), then gives up with a ``SourceError`
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 from engine.errors import SourceError
-from engine.sources._av import VideoDecoder, open_video
+from engine.sources._av import MAX_PLAUSIBLE_FPS, VideoDecoder, open_video
 from engine.sources.base import SourceInfo
 from engine.sources.live import LiveStreamSource
+from engine.sources.timeline import Timeline
+
+_MAX_SIDE = 16384  # pixels: beyond any capture device; a larger request is a typo
 
 
 class CameraSource(LiveStreamSource):
     """A V4L2 device such as ``/dev/video0``."""
 
     def __init__(self, device: str | Path, *, live: bool = True, buffer_size: int = 2,
-                 realtime: bool = False, reconnect_attempts: int = 5, io_timeout_s: float = 5.0,
+                 realtime: bool = False, reconnect_attempts: int | None = None,
+                 reconnect_interval_s: float = 1.0, give_up_s: float | None = 600.0, io_timeout_s: float = 5.0,
                  size: tuple[int, int] | None = None, fps: float | None = None,
                  pixel_format: str | None = None, uri: str | None = None) -> None:
         super().__init__(uri or str(device), live=live, buffer_size=buffer_size, realtime=realtime,
-                         reconnect_attempts=reconnect_attempts, io_timeout_s=io_timeout_s)
+                         reconnect_attempts=reconnect_attempts, reconnect_interval_s=reconnect_interval_s,
+                         give_up_s=give_up_s, io_timeout_s=io_timeout_s)
         self.device = str(device)
-        if size is not None and (len(size) != 2 or min(size) <= 0):
-            raise SourceError(f"{device}: camera size must be (width, height) > 0, got {size}")
-        if fps is not None and fps <= 0:
-            raise SourceError(f"{device}: camera fps must be > 0, got {fps}")
+        if size is not None and (len(size) != 2 or not all(isinstance(v, int) and 0 < v <= _MAX_SIDE
+                                                           for v in size)):
+            raise SourceError(f"{device}: camera size must be (width, height), whole pixels from 1 to "
+                              f"{_MAX_SIDE}, got {size}")
+        if fps is not None and not (math.isfinite(fps) and 0 < fps <= MAX_PLAUSIBLE_FPS):
+            raise SourceError(f"{device}: camera fps must be > 0 and at most {MAX_PLAUSIBLE_FPS:g}, got {fps}")
         self.size = size
         self.fps = fps
         self.pixel_format = pixel_format
@@ -55,9 +63,9 @@ class CameraSource(LiveStreamSource):
             raise SourceError(f"{self.uri}: permission denied; add your user to the 'video' group")
         return super()._open()
 
-    def _connect(self) -> VideoDecoder:
-        return open_video(self.device, live=True, format="v4l2", options=self.options(),
-                          timeout_s=self.io_timeout_s)
+    def _connect(self, timeline: Timeline) -> VideoDecoder:
+        return open_video(self.device, live=True, stats=self.stats, timeline=timeline, format="v4l2",
+                          options=self.options(), timeout_s=self.io_timeout_s)
 
     def _why(self, exc: BaseException) -> str:
         if getattr(exc, "errno", None) == 25:  # ENOTTY: the driver does not speak V4L2

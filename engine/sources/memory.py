@@ -19,6 +19,8 @@ class ArraySource(Source):
                  buffer_size: int = 2, realtime: bool = False, uri: str = "memory://frames") -> None:
         if not len(images):
             raise ConfigError("ArraySource needs at least one frame")
+        if not 0 < fps <= 1000:  # also refuses NaN
+            raise ConfigError(f"ArraySource fps must be in (0, 1000], got {fps}")
         super().__init__(uri, live=live, buffer_size=buffer_size, realtime=realtime)
         self.images = images
         self.fps = fps
@@ -26,7 +28,7 @@ class ArraySource(Source):
     def _open(self) -> SourceInfo:
         h, w = self.images[0].shape[:2]
         return SourceInfo(uri=self.uri, live=self.live, width=w, height=h, fps=self.fps,
-                          frame_count=len(self.images), codec="raw")
+                          frame_count=len(self.images), codec="raw", start_pts=0.0)
 
     def _pictures(self) -> Iterator[Picture]:
         for i, image in enumerate(self.images):

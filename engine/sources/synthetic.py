@@ -35,6 +35,7 @@ CLASS_NAMES = ("disc", "box", "triangle", "blob")
 STUFF_NAMES = ("road", "sidewalk", "building", "vegetation", "sky")  # the stuff=True background's classes
 _BACKGROUND_RANGE = (48, 200)  # inclusive; object colours keep a channel at 255 (see module docstring)
 _BLOB_LOBES = (0.25, 0.12)  # relative radius swing of the blob's 3- and 5-lobed outline
+_MAX_SIDE = 8192  # pixels: an 8K frame; larger is a typo that would allocate gigabytes per frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +100,12 @@ class SyntheticScene:
 
     def __init__(self, *, seed: int = 0, frames: int = 300, width: int = 640, height: int = 480,
                  objects: int = 6, fps: float = 30.0, stuff: bool = False) -> None:
-        if frames < 1 or width < 16 or height < 16 or not 0 <= objects <= 200 or fps <= 0:
+        if (frames < 1 or not 16 <= width <= _MAX_SIDE or not 16 <= height <= _MAX_SIDE
+                or not 0 <= objects <= 200 or not 0 < fps <= 1000 or seed < 0):
             raise ConfigError(
-                f"synthetic scene needs frames >= 1, size >= 16x16, 0..200 objects and fps > 0; got "
-                f"frames={frames}, size={width}x{height}, objects={objects}, fps={fps}"
+                f"synthetic scene needs frames >= 1, a size from 16x16 to {_MAX_SIDE}x{_MAX_SIDE}, "
+                f"0..200 objects, 0 < fps <= 1000 and seed >= 0; got frames={frames}, "
+                f"size={width}x{height}, objects={objects}, fps={fps}, seed={seed}"
             )
         self.seed, self.frames, self.width, self.height, self.fps = seed, frames, width, height, fps
         rng = np.random.default_rng(seed)
@@ -336,7 +339,7 @@ class SyntheticSource(Source):
     def _open(self) -> SourceInfo:
         s = self.scene
         return SourceInfo(uri=self.uri, live=self.live, width=s.width, height=s.height, fps=s.fps,
-                          frame_count=s.frames, codec="synthetic")
+                          frame_count=s.frames, codec="synthetic", start_pts=0.0)
 
     def _pictures(self) -> Iterator[Picture]:
         for i in range(self.scene.frames):

@@ -31,9 +31,11 @@ import torch.nn.functional as F
 
 from engine.errors import ConfigError
 from engine.ops import resize_threshold
+from engine.track.appearance import pool_appearance
 from engine.track.config import IMAGE_MEAN, IMAGE_STD, TrackerConfig
 from engine.track.memory import (FrameOutput, MemoryFrame, MemoryPolicy, ObjectSlot, assemble_memory,
                                  select_memory)
+from engine.track.prompts import PromptHeads, bucket_size
 from engine.types import Tracks
 _PREV_LOGIT_CLAMP = 32.0  # sam2 clamps the previous logits it feeds back with a correction prompt
 
@@ -150,6 +152,10 @@ class StreamingTracker:
         self._frame: _CurrentFrame | None = None
         self._next_index = 0
         self._maskmem_pos: torch.Tensor | None = None  # [HW, 1, C_mem]: equal for every frame and object
+        # Prompts go through sam2's heads with their points padded to a few fixed counts, the padding
+        # masked out of the decoder's attention: same outputs, and a bounded set of shapes for a
+        # compiled or graphed prompt path (engine.track.prompts).
+        self._prompt_heads = PromptHeads(model)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -242,7 +248,7 @@ class StreamingTracker:
             slot.recent_ptrs[index] = obj_ptr[i] if owned else obj_ptr[i].clone()
             slot.output = FrameOutput(frame=index, logits=low_res[i:i + 1], score=scores[i:i + 1],
                                       obj_ptr=obj_ptr[i:i + 1])
-        return self._tracks([s.obj_id for s in slots], low_res, scores)
+        return self._tracks([s.obj_id for s in slots], low_res, scores, obj_ptr)
 
     def _grouped_step(self, slots: list[ObjectSlot], feats: _FrameFeatures
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -295,14 +301,15 @@ class StreamingTracker:
             if current is not None and point_inputs is not None:
                 # A second prompt on the same frame refines the first, as in sam2's interactive predictor.
                 mask_inputs = torch.clamp(current.logits, -_PREV_LOGIT_CLAMP, _PREV_LOGIT_CLAMP)
-            outs = model._forward_sam_heads(
+            # multimask follows the user's point count, before padding
+            outs = self._prompt_heads.forward_sam_heads(
                 backbone_features=pix_feat, point_inputs=point_inputs, mask_inputs=mask_inputs,
                 high_res_features=high_res, multimask_output=model._use_multimask(is_init, point_inputs))
         low_res, obj_ptr, score = outs[3], outs[5], outs[6]
         slot.output = FrameOutput(frame=frame.index, logits=low_res, score=score, obj_ptr=obj_ptr)
         slot.pending_cond = is_init or self.options.reprompt_as_cond
         self._slots[slot.obj_id] = slot
-        return self._tracks([slot.obj_id], low_res, score)
+        return self._tracks([slot.obj_id], low_res, score, obj_ptr)
 
     def remove_object(self, obj_id: int) -> bool:
         """Forget ``obj_id`` and all its memory; the others are untouched. False if it was not tracked."""
@@ -442,23 +449,33 @@ class StreamingTracker:
             if points is None or labels is None or p.shape[0] != lab.shape[0] or p.shape[0] == 0:
                 raise ConfigError(f"add_object({obj_id}): points [[x, y], ...] need one label each "
                                   f"(1 foreground, 0 background), got {points!r} and {labels!r}")
+            if not bool(torch.isfinite(p).all()):
+                raise ConfigError(f"add_object({obj_id}): point coordinates must be finite, got {points!r}")
             if not bool(((lab == 0) | (lab == 1)).all()):
                 raise ConfigError(f"add_object({obj_id}): point labels must be 0 or 1, got {labels!r}")
             coords.append(p)
             codes.append(lab)
         if not coords:
             raise ConfigError(f"add_object({obj_id}): give a box, points with labels, or a mask")
+        bucket_size(sum(len(c) for c in coords))  # too many points for one prompt: say so before any work
         xy = torch.cat(coords) / torch.tensor([frame.width, frame.height], dtype=torch.float32) * size
         return {"point_coords": xy[None].to(self.device),
                 "point_labels": torch.cat(codes)[None].to(self.device)}, None
 
     def _tracks(self, obj_ids: list[int], low_res: torch.Tensor,  # [N, 1, h, w]
-                scores: torch.Tensor) -> Tracks:  # scores: [N, 1]
+                scores: torch.Tensor,  # [N, 1]
+                obj_ptr: torch.Tensor) -> Tracks:  # [N, C]
         frame = self._frame
         logits = low_res[:, 0].float()
+        # What identifies each object for re-identification (engine.track.appearance): the image
+        # encoder's top-level features, before memory attention, pooled under its mask.
+        feats = frame.features
+        top = feats.vision_feats[:, 0].transpose(0, 1).reshape(-1, *feats.size)  # [C, h/4, w/4]
+        embeddings, _ = pool_appearance(top, logits)
         # Bilinear upsampling then logit > 0, as sam2's predictor does (its CUDA kernel where built).
         return Tracks(obj_ids=obj_ids, masks=resize_threshold(logits, size=(frame.height, frame.width)),
-                      logits=logits, scores=scores[:, 0].float())
+                      logits=logits, scores=scores[:, 0].float(), embeddings=embeddings,
+                      pointers=obj_ptr.reshape(len(obj_ids), -1).float())
 
     def _empty_tracks(self) -> Tracks:
         frame, low = self._frame, self.model.image_size // 4

@@ -54,6 +54,11 @@ def test_detections_match_torchvision_model_output(detector, frames) -> None:
         assert (dets.scores[:-1] >= dets.scores[1:]).all()  # best first
         assert dets.names[int(dets.class_ids[0])] == detector.names[int(dets.class_ids[0])] != "__background__"
         assert dets.masks.flatten(1).any(1).float().mean() > 0.5  # masks are decided, not coin tosses
+        x1, y1, x2, y2 = (v.long() for v in dets.extents.unbind(1))  # each mask lies inside its extent
+        for k, mask in enumerate(dets.masks):
+            inside = torch.zeros_like(mask)
+            inside[y1[k]:y2[k], x1[k]:x2[k]] = True
+            assert not (mask & ~inside).any() and (not mask.any() or mask[y1[k]].any())
 
 
 def test_user_weights_file_reproduces_the_model(detector, frames, tmp_path) -> None:

@@ -146,3 +146,47 @@ def test_a_killed_worker_s_streams_resume_and_the_others_lose_nothing(ray_cluste
     assert all("track ids restart" in e.message for e in resumed)
     new_pid = next(e for e in supervisor.events if e.kind is EventKind.WORKER_RESTARTED).message
     assert f"pid {old_pid})" not in new_pid
+
+
+SERVED = """\
+weights = "random"
+tracker = "none"
+imgsz = 64
+device = "cpu"
+[serve]
+ray = "{address}"
+workers = 2
+worker_slots = 3
+[[streams]]
+name = "a"
+source = "synthetic:seed=1,frames=30,size=96x72"
+jsonl = "{tmp}/a.jsonl"
+[[streams]]
+name = "b"
+source = "synthetic:seed=2,frames=30,size=96x72"
+jsonl = "{tmp}/b.jsonl"
+"""
+
+
+def test_serve_on_ray_runs_the_real_engine_writes_counts_and_takes_commands(ray_cluster, tmp_path):
+    from engine.fleet.config import read_serve_config
+    from engine.fleet.metrics import FleetMetrics
+    from engine.fleet.ray_fleet import RayFleet
+
+    path = tmp_path / "serve.toml"
+    path.write_text(SERVED.format(address=ray_cluster.address, tmp=tmp_path))
+    metrics = FleetMetrics()
+    fleet = RayFleet(read_serve_config(path), metrics=metrics, on_event=lambda line: None)
+    fleet.start()
+    view = fleet.add({"name": "c", "source": "synthetic:seed=3,frames=20,size=96x72", "jsonl": str(tmp_path / "c.jsonl")})
+    assert view.name == "c"
+    assert fleet.set_budget("a", 5000.0).budget_ms == 5000.0
+    assert fleet.wait(timeout_s=150), f"the fleet did not finish: {fleet.views()}"
+    views = {v.name: v for v in fleet.views()}
+    for name, n in (("a", 30), ("b", 30), ("c", 20)):
+        records = _lines(tmp_path / f"{name}.jsonl")
+        assert [r["frame"] for r in records] == list(range(n)), name
+        assert {r["session"] for r in records} == {0} and {r["quality"] for r in records} == {0}
+        assert (views[name].state, views[name].frames) == ("ended", n)
+        assert metrics.frames.labels(name)._value.get() == n  # counted on the driver, from the lines
+    assert {v.worker for v in views.values()} <= {0, 1}

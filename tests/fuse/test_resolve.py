@@ -50,6 +50,18 @@ def test_a_detection_a_surer_one_covers_stays_listed_with_an_empty_mask():
     assert len(out) == 2 and not out.masks[1].any() and out.boxes[1].tolist() == [10.0, 10.0, 20.0, 20.0]
 
 
+def test_masks_that_reach_past_their_boxes_are_resolved_within_their_extents():
+    """Mask R-CNN's masks can reach past their boxes: boxes that do not touch, masks that do."""
+    masks = torch.stack([_box_mask(5, 5, 24, 20), _box_mask(18, 5, 40, 20)])
+    boxes = torch.tensor([[6.0, 6, 20, 19], [22.0, 6, 39, 19]])
+    extents = torch.tensor([[5.0, 5, 24, 20], [18.0, 5, 40, 20]])
+    dets = Detections(boxes=boxes, scores=torch.tensor([0.6, 0.9]), class_ids=torch.zeros(2, dtype=torch.int64),
+                      masks=masks, names=("thing",), extents=extents)
+    out = resolve_detections(dets)
+    assert int(out.masks.sum(0).max()) == 1 and out.masks[1][10, 19] and not out.masks[0][10, 19]
+    assert out.boxes.tolist() == boxes.tolist()  # the detector's boxes are reported unchanged
+
+
 def test_tracker_only_objects_are_resolved_by_object_score_and_hidden_ones_are_left_out():
     masks = torch.stack([_box_mask(5, 5, 30, 30), _box_mask(20, 5, 45, 30), _box_mask(50, 30, 60, 40)])
     tracks = Tracks(obj_ids=[4, 9, 12], masks=masks, logits=torch.where(masks, 8.0, -8.0),

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -23,9 +24,10 @@ def _result(index: int, masks: torch.Tensor) -> FrameResult:
 def test_record_has_the_documented_shape_and_masks_decode_with_pycocotools():
     masks = torch.rand(2, 37, 53) > 0.6  # odd sizes: COCO RLE is column-major, a transposition bug shows
     record = result_to_record(_result(12, masks))
-    assert list(record) == ["frame", "pts", "capture_time", "instances", "times_ms", "age_ms"]
+    assert list(record) == ["frame", "pts", "capture_time", "instances", "times_ms", "age_ms",
+                            "decisions", "session", "quality"]
     assert record["frame"] == 12 and record["pts"] == pytest.approx(0.4)
-    assert list(record["times_ms"]) == ["decode", "detect", "track", "fuse", "render", "total"]
+    assert list(record["times_ms"]) == ["decode", "detect", "segment", "track", "fuse", "render", "total"]
     first = record["instances"][0]
     assert list(first) == ["id", "class_id", "label", "score", "box", "mask"]
     assert (first["id"], first["class_id"], first["label"], first["score"]) == (3, 2, "car", 0.91)
@@ -102,3 +104,24 @@ class _FileWith:
 def test_unwritable_paths_fail_before_the_run_naming_the_path(tmp_path, path, message):
     with pytest.raises(SinkError, match=message):
         JsonlWriter(path.format(tmp=tmp_path))
+
+
+def test_every_kind_of_decision_is_one_record_naming_its_track():
+    from engine.types import (Adopt, Origin, Reidentify, Reprompt, RepromptReason, Retire, RetireReason, Spawn,
+                              UserPrompt)
+
+    decisions = (Spawn(4, class_id=2, score=0.81234, box=(1.0, 2.0, 3.0, 4.0)),
+                 UserPrompt(obj_id=5, points=((10.0, 20.0),), labels=(0,)), Adopt(5, Origin.USER),
+                 Reprompt(4, (1.0, 2.0, 3.0, 4.0), RepromptReason.DRIFT),
+                 Reidentify(2, spawned_id=7, similarity=0.83, mask=torch.zeros((37, 53), dtype=torch.bool)),
+                 Retire(4, RetireReason.LOST))
+    result = _result(0, torch.zeros((0, 37, 53), dtype=torch.bool))
+    record = result_to_record(dataclasses.replace(result, decisions=decisions))
+    assert record["decisions"] == [
+        {"decision": "spawn", "id": 4, "origin": "detector", "class_id": 2, "score": 0.8123},
+        {"decision": "prompt", "id": 5, "origin": "user", "points": [[10.0, 20.0]], "labels": [0], "box": None},
+        {"decision": "adopt", "id": 5, "origin": "user"},
+        {"decision": "reprompt", "id": 4, "reason": "drift"},
+        {"decision": "reidentify", "id": 2, "spawned": 7, "similarity": 0.83},
+        {"decision": "retire", "id": 4, "reason": "lost"}]
+    json.dumps(record)  # all of it is JSON

@@ -94,8 +94,10 @@ def test_unwritable_output_is_one_clear_line(tmp_path, make, expected) -> None:
 def test_stuff_records_decode_with_pycocotools_and_never_overlap_instances() -> None:
     from pycocotools import mask as mask_util
 
+    from engine.fuse import stuff_segments
+
     panoptic = _map(3)
-    records = stuff_records(panoptic, names=CITYSCAPES.names, is_thing=CITYSCAPES.is_thing)
+    records = stuff_records(stuff_segments(panoptic, names=CITYSCAPES.names, is_thing=CITYSCAPES.is_thing))
     assert [(r["class_id"], r["label"]) for r in records] == [(0, "road"), (10, "sky")]
     instances = (panoptic.instance > 0).numpy()
     for r in records:

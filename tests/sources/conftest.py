@@ -1,6 +1,7 @@
 """Real servers on 127.0.0.1 for the source tests: GStreamer's RTSP server (``tests/rtsp_server.py``, a
-subprocess under Debian's python), an HTTP server with byte ranges, and a TCP "black hole" that accepts
-and never answers. Every wait here is bounded."""
+subprocess under Debian's python), an RTSP server that answers and never sends media
+(``silent_rtsp.py``), an HTTP server with byte ranges, and a TCP "black hole" that accepts and never
+answers. Every wait here is bounded."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 from engine.sources import SyntheticScene, to_video
 from tests.rtsp_server import RtspServer
+from tests.sources.silent_rtsp import SilentRtspServer
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +60,7 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
-    def send_head(self):  # noqa: ANN201 - the base class's contract
+    def send_head(self):
         spec = self.headers.get("Range", "")
         path = Path(self.translate_path(self.path))
         if not spec.startswith("bytes=") or not path.is_file():
@@ -171,3 +173,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def silent_rtsp() -> Iterator:
+    """A factory: ``silent_rtsp(sprop=..., port=...)`` starts an RTSP server that answers every request
+    with 200 OK and an H.264 SDP and never sends media (tests/sources/silent_rtsp.py)."""
+    servers: list[SilentRtspServer] = []
+
+    def start(**kwargs) -> SilentRtspServer:
+        servers.append(SilentRtspServer(**kwargs))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()

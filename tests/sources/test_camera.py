@@ -45,6 +45,10 @@ def test_options_are_handed_to_pyav_with_the_v4l2_format(tmp_path: Path, monkeyp
 @pytest.mark.parametrize(("kwargs", "pattern"), [
     pytest.param({"size": (0, 480)}, "size must be", id="zero-width"),
     pytest.param({"fps": -1}, "fps must be > 0", id="negative-fps"),
+    pytest.param({"fps": float("nan")}, "fps must be > 0", id="nan-fps"),
+    pytest.param({"fps": 90000.0}, "fps must be > 0 and at most 1000", id="a-clock-rate-not-a-frame-rate"),
+    pytest.param({"size": (1280.5, 720)}, "whole pixels", id="fractional-width"),
+    pytest.param({"size": (100000, 720)}, "whole pixels from 1 to 16384", id="absurd-width"),
 ])
 def test_bad_camera_options(kwargs: dict, pattern: str) -> None:
     with pytest.raises(SourceError, match=pattern):

@@ -149,6 +149,13 @@ def test_spec_parsing(spec: str, expected: tuple) -> None:
     pytest.param("size=640", id="size-without-height"),
     pytest.param("frames=0", id="no-frames"),
     pytest.param("seed", id="no-value"),
+    # The content of each value, not only its form:
+    pytest.param("seed=-1", id="negative-seed"),
+    pytest.param("fps=90000", id="a-clock-not-a-frame-rate"),
+    pytest.param("fps=nan", id="nan-fps"),
+    pytest.param("fps=inf", id="infinite-fps"),
+    pytest.param("size=0x0", id="empty-size"),
+    pytest.param("size=100000x100000", id="gigapixel-typo"),
 ])
 def test_bad_specs_name_the_item_and_the_form(spec: str) -> None:
     with pytest.raises(SourceError, match=r"^synthetic:.*(seed=3,frames=300|frames >= 1)"):

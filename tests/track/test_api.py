@@ -136,3 +136,27 @@ def test_bad_options_raise_config_error(options, words):
 def test_caps_beyond_the_model_are_refused(model):
     with pytest.raises(ConfigError, match="at most 7"):
         StreamingTracker(model, options=TrackerConfig(image_size=SMALL, num_maskmem=9))
+
+
+def test_tracks_carry_each_objects_appearance_embedding_and_object_pointer(tracker, frames):
+    """What the re-identification gallery reads: a unit [N, 256] appearance embedding (the image
+    features pooled under the object's mask, engine.track.appearance) and SAM 2's [N, 256] object
+    pointer, row for row with the objects, from a prompt and from a step alike."""
+    from engine.track.appearance import pool_appearance
+
+    tracker.step(frames[0])
+    prompted = tracker.add_object(1, box=[10, 20, 150, 170])
+    tracker.add_object(2, points=[[250, 60]], labels=[1])
+    stepped = tracker.step(frames[1])
+    for tracks in (prompted, stepped):
+        n = len(tracks)
+        assert tracks.embeddings.shape == (n, 256) and tracks.pointers.shape == (n, 256)
+        assert bool(torch.isfinite(tracks.pointers).all()) and bool((tracks.pointers.abs().sum(1) > 0).all())
+        norms = tracks.embeddings.norm(dim=1)
+        assert all(v == pytest.approx(1.0, abs=1e-5) or v == 0.0 for v in norms.tolist())
+    feats = tracker._frame.features  # the same pooling, by hand, for the stepped frame
+    top = feats.vision_feats[:, 0].T.reshape(256, *feats.size)
+    expected, _ = pool_appearance(top, stepped.logits)
+    torch.testing.assert_close(stepped.embeddings, expected)
+    kept = stepped.updated([tracker.add_object(1, box=[10, 20, 150, 170])])  # a prompt's row replaces the step's
+    assert kept.embeddings.shape == (2, 256) and kept.pointers.shape == (2, 256)
