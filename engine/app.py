@@ -35,6 +35,7 @@ class BuiltPipeline:
     outputs: list[tuple[str, str]] = field(default_factory=list)  # (what, where) for the summary
     random_weights: list[str] = field(default_factory=list)  # which networks run on random weights
     notes: list[str] = field(default_factory=list)  # one-line messages for the user
+    collector: object | None = None  # the uncertainty collector (engine.data.Collector) of --collect
 
 
 # The options that build the networks: streams whose values agree can share one loaded copy of them
@@ -148,6 +149,8 @@ def build_pipeline(opts: RunOptions) -> BuiltPipeline:
                        prompts=prompts if opts.tracker != "none" else None)
         detector = _detector(opts, device, built)
         segmenter = _segmenter(opts, segmenter_weights, device, built)
+        if built.collector is not None and detector is not None:
+            built.collector.name_classes(detector.names)
         tracker = _tracker(opts, device, built)
         fuser = _fuser(opts, detector, tracker, built)
     except BaseException:
@@ -344,11 +347,26 @@ def _sinks(opts: RunOptions, *, fps: float | None, live: bool, built: BuiltPipel
         if opts.panoptic_dir is not None:
             sinks.append(PanopticWriter(opts.panoptic_dir, labels.coco_categories()))
             built.outputs.append(("panoptic", str(opts.panoptic_dir)))
+        if opts.collect is not None:
+            built.collector = _collector(opts)
+            sinks.append(built.collector)
+            built.outputs.append(("collection", str(opts.collect)))
     except BaseException:
         for sink in sinks:
             sink.close()
         raise
     return sinks
+
+
+def _collector(opts: RunOptions):
+    """The uncertainty collector of ``--collect`` (checks its folder now; writes from the first frame)."""
+    from engine.data import Collector, CollectorConfig, SelectorConfig
+
+    selector = SelectorConfig(window=opts.collect_window, per_window=opts.collect_per_window,
+                              min_spacing=opts.collect_spacing, budget=opts.collect_budget)
+    config = CollectorConfig(selector=selector, val_every=opts.collect_val_every, rank=opts.collect_rank,
+                             seed=opts.seed, prefix=opts.collect_prefix)
+    return Collector(opts.collect, config=config)
 
 
 def random_weights_banner(networks: list[str]) -> str:

@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from engine.types import Decision, Detections, Frame, Instances, Tracks
+from engine.types import AssociationEvidence, Decision, Detections, Frame, Instances, Tracks
 
 
 @runtime_checkable
@@ -72,3 +72,12 @@ class Fusion(Protocol):
     def retire(self, frame: Frame, tracks: Tracks | None) -> list[Decision]: ...
 
     def resolve(self, frame: Frame, detections: Detections | None, tracks: Tracks | None) -> Instances: ...
+
+
+@runtime_checkable
+class ReportsAssociation(Protocol):
+    """A ``Fusion`` that can say what its association measured on the frame it last decided (for the
+    data engine's uncertainty score, ``FrameEvidence``). Optional: a fusion without it reports nothing
+    matched and the default threshold."""
+
+    def association_evidence(self) -> AssociationEvidence: ...

@@ -23,6 +23,7 @@ from engine.errors import ConfigError, StreamsegError
 from engine.interfaces import Detector
 from engine.processor import FrameProcessor, Running, SharedStages, Stream, check_stream
 from engine.runtime.device import resolve_device
+from engine.sinks.base import wants_evidence
 from engine.types import Frame, FrameResult
 
 __all__ = ["MultiStreamPipeline", "Stream"]
@@ -47,12 +48,14 @@ class MultiStreamPipeline:
             ``StreamsegError``); the others go on. None: a stream's failure ends the whole loop.
         keep_open: keep iterating (idle) when no stream is left, until ``close``; for a server whose
             streams are added later.
+        evidence: fill ``FrameResult.evidence`` even when no sink asks for it (``wants_evidence``).
     """
 
     def __init__(self, streams: Sequence[Stream], *, detector: Detector | None = None,
                  device: str | torch.device = "cpu", budget_ms: float | None = None, detect_every: int = 1,
                  max_frames: int | None = None, render: bool = False, poll_interval_s: float = 0.002,
-                 shared: SharedStages | None = None, on_end: OnEnd | None = None, keep_open: bool = False) -> None:
+                 shared: SharedStages | None = None, on_end: OnEnd | None = None, keep_open: bool = False,
+                 evidence: bool = False) -> None:
         if not streams and not keep_open:
             raise ConfigError("a multi-stream pipeline needs at least one stream")
         shared = SharedStages.of(shared, detector)
@@ -62,7 +65,8 @@ class MultiStreamPipeline:
         self.device = resolve_device(device)
         self.processor = FrameProcessor(
             shared, device=self.device, detect_every=detect_every,
-            render=render or any(s.wants_overlay for st in streams for s in st.sinks))
+            render=render or any(s.wants_overlay for st in streams for s in st.sinks),
+            evidence=evidence or any(wants_evidence(s) for st in streams for s in st.sinks))
         self.budget_ms = budget_ms
         self.max_frames = max_frames
         self.poll_interval_s = poll_interval_s

@@ -11,6 +11,7 @@ option is one field here. Values come from the defaults, then the file, then the
     [detector]               # the detector and its thresholds
     [segmenter]              # the semantic ("stuff") stage: model, weights, labels, cadence, input size
     [tracker]                # the tracker, the fusion's track cap and spawn threshold, prompts
+    [collect]                # the uncertainty collector: the frames worth labelling, and their exports
     device, seed, max_frames # top-level keys
 
 A bad file (unknown section or key, wrong type, value out of range) is one ConfigError line naming the
@@ -34,11 +35,12 @@ from engine.errors import ConfigError
 if typing.TYPE_CHECKING:
     from engine.types import UserPrompt
 
-SECTIONS = ("", "source", "outputs", "detector", "segmenter", "tracker")  # "" holds the top-level keys
+SECTIONS = ("", "source", "outputs", "detector", "segmenter", "tracker", "collect")  # "" holds the top-level keys
 _GROUP_TITLES = {"": "run", "source": "source", "outputs": "outputs",
                  "detector": "detector (YOLOv8-seg or Mask R-CNN; thresholds default to Ultralytics')",
                  "segmenter": "semantic segmenter (the stuff under the instances; panoptic output)",
-                 "tracker": "tracker (SAM 2) and fusion"}
+                 "tracker": "tracker (SAM 2) and fusion",
+                 "collect": "collection of the frames worth labelling (engine/data/README.md)"}
 # engine.segment.config.BACKENDS, spelled here so that reading options imports no model library
 # (tests/test_options.py checks that the two agree)
 SEGMENTERS = ("none", "deeplabv3plus", "unet", "deeplabv3-mobilenet", "mask2former")
@@ -167,6 +169,29 @@ class RunOptions:
         help="track object ID from the first frame, from a box or a point (label L: 1 foreground, the default, "
              "or 0 background); repeat it for more points or objects, in frame pixels")
 
+    # Defaults are engine.data.SelectorConfig's and CollectorConfig's (tests/test_options.py checks it);
+    # not imported here, so that reading options does not load the data engine's libraries.
+    collect: Path | None = option(None, section="collect", key="folder", flag="--collect", metavar="DIR",
+                                  unset="no collection",
+                                  help="keep the frames the engine is least sure of in this folder, as images with "
+                                       "COCO, YOLO-seg and Label Studio pre-annotations")
+    collect_budget: int = option(500, section="collect", key="budget", minimum=1,
+                                 help="frames kept in all; then no more")
+    collect_window: int = option(300, section="collect", key="window", minimum=1,
+                                 help="frames per selection window (the top frames of each window are kept)")
+    collect_per_window: int = option(3, section="collect", key="per_window", minimum=1,
+                                     help="frames kept per window at most")
+    collect_spacing: int = option(30, section="collect", key="spacing", minimum=0,
+                                  help="frames between any two kept frames at least")
+    collect_val_every: int = option(5, section="collect", key="val_every", minimum=0,
+                                    help="every N-th kept frame goes to the validation split (0: none)")
+    collect_rank: str = option("uncertainty", section="collect", key="rank", choices=("uncertainty", "random"),
+                               help="what picks each window's frames: the uncertainty score, or a seeded random "
+                                    "draw (the baseline that measures what the score buys)")
+    collect_prefix: str = option("", section="collect", key="prefix", metavar="PREFIX",
+                                 help="file-name prefix of the kept frames, so that several runs can collect "
+                                      "into one folder")
+
     device: str = option("auto", section="", help="auto, cpu, cuda or cuda:N")
     precision: str = option("auto", section="", choices=("auto", "exact", "fast"),
                             help="exact: every network in fp32; fast: bf16 image encoder and (on a CPU) memory "
@@ -184,6 +209,11 @@ class RunOptions:
             object.__setattr__(self, f.name, _checked(f, value, where=f"{describe(f)} {_shown(value)}"))
         if self.prompts and self.tracker == "none":
             raise ConfigError(f"{describe('prompts')} needs a tracker; drop --tracker none")
+        if self.collect_per_window * max(self.collect_spacing, 1) > self.collect_window:
+            raise ConfigError(f"{describe('collect_per_window')} {self.collect_per_window} frames, each "
+                              f"{describe('collect_spacing')} {self.collect_spacing} apart, do not fit in "
+                              f"{describe('collect_window')} {self.collect_window}: raise the window or lower "
+                              "the others")
         if self.segmenter == "none":
             for name in ("panoptic_dir", "segmenter_weights", "segment_labels"):
                 if getattr(self, name) is not None:

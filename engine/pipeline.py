@@ -18,7 +18,7 @@ from engine.metrics import LatencyTable
 from engine.processor import FrameProcessor, Running, SharedStages, Stream, check_stream
 from engine.prompts import PromptQueue
 from engine.runtime.device import resolve_device
-from engine.sinks.base import Sink
+from engine.sinks.base import Sink, wants_evidence
 from engine.sources.base import Source
 from engine.types import FrameResult
 
@@ -38,6 +38,7 @@ class Pipeline:
         device: where frames and networks run; ``auto`` picks CUDA when present.
         detect_every: run the detector on every k-th frame (the tracker runs on every frame).
         render: render overlays even when no sink asks for them (``FrameResult.overlay``).
+        evidence: fill ``FrameResult.evidence`` even when no sink asks for it (``wants_evidence``).
         max_frames: stop after this many frames.
         stall_timeout_s: a source that delivers nothing for this long ends the run with an error (for a
             live source, at least its reconnect budget, ``give_up_after_s``).
@@ -49,7 +50,7 @@ class Pipeline:
                  sinks: Sequence[Sink] = (), prompts: PromptQueue | None = None,
                  device: str | torch.device = "cpu", detect_every: int = 1, render: bool = False,
                  max_frames: int | None = None, stall_timeout_s: float = 30.0,
-                 shared: SharedStages | None = None) -> None:
+                 shared: SharedStages | None = None, evidence: bool = False) -> None:
         shared = SharedStages.of(shared, detector)
         if detect_every > 1 and tracker is None:
             raise ConfigError("detecting every k-th frame needs a tracker to carry the frames between")
@@ -58,7 +59,8 @@ class Pipeline:
         check_stream(self.stream, shared.detector)
         self.device = resolve_device(device)
         self.processor = FrameProcessor(shared, device=self.device, detect_every=detect_every,
-                                        render=render or any(s.wants_overlay for s in self.stream.sinks))
+                                        render=render or any(s.wants_overlay for s in self.stream.sinks),
+                                        evidence=evidence or any(wants_evidence(s) for s in self.stream.sinks))
         self.max_frames = max_frames
         # A live source reconnecting is silent on purpose, for at most its own reconnect budget, and
         # then raises its own, better error: the stall timeout must not fire first.

@@ -16,6 +16,11 @@ A call runs the stages of ``engine.types.Stage`` in their order, each timed on o
   work and is timed as "track";
 - render: the overlay picture (the stuff layer under the instances), when asked for.
 
+Asked for (``evidence=True``; the loops ask when a sink has ``wants_evidence``), each result also carries
+its ``FrameEvidence``: the tracker's final logits and object scores, the detector's scores, what
+association measured (``ReportsAssociation``) and the frame's decisions counted. It is built from values
+already at hand, references and host numbers: no copy, no device sync (a reader transfers it once).
+
 Nothing below this module holds a tracker: this is the one place that prompts it.
 """
 
@@ -30,14 +35,14 @@ from typing import TYPE_CHECKING
 import torch
 
 from engine.errors import ConfigError, StreamsegError, UnknownTrackError
-from engine.interfaces import Detector, Fusion, PromptableTracker
+from engine.interfaces import Detector, Fusion, PromptableTracker, ReportsAssociation
 from engine.metrics import LatencyTable
 from engine.prompts import PromptQueue
 from engine.render import draw
 from engine.runtime.device import StageClock
 from engine.sinks.base import Sink, SinkThread
 from engine.sources.base import Source
-from engine.types import (Adopt, Decision, Detections, Frame, FrameResult, Instances, PanopticMap, Reidentify,
+from engine.types import (Adopt, AssociationEvidence, Decision, Detections, Frame, FrameEvidence, FrameResult, Instances, PanopticMap, Reidentify,
                           Reprompt, Retire, SemanticMap, Spawn, Stage, StageTimes, StuffSegments, Tracks, UserPrompt)
 
 if TYPE_CHECKING:
@@ -130,6 +135,7 @@ class _Work:
     stuff: StuffSegments | None = None
     overlay: torch.Tensor | None = None
     decisions: list[Decision] = field(default_factory=list)
+    evidence: FrameEvidence | None = None
 
 
 class FrameProcessor:
@@ -140,10 +146,11 @@ class FrameProcessor:
         device: where frames and networks run.
         detect_every: run the detector on every k-th call (trackers carry the frames between).
         render: render overlays (``FrameResult.overlay``).
+        evidence: fill ``FrameResult.evidence`` (module docstring).
     """
 
     def __init__(self, shared: SharedStages, *, device: torch.device, detect_every: int = 1,
-                 render: bool = False) -> None:
+                 render: bool = False, evidence: bool = False) -> None:
         if detect_every < 1:
             raise ConfigError(f"detect_every must be >= 1, got {detect_every}")
         self.shared = shared
@@ -158,6 +165,7 @@ class FrameProcessor:
         self.device = device
         self.detect_every = detect_every
         self.render = render
+        self.evidence = evidence
         self.calls = 0
         steps: dict[Stage, Callable[[list[_Work], StageClock], None]] = {
             Stage.DETECT: self._detect, Stage.SEGMENT: self._segment, Stage.TRACK: self._track,
@@ -186,7 +194,8 @@ class FrameProcessor:
             results.append(FrameResult(frame=w.frame, instances=w.instances, times=times, overlay=w.overlay,
                                        age_ms=(time.time() - w.frame.capture_time) * 1000.0, stats=stats,
                                        decisions=tuple(w.decisions), semantic=w.semantic, panoptic=w.panoptic,
-                                       stuff=w.stuff, session=w.stream.session, quality=w.stream.quality))
+                                       stuff=w.stuff, session=w.stream.session, quality=w.stream.quality,
+                                       evidence=w.evidence))
         return results
 
     # -- the stages, in Stage order ---------------------------------------------------------------
@@ -240,6 +249,8 @@ class FrameProcessor:
             w.decisions += decided + retired
             if w.semantic is not None:
                 w.panoptic, w.stuff = self.panoptic(w.frame.index, w.instances, w.semantic)
+            if self.evidence:
+                w.evidence = frame_evidence(w.frame, w.detections, w.tracks, w.decisions, fusion)
 
     def _render(self, work: list[_Work], clock: StageClock) -> None:
         if self.render:
@@ -269,6 +280,28 @@ class FrameProcessor:
                                    else dataclasses.replace(request, obj_id=obj_id))
                 future.set_result(obj_id)
         return w.tracks.updated(outputs, removed=removed) if w.tracks is not None else None
+
+
+def frame_evidence(frame: Frame, detections: Detections | None, tracks: Tracks | None,
+                   decisions: Sequence[Decision], fusion: Fusion) -> FrameEvidence:
+    """The frame's evidence from the stages' outputs (references, no copy) and its decisions counted."""
+    device = frame.image.device
+    if isinstance(fusion, ReportsAssociation):
+        association = fusion.association_evidence()
+    else:
+        association = AssociationEvidence()
+    spawns = sum(isinstance(d, Spawn) for d in decisions)
+    reprompts = sum(isinstance(d, (Reprompt, UserPrompt)) for d in decisions)  # a user's prompt corrects too
+    retired = sum(isinstance(d, Retire) for d in decisions)
+    empty = torch.zeros(0, device=device)
+    return FrameEvidence(
+        frame=frame.index,
+        mask_logits=tracks.logits if tracks is not None else torch.zeros((0, 1, 1), device=device),
+        object_scores=tracks.scores.reshape(-1) if tracks is not None else empty,
+        detection_scores=detections.scores if detections is not None else empty,
+        matched_iou=torch.tensor(association.matched_iou, dtype=torch.float32),
+        score_threshold=association.score_threshold, spawns=spawns, reprompts=reprompts,
+        losses=retired + association.went_lost)
 
 
 def _apply_user_request(w: _Work, request: UserPrompt | Retire, outputs: list[Tracks], removed: list[int]) -> int:

@@ -519,6 +519,66 @@ class SourceStats:
 
 
 @dataclass(frozen=True, slots=True)
+class AssociationEvidence:
+    """What association measured on one frame that says how sure it was (``Fuser.association_evidence``).
+
+    Host values only: association already reads its IoUs and object scores on the host to decide.
+    """
+
+    matched_iou: tuple[float, ...] = ()  # [K] mask IoU of each detection-track pair paired on this frame
+    score_threshold: float = 0.5  # the confidence that decides a detection's fate (the fuser's spawn_conf)
+    went_lost: int = 0  # tracks whose object score fell to <= 0 on this frame with no detection to match
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.score_threshold <= 1.0:
+            raise ValueError(f"AssociationEvidence.score_threshold must be in [0, 1], got {self.score_threshold}")
+        if self.went_lost < 0:
+            raise ValueError(f"AssociationEvidence.went_lost must be >= 0, got {self.went_lost}")
+
+
+@dataclass(frozen=True, slots=True)
+class FrameEvidence:
+    """What the engine computed on one frame that says how sure it was: the input of the data engine's
+    uncertainty score (``engine.data.uncertainty``). The processor fills it when asked (a sink with
+    ``wants_evidence``, or ``evidence=True``) from values it already holds: the tensors are the stages'
+    own outputs, not copies, and stay on their device until a reader needs them (one host transfer).
+    """
+
+    frame: int  # Frame.index of the frame this evidence belongs to
+    mask_logits: torch.Tensor  # [N, h, w] float: the tracker's low-res mask logits of its N objects (Tracks.logits)
+    detection_scores: torch.Tensor  # [M] float in [0, 1]: every detection the detector returned (empty if it skipped)
+    matched_iou: torch.Tensor  # [K] float in [0, 1]: mask IoU of each detection-track pair association matched
+    # [N] float: the tracker's object-score logits (Tracks.scores; > 0: present); None where unknown
+    object_scores: torch.Tensor | None = None
+    score_threshold: float = 0.5  # the confidence that decides a detection's fate: the fuser's spawn_conf
+    spawns: int = 0  # tracks started on this frame
+    losses: int = 0  # tracks retired on this frame, or whose object score fell to <= 0 (object lost)
+    reprompts: int = 0  # tracks re-prompted on this frame (drift corrections, re-acquisitions, user prompts)
+
+    def __post_init__(self) -> None:
+        if self.mask_logits.dim() != 3:
+            raise ValueError(f"FrameEvidence.mask_logits must be [N, h, w], got {tuple(self.mask_logits.shape)}")
+        for name in ("detection_scores", "matched_iou"):
+            value = getattr(self, name)
+            if value.dim() != 1:
+                raise ValueError(f"FrameEvidence.{name} must be 1-D, got {tuple(value.shape)}")
+        if self.object_scores is not None and tuple(self.object_scores.shape) != (self.mask_logits.shape[0],):
+            raise ValueError(f"FrameEvidence.object_scores must be [{self.mask_logits.shape[0]}] like the mask "
+                             f"logits, got {tuple(self.object_scores.shape)}")
+        for name in ("spawns", "losses", "reprompts"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"FrameEvidence.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.score_threshold <= 1.0:
+            raise ValueError(f"FrameEvidence.score_threshold must be in [0, 1], got {self.score_threshold}")
+
+    @staticmethod
+    def empty(frame: int, *, score_threshold: float = 0.5) -> FrameEvidence:
+        """Evidence of a frame with no objects and no detections (scores 0)."""
+        return FrameEvidence(frame=frame, mask_logits=torch.zeros((0, 1, 1)), detection_scores=torch.zeros(0),
+                             matched_iou=torch.zeros(0), score_threshold=score_threshold)
+
+
+@dataclass(frozen=True, slots=True)
 class FrameResult:
     """What the pipeline hands out for every frame: the public, stable output."""
 
@@ -529,6 +589,7 @@ class FrameResult:
     overlay: torch.Tensor | None = None  # [H, W, 3] uint8 rendered picture, when a sink or the caller asked
     stats: SourceStats = field(default_factory=SourceStats)  # the stream's counters when this frame was handed out
     decisions: tuple[Decision, ...] = ()  # what was applied to the tracker on this frame, in order
+    evidence: FrameEvidence | None = None  # how sure the engine was on this frame; None unless asked for
     # With a semantic stage: its map for this frame (``semantic.fresh`` False where it was reused from an
     # earlier frame), the panoptic map of the instances laid over its stuff, and the stuff segments
     # (pixels no instance covers). None without a semantic stage.

@@ -39,6 +39,12 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     sam.add_argument("--views", type=int, default=4,
                      help="augmented views per training image, each embedded once (default 4)")
     sam.add_argument("--save-every", type=int, default=50, help="steps between resumable saves (default 50)")
+    sam.add_argument("--box-prompts", type=float, default=0.5,
+                     help="share of prompts that are boxes, the rest clicks (default 0.5; the engine's fusion "
+                          "prompts with boxes only)")
+    sam.add_argument("--train-memory", action="store_true",
+                     help="also train the memory path (memory attention and encoder) on two-view pseudo-videos: "
+                          "needed when starting from random weights, for tracking and re-prompts to work")
     sam.set_defaults(command=cmd_sam2)
 
     yolo = tasks.add_parser("yolo", help="YOLOv8-seg through Ultralytics' own trainer",
@@ -76,6 +82,7 @@ def cmd_sam2(args: argparse.Namespace) -> int:
     options = Sam2Options(data=args.data, out=args.out, weights=args.weights, model=args.model, image_size=size,
                           steps=steps, batch=args.batch, lr=args.lr, views=args.views, seed=args.seed,
                           device=str(device), save_every=args.save_every, restart=args.restart,
+                          box_prompts=args.box_prompts, train_memory=args.train_memory,
                           progress=not args.quiet)
     result = finetune_sam2(options, log=_log)
     before, after = result.before, result.after

@@ -12,6 +12,7 @@ from engine.options import RunOptions, add_flags, from_args, given
 
 DEMO_CLIP = "bedroom_demo.mp4"
 DEMO_OPTIONS = ("max_frames", "device", "preview", "preview_port", "max_tracks", "tracker_size")
+SYNTHETIC_DEMO_FRAMES = 150  # 5 s of the held-out scene: about a minute on a 2-core CPU
 
 
 def add_to(sub: argparse._SubParsersAction) -> None:
@@ -24,9 +25,14 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--quiet", action="store_true", help="no progress line")
     run.set_defaults(command=cmd_run)
 
-    demo = sub.add_parser("demo", help="run the whole engine on the bundled example clip",
-                          description="Segment and track the bundled example clip; writes an overlay "
-                                      "video and a JSONL into --out-dir and prints per-stage latency.")
+    demo = sub.add_parser("demo", help="run the whole engine on the bundled example clip or a synthetic scene",
+                          description="Segment and track the bundled example clip (or, with --scene synthetic, a "
+                                      "synthetic scene with exact truth); writes an overlay video and a JSONL "
+                                      "into --out-dir and prints per-stage latency (and, on the synthetic "
+                                      "scene, HOTA and J&F against its truth).")
+    demo.add_argument("--scene", choices=("clip", "synthetic"), default="clip",
+                      help="clip: the bundled bedroom clip; synthetic: a held-out scene of the closed loop, with "
+                           "the loop's fine-tuned weights when built (python -m benchmarks.closed_loop)")
     demo.add_argument("--out-dir", type=Path, default=Path("streamseg-demo"),
                       help="where demo.mp4 and demo.jsonl go (default: ./streamseg-demo)")
     add_flags(demo, only=DEMO_OPTIONS, source=False,
@@ -58,7 +64,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
     overrides = {"source": str(clip), "out": args.out_dir / "demo.mp4", "jsonl": args.out_dir / "demo.jsonl",
                  "tracker_size": 1024 if on_gpu else 256, "max_tracks": 8 if on_gpu else 4,
                  "random_fallback": True}
+    if args.scene == "synthetic":
+        return _synthetic_demo(args, overrides)
     return _execute(from_args(args, overrides=overrides), quiet=args.quiet)
+
+
+def _synthetic_demo(args: argparse.Namespace, overrides: dict) -> int:
+    """The first held-out scene of the closed loop, on the loop's fine-tuned checkpoints when the cache
+    holds them (random weights otherwise, said loudly), scored against the scene's truth."""
+    from engine.data.synthetic_loop import (DETECTOR_IMGSZ, HELD_OUT_SEEDS, MAX_TRACKS, TRACKER_SIZE, loop_weights,
+                                            scene_spec)
+    from engine.eval.results import evaluate_against_scene, read_results
+    from engine.sources.synthetic import SyntheticScene
+
+    spec = scene_spec(HELD_OUT_SEEDS[0], frames=SYNTHETIC_DEMO_FRAMES)
+    weights = loop_weights()
+    overrides.update(source=spec, imgsz=DETECTOR_IMGSZ, tracker_size=TRACKER_SIZE, max_tracks=MAX_TRACKS)
+    if weights.present:
+        overrides.update(weights=str(weights.detector), tracker_weights=str(weights.tracker))
+        print(f"streamseg: closed-loop weights: {weights.detector}, {weights.tracker}", file=sys.stderr)
+    else:
+        overrides.update(weights="random", tracker_weights="random")
+        print(f"streamseg: no closed-loop weights in {weights.detector.parent}; build them with "
+              "`python -m benchmarks.closed_loop` (about 30 minutes of a 2-core CPU). Running on random weights.",
+              file=sys.stderr)
+    options = from_args(args, overrides=overrides)
+    code = _execute(options, quiet=args.quiet)
+    report = evaluate_against_scene(read_results(options.jsonl), SyntheticScene.from_spec(spec.removeprefix("synthetic:")))
+    print(f"quality against the scene's truth ({spec}, TrackEval):")
+    print(f"  HOTA {report.hota:.3f}  DetA {report.deta:.3f}  AssA {report.assa:.3f}  J {report.j_mean:.3f}  "
+          f"F {report.f_mean:.3f}  J&F {report.j_and_f:.3f}  ID switches {report.id_switches}")
+    return code
 
 
 def _execute(options: RunOptions, *, quiet: bool) -> int:
@@ -91,6 +127,10 @@ def _execute(options: RunOptions, *, quiet: bool) -> int:
     finally:
         progress.done()
         print_summary(pipeline, built.outputs, wall_s=time.perf_counter() - started, ending=ending)
+        if built.collector is not None:  # what was kept before an error stays kept: say so then too
+            collector = built.collector
+            print(f"collected: {collector.kept} frames kept in all, of {collector.scored} scored in this run "
+                  f"(label them, then `streamseg finetune`; see engine/data/README.md)")
     return 0
 
 

@@ -59,6 +59,7 @@ DATA_YAML = "data.yaml"
 TASKS_FILE = "label_studio/tasks.json"
 CONFIG_FILE = "label_studio/config.xml"
 IMAGE_FORMATS = ("png", "jpg")
+RANKS = ("uncertainty", "random")  # what orders the frames of a window (CollectorConfig.rank)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +71,15 @@ class CollectorConfig:
     prefix: str = ""  # file-name prefix, so several streams or runs can share one collection
     label_studio_root: str | None = None  # image URL prefix in tasks.json (None: see the module docstring)
     model_version: str = "streamseg"  # Label Studio's name for the model that made the pre-annotations
+    # "uncertainty" keeps each window's most uncertain frames; "random" is the baseline that measures what
+    # the score buys: the same windows, spacing and budget, frames ranked by a seeded random draw instead
+    # (every frame is still scored, and the journal records its uncertainty)
+    rank: str = "uncertainty"
+    seed: int = 0  # the random ranking's seed
 
     def __post_init__(self) -> None:
+        if self.rank not in RANKS:
+            raise ConfigError(f"collector rank must be one of {RANKS}, got {self.rank!r}")
         if self.val_every < 0:
             raise ConfigError(f"collector val_every must be >= 0, got {self.val_every}")
         if self.image_format not in IMAGE_FORMATS:
@@ -95,6 +103,11 @@ class _Snapshot:
 class Collector:
     """Scores frames by uncertainty and writes the kept ones to ``folder`` (see the module docstring).
 
+    A pipeline sink (``wants_evidence``: the pipeline fills ``FrameResult.evidence`` for it): ``write``
+    scores each result from its evidence. The folder is checked when the collector is made, and a new
+    collection's files appear with the first frame written, so a run that never delivers a frame writes
+    nothing; an existing collection is repaired and continued at once.
+
     Args:
         folder: a new or empty folder, or an existing collection to continue.
         names: the detector's class names (class id -> label); ids past the end take their labels.
@@ -102,13 +115,19 @@ class Collector:
         SinkError: the folder cannot be created or written, or holds something other than a collection.
     """
 
-    def __init__(self, folder: str | os.PathLike, *, names: Sequence[str],
+    wants_overlay = False
+    wants_evidence = True
+
+    def __init__(self, folder: str | os.PathLike, *, names: Sequence[str] = (),
                  config: CollectorConfig = CollectorConfig()) -> None:
         self.folder = Path(folder)
         self.config = config
-        self.names = list(names)
+        self.names: list[str] = []
+        self.name_classes(names)
         self._stems: set[str] = set()  # file stems already in the collection: a rerun must not overwrite
-        kept = self._open()
+        self._opened = False
+        self._draws = np.random.default_rng(config.seed)  # the random ranking's draws
+        kept = self._check()
         self.selector: FrameSelector[_Snapshot] = FrameSelector(config.selector, already_kept=kept)
         self.scored = 0  # frames scored
 
@@ -117,51 +136,83 @@ class Collector:
         """Frames in the collection (including those of the run it continues)."""
         return self.selector.kept
 
-    def write(self, result: FrameResult, evidence: FrameEvidence) -> UncertaintyScore:
-        """Score ``result``'s frame from ``evidence``; keep it if it ranks; write the frames of any window
-        this frame closed. Returns the frame's score."""
+    def name_classes(self, names: Sequence[str]) -> None:
+        """Class id -> label for the classes not named yet (a collection continued keeps its names)."""
+        for class_id, label in enumerate(names):
+            self._name(class_id, str(label))
+
+    def write(self, result: FrameResult, evidence: FrameEvidence | None = None) -> UncertaintyScore:
+        """Score ``result``'s frame from ``evidence`` (default: ``result.evidence``); keep it if it ranks;
+        write the frames of any window this frame closed. Returns the frame's score.
+
+        Raises ValueError when there is no evidence, or it is another frame's."""
+        evidence = evidence if evidence is not None else result.evidence
+        if evidence is None:
+            raise ValueError(f"frame {result.frame.index} carries no evidence: give the collector to the pipeline "
+                             "as a sink (it asks for evidence), or pass evidence=")
         if evidence.frame != result.frame.index:
             raise ValueError(f"evidence of frame {evidence.frame} given with frame {result.frame.index}")
+        if not self._opened:
+            self._open()
         score = uncertainty(evidence, self.config.weights)
         self.scored += 1
-        released = self.selector.offer(result.frame.index, score.total, lambda: _snapshot(result, score))
+        rank = score.total if self.config.rank == "uncertainty" else 1.0 - float(self._draws.random())  # (0, 1]
+        released = self.selector.offer(result.frame.index, rank, lambda: _snapshot(result, score))
         self._store(released)
         return score
 
     def close(self) -> None:
-        """Write the last window's frames and the final JSON files."""
-        self._store(self.selector.finish(), always=True)
+        """Write the last window's frames and the final JSON files (nothing if no frame came)."""
+        if self._opened:
+            self._store(self.selector.finish(), always=True)
 
     # -- writing ------------------------------------------------------------------------------------
 
-    def _open(self) -> int:
+    def _check(self) -> int:
+        """Check the folder without writing to a new one; repair and count an existing collection."""
         folder = self.folder
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SinkError(f"cannot create collection folder {folder}: {exc.strerror}; choose a writable "
-                            "--collect folder") from None
-        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        if not folder.exists():
+            ancestor = next(p for p in folder.absolute().parents if p.exists())
+            if not ancestor.is_dir():
+                raise SinkError(f"cannot create collection folder {folder}: {ancestor} is a file; choose a "
+                                "writable --collect folder")
+            if not os.access(ancestor, os.W_OK | os.X_OK):
+                raise SinkError(f"cannot create collection folder {folder}: permission denied in {ancestor}; "
+                                "choose a writable --collect folder")
+            return 0
+        if not folder.is_dir():
+            raise SinkError(f"cannot write collection folder {folder}: it is not a folder; choose a new or empty "
+                            "--collect folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
             raise SinkError(f"cannot write collection folder {folder}: permission denied; choose a writable "
                             "--collect folder")
         journal = folder / JOURNAL
-        if not journal.exists() and any(folder.iterdir()):
-            raise SinkError(f"{folder} is not empty and holds no {JOURNAL}: it is not a streamseg collection; "
-                            "choose a new or empty --collect folder")
+        if not journal.exists():
+            if any(folder.iterdir()):
+                raise SinkError(f"{folder} is not empty and holds no {JOURNAL}: it is not a streamseg collection; "
+                                "choose a new or empty --collect folder")
+            return 0
+        for leftover in folder.rglob("*.tmp"):  # a killed run's unfinished rewrite
+            leftover.unlink()
+        _drop_partial_line(journal)
         kept = 0
-        if journal.exists():
-            for leftover in folder.rglob("*.tmp"):  # a killed run's unfinished rewrite
-                leftover.unlink()
-            _drop_partial_line(journal)
-            for record in _read_journal(journal):
-                kept += 1
-                self._stems.add(Path(record["file"]).stem)
-                for inst in record["instances"]:
-                    self._name(int(inst["class_id"]), inst["label"])
-        for sub in ("images/train", "images/val", "labels/train", "labels/val", "label_studio"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
-        self._write_views()
+        for record in _read_journal(journal):
+            kept += 1
+            self._stems.add(Path(record["file"]).stem)
+            for inst in record["instances"]:
+                self._name(int(inst["class_id"]), inst["label"])
+        self._open()  # rebuilds the views: they trail the journal by a frame after a kill
         return kept
+
+    def _open(self) -> None:
+        try:
+            for sub in ("images/train", "images/val", "labels/train", "labels/val", "label_studio"):
+                (self.folder / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SinkError(f"cannot create collection folder {self.folder}: {exc.strerror}; choose a writable "
+                            "--collect folder") from None
+        self._opened = True
+        self._write_views()
 
     def _store(self, released: list[Kept[_Snapshot]], *, always: bool = False) -> None:
         first = self.selector.kept - len(released)  # the selector counted them when it released them

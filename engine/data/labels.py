@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -62,5 +62,23 @@ def scene_truth(scene) -> Annotator:
             boxes.append((float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)))
         return instance_records(masks, ids.tolist(), classes.tolist(), [scene.class_names[c] for c in classes],
                                 [1.0] * len(ids), boxes)
+
+    return annotate
+
+
+def scenes_truth(scenes: Mapping[str, object]) -> Annotator:
+    """The annotator of a collection gathered from several synthetic scenes, one run each with its own
+    file-name prefix (``--collect-prefix``): ``{prefix: SyntheticScene}``; a record's labels are the truth
+    of its frame in the scene its file name's prefix names (the longest prefix that matches)."""
+    annotators = {prefix: scene_truth(scene) for prefix, scene in scenes.items()}
+    by_length = sorted(annotators, key=len, reverse=True)
+
+    def annotate(record: dict) -> list[InstanceRecord]:
+        stem = Path(record["file"]).stem
+        prefix = next((p for p in by_length if stem.startswith(p)), None)
+        if prefix is None:
+            raise DatasetError(f"{record['file']}: no scene has its file-name prefix (scenes: {sorted(annotators)}); "
+                               "give each run's --collect-prefix with its scene")
+        return annotators[prefix](record)
 
     return annotate

@@ -7,7 +7,11 @@ least sure are the ones a label teaches the most. It is a weighted sum of four c
   (bits) of ``sigmoid(logit)`` over the object's region (pixels whose logit exceeds ``region_logit``: the
   mask and the soft band around it, so the far background, which is confidently empty, does not dilute
   it). A crisp mask has entropy only along its one-pixel edge; a mask that is unsure where the object
-  ends has a wide band of logits near 0. Uncertainty sampling (Lewis & Gale, SIGIR 1994).
+  ends has a wide band of logits near 0. Where the tracker's object scores are known, an object's entropy
+  is the larger of that and the binary entropy of ``sigmoid(object score)``: SAM 2 unsure whether the
+  object is there at all (a score near 0) is as uncertain as a soft mask, and its mask logits say
+  nothing then (SAM 2 blanks the mask of an object it scores absent). Uncertainty sampling (Lewis &
+  Gale, SIGIR 1994).
 - ``margin``: detection scores near the threshold that decides what the engine does with a detection
   (spawn a track or not): ``1 - |score - threshold| / margin_band``, clipped at 0. A detection just
   above or below the threshold would flip with a slightly different picture. Margin sampling (Scheffer
@@ -25,8 +29,8 @@ labelling, and a mean would let the easy ones hide it. A frame with no objects a
 0; objects the engine misses entirely leave no evidence, so this score cannot find them (random frames
 in the labelling budget can).
 
-``FrameEvidence`` depends only on torch, so it can move next to the other arrow types
-(``engine.types``) unchanged when the pipeline fills it.
+The evidence (``engine.types.FrameEvidence``) is filled by the per-frame processor from values the engine
+already holds; it travels on ``FrameResult.evidence`` when a sink asks for it (``wants_evidence``).
 """
 
 from __future__ import annotations
@@ -38,42 +42,10 @@ import torch
 import torch.nn.functional as F
 
 from engine.errors import ConfigError
+from engine.types import FrameEvidence
 
-
-@dataclass(frozen=True, slots=True)
-class FrameEvidence:
-    """What the engine computed on one frame that says how sure it was.
-
-    Tensors may live on any device; ``uncertainty`` reads them with one host transfer.
-    """
-
-    frame: int  # Frame.index of the frame this evidence belongs to
-    mask_logits: torch.Tensor  # [N, h, w] float: the tracker's low-res mask logits of its N objects (Tracks.logits)
-    detection_scores: torch.Tensor  # [M] float in [0, 1]: every detection the detector returned (empty if it skipped)
-    matched_iou: torch.Tensor  # [K] float in [0, 1]: mask IoU of each detection-track pair association matched
-    score_threshold: float = 0.5  # the confidence that decides a detection's fate: the fuser's spawn_conf
-    spawns: int = 0  # tracks started on this frame
-    losses: int = 0  # tracks retired on this frame, or whose object score fell below 0 (object lost)
-    reprompts: int = 0  # tracks re-prompted on this frame (drift corrections and re-acquisitions)
-
-    def __post_init__(self) -> None:
-        if self.mask_logits.dim() != 3:
-            raise ValueError(f"FrameEvidence.mask_logits must be [N, h, w], got {tuple(self.mask_logits.shape)}")
-        for name in ("detection_scores", "matched_iou"):
-            value = getattr(self, name)
-            if value.dim() != 1:
-                raise ValueError(f"FrameEvidence.{name} must be 1-D, got {tuple(value.shape)}")
-        for name in ("spawns", "losses", "reprompts"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"FrameEvidence.{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.score_threshold <= 1.0:
-            raise ValueError(f"FrameEvidence.score_threshold must be in [0, 1], got {self.score_threshold}")
-
-    @staticmethod
-    def empty(frame: int, *, score_threshold: float = 0.5) -> FrameEvidence:
-        """Evidence of a frame with no objects and no detections (scores 0)."""
-        return FrameEvidence(frame=frame, mask_logits=torch.zeros((0, 1, 1)), detection_scores=torch.zeros(0),
-                             matched_iou=torch.zeros(0), score_threshold=score_threshold)
+__all__ = ["FrameEvidence", "UncertaintyScore", "UncertaintyWeights", "mask_entropy", "presence_entropy",
+           "uncertainty"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,12 +110,21 @@ def mask_entropy(logits: torch.Tensor,  # [N, h, w] float
     return torch.where(area > 0, (ent * region).flatten(1).sum(1) / area.clamp_min(1.0), torch.zeros_like(area))
 
 
+def presence_entropy(scores: torch.Tensor) -> torch.Tensor:  # [N] object-score logits -> [N] bits in [0, 1]
+    """Binary entropy of each object's presence probability ``sigmoid(score)``."""
+    x = scores.float()
+    return F.binary_cross_entropy_with_logits(x, torch.sigmoid(x), reduction="none") / math.log(2.0)
+
+
 def uncertainty(evidence: FrameEvidence, weights: UncertaintyWeights = UncertaintyWeights()) -> UncertaintyScore:
     """The frame's uncertainty score (see the module docstring for each cue and its reason)."""
     w = weights
     parts = []
     if evidence.mask_logits.shape[0]:
-        parts.append(mask_entropy(evidence.mask_logits, region_logit=w.region_logit).max())
+        per_object = mask_entropy(evidence.mask_logits, region_logit=w.region_logit)
+        if evidence.object_scores is not None:
+            per_object = torch.maximum(per_object, presence_entropy(evidence.object_scores).to(per_object.device))
+        parts.append(per_object.max())
     else:
         parts.append(evidence.mask_logits.new_zeros(()))
     scores = evidence.detection_scores.float()

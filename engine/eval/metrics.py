@@ -8,7 +8,9 @@ RLE, ``pycocotools.mask.iou``, as TrackEval's MOTS loaders compute it).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -94,8 +96,36 @@ def _trackeval(data: dict) -> tuple[dict, dict, dict, dict]:
     if data["num_gt_ids"] == 0 and data["num_tracker_ids"] == 0:
         jf = {"J-Mean": 1.0, "F-Mean": 1.0, "J&F": 1.0}  # nothing to find, nothing found
     else:
-        jf = JAndF().eval_sequence(copy.deepcopy(data))  # it pads the mask lists in place
+        with _area_in_chunks():
+            jf = JAndF().eval_sequence(copy.deepcopy(data))  # it pads the mask lists in place
     return (*results, jf)
+
+
+_AREA_CHUNK = 255  # pycocotools 2.0.11's area() overflows on a list of 256 or more RLEs
+
+
+@contextlib.contextmanager
+def _area_in_chunks():
+    """``pycocotools.mask.area`` on lists of at most ``_AREA_CHUNK`` RLEs while TrackEval's J&F runs: it
+    asks for the area of every predicted id's mask at once per frame, and pycocotools 2.0.11 fails with
+    "integer 256 out of bounds for uint8" from 256 masks on (an engine on random weights starts that many
+    ids in a few hundred frames). The areas are the same, computed in slices."""
+    original = mask_util.area
+
+    def area(rles):
+        if type(rles) is not list or len(rles) <= _AREA_CHUNK:
+            return original(rles)
+        return np.concatenate([original(rles[k:k + _AREA_CHUNK]) for k in range(0, len(rles), _AREA_CHUNK)])
+
+    with _PATCH_LOCK:
+        mask_util.area = area
+        try:
+            yield
+        finally:
+            mask_util.area = original
+
+
+_PATCH_LOCK = threading.Lock()
 
 
 def _object_iou(gt_index: dict, pr_index: dict, gt_ids: list, pr_ids: list, sims: list) -> dict[int, float]:

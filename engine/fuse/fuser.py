@@ -36,7 +36,7 @@ from engine.fuse.config import FuserConfig
 from engine.fuse.reid import ReidConfig, Sighting, TrackReidentifier
 from engine.fuse.resolve import resolve_tracks
 from engine.ops import mask_boxes, mask_iou
-from engine.types import (Adopt, Decision, Detections, Frame, Instances, Origin, Reidentify, Reprompt,
+from engine.types import (Adopt, AssociationEvidence, Decision, Detections, Frame, Instances, Origin, Reidentify, Reprompt,
                           RepromptReason, Retire, RetireReason, Spawn, Tracks)
 
 # On by default: on benchmarks/reid.py's scenes (objects away 2-5 s, look-alikes entering meanwhile) the
@@ -108,6 +108,8 @@ class Fuser:
         self._frame_index = 0
         self._matched: set[int] = set()  # tracks matched to a detection on the current frame
         self._detected = False  # whether the current frame had a detector pass
+        self._matched_iou: list[float] = []  # mask IoU of the current frame's detection-track pairs
+        self._went_lost = 0  # tracks that went out of sight on the current frame
 
     def associate(self, frame: Frame, detections: Detections | None, tracks: Tracks | None) -> list[Decision]:
         """Adopt, re-prompt and spawn decisions for this frame, from the step's outputs."""
@@ -115,9 +117,17 @@ class Fuser:
         decisions: list[Decision] = self._follow(tracks)
         self._matched = set()
         self._detected = detections is not None
+        self._matched_iou, self._went_lost = [], 0
         if detections is not None and len(detections):
             decisions += self._match(tracks, detections)
         return decisions
+
+    def association_evidence(self) -> AssociationEvidence:
+        """What association measured on the current frame (``engine.interfaces.ReportsAssociation``): the
+        mask IoU of every detection-track pair it made (re-acquired pairs included, at the mask IoU that
+        was too low to match them), the spawn threshold, and the tracks that went out of sight."""
+        return AssociationEvidence(matched_iou=tuple(self._matched_iou), score_threshold=self.config.spawn_conf,
+                                   went_lost=self._went_lost)
 
     def retire(self, frame: Frame, tracks: Tracks | None) -> list[Decision]:
         """Retire decisions, read from the tracks after this frame's prompts were applied."""
@@ -181,6 +191,8 @@ class Fuser:
         pairs += self._pair_by_boxes(tracks, pairs, classes, boxes)
         scores = dets.scores.tolist()
         decisions: list[Decision] = []
+        row = {obj_id: t for t, obj_id in enumerate(ids)}
+        self._matched_iou = [float(iou[row[obj_id], d]) if obj_id in row else 0.0 for obj_id, d, _ in pairs]
         for obj_id, d, kind in pairs:
             self._observe(obj_id, classes[d], scores[d])
             if kind != "match":
@@ -379,6 +391,7 @@ class Fuser:
             if self._detected:
                 state.unmatched += 1
             state.lost = state.lost + 1 if current[obj_id].score <= 0 else 0
+            self._went_lost += state.lost == 1
             if state.origin is Origin.USER:
                 continue  # a user's track stays until the user removes it
             limit = self.config.retire_unmatched_after

@@ -15,13 +15,19 @@ from engine.types import FrameResult
 
 @runtime_checkable
 class Sink(Protocol):
-    """Receives every result in order. ``wants_overlay`` asks the pipeline to render the frame."""
+    """Receives every result in order. ``wants_overlay`` asks the pipeline to render the frame; an
+    optional ``wants_evidence = True`` asks it to fill ``FrameResult.evidence`` (``wants_evidence``)."""
 
     wants_overlay: bool
 
     def write(self, result: FrameResult) -> None: ...
 
     def close(self) -> None: ...
+
+
+def wants_evidence(sink: Sink) -> bool:
+    """Whether ``sink`` reads ``FrameResult.evidence`` (an optional attribute: most sinks do not)."""
+    return bool(getattr(sink, "wants_evidence", False))
 
 
 def check_writable(path: str | os.PathLike, *, option: str) -> Path:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from engine.data import Collector, CollectorConfig, FrameEvidence, SelectorConfig
-from engine.errors import SinkError
+from engine.errors import ConfigError, SinkError
 from engine.sources.synthetic import SyntheticScene
 from tests.data.helpers import random_evidence, truth_result
 
@@ -199,3 +199,20 @@ def test_bad_collection_folders_are_refused(tmp_path, make, message):
     with pytest.raises(SinkError, match=message) as info:
         Collector(make(tmp_path), names=("a",))
     assert "\n" not in str(info.value)
+
+
+def test_random_ranking_keeps_as_many_frames_under_the_same_budget_and_differs_by_seed(tmp_path):
+    scene = SyntheticScene(seed=6, frames=60, width=64, height=48, objects=3)
+    kept = {}
+    for rank, seed in (("uncertainty", 0), ("random", 0), ("random", 1)):
+        config = CollectorConfig(rank=rank, seed=seed, selector=SelectorConfig(window=10, per_window=1, min_spacing=3))
+        collector = Collector(tmp_path / f"{rank}{seed}", names=scene.class_names, config=config)
+        rng = np.random.default_rng(0)  # the same evidence for every ranking
+        for i in range(scene.frames):
+            collector.write(truth_result(scene, i), random_evidence(i, rng))
+        collector.close()
+        kept[rank, seed] = [r["frame"] for r in _journal(collector.folder)]
+    assert {len(frames) for frames in kept.values()} == {6}
+    assert kept["random", 0] != kept["random", 1] and kept["random", 0] != kept["uncertainty", 0]
+    with pytest.raises(ConfigError, match="rank must be one of"):
+        CollectorConfig(rank="loudest")

@@ -176,3 +176,24 @@ def test_options_are_checked():
         Sam2Options(data=Path("."), out=Path("x.pt"), weights="random", image_size=100)
     with pytest.raises(ConfigError, match="--batch"):
         replace(Sam2Options(data=Path("."), out=Path("x.pt"), weights="random"), batch=0)
+
+
+def test_training_the_memory_path_moves_it_and_leaves_the_encoder_frozen(labelled_collection, sam2_weights, tmp_path):
+    result = finetune_sam2(_options(labelled_collection, tmp_path / "m.pt", sam2_weights, steps=12, box_prompts=1.0,
+                                    train_memory=True), log=lambda line: None)
+    assert np.mean(result.losses[-3:]) < np.mean(result.losses[:3]), result.losses
+    tuned = torch.load(result.checkpoint, weights_only=True)["model"]
+    start = torch.load(sam2_weights, weights_only=True)["model"]
+    moved = {key.split(".")[0] for key in start if not torch.equal(tuned[key], start[key])}
+    assert {"memory_attention", "memory_encoder", "obj_ptr_proj", "maskmem_tpos_enc", "sam_mask_decoder"} <= moved
+    assert "image_encoder" not in moved and "no_mem_embed" not in moved  # what the cached features hold
+    state = torch.load(result.run_dir / "state.pt", weights_only=True)
+    assert "param.maskmem_tpos_enc" in state["trainable"]  # a resumed run restores the bare parameters too
+
+
+def test_training_the_memory_path_needs_two_views(labelled_collection, sam2_weights, tmp_path):
+    from engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="two views"):
+        finetune_sam2(_options(labelled_collection, tmp_path / "m.pt", sam2_weights, views=1, train_memory=True),
+                      log=lambda line: None)

@@ -91,3 +91,14 @@ def test_label_lines_are_checked_before_training(tmp_path, labelled_collection):
     with pytest.raises(DatasetError, match="at least 3 x, y pairs"):
         check_yolo_dataset(copy)
     assert np.isfinite(len(check_yolo_dataset(labelled_collection)[1]["names"]))
+
+
+@pytest.mark.parametrize("args", [{"lr_zero": 0.1}, {"device": "cuda"}, {"data": "other.yaml"}],
+                         ids=["unknown", "owned_device", "owned_data"])
+def test_train_args_outside_the_trainers_own_settings_are_refused_before_training(tmp_path, labelled_collection, args):
+    from engine.data.finetune.yolo import YoloOptions, finetune_yolo
+    from engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="is not a setting of Ultralytics' trainer"):
+        finetune_yolo(YoloOptions(data=labelled_collection, out=tmp_path / "y.pt", weights="random", train_args=args))
+    assert not (tmp_path / "y.pt.run").exists()

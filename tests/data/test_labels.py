@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from engine.data import Collector, CollectorConfig, SelectorConfig
-from engine.data.labels import relabel, scene_truth
+from engine.data.labels import relabel, scene_truth, scenes_truth
 from engine.errors import DatasetError
 from engine.sources.synthetic import SyntheticScene
 from engine.types import Instances
@@ -51,3 +51,22 @@ def test_truth_replaces_the_engines_instances_in_every_format(tmp_path):
 def test_relabel_needs_a_collection(tmp_path):
     with pytest.raises(DatasetError, match="holds no collection.jsonl"):
         relabel(tmp_path, lambda record: [], names=("a",))
+
+
+def test_frames_of_several_scenes_are_labelled_from_the_scene_their_prefix_names(tmp_path):
+    scenes = {f"s{seed}_": SyntheticScene(seed=seed, frames=20, width=96, height=72, objects=3) for seed in (1, 2)}
+    config = CollectorConfig(selector=SelectorConfig(window=10, per_window=1, min_spacing=2))
+    rng = np.random.default_rng(0)
+    for prefix, scene in scenes.items():
+        collector = Collector(tmp_path / "c", names=scene.class_names, config=replace(config, prefix=prefix))
+        for i in range(scene.frames):
+            collector.write(replace(truth_result(scene, i), instances=Instances.empty(72, 96)), random_evidence(i, rng))
+        collector.close()
+    assert relabel(tmp_path / "c", scenes_truth(scenes), names=SyntheticScene.class_names) == 4
+    for line in (tmp_path / "c" / "collection.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        scene = scenes[record["file"].split("/")[-1][:3]]
+        gt = scene.ground_truth(record["frame"])
+        assert sorted(i["id"] for i in record["instances"]) == sorted(int(k) for k, m in zip(gt.ids, gt.masks) if m.any())
+    with pytest.raises(DatasetError, match="no scene has its file-name prefix"):
+        relabel(tmp_path / "c", scenes_truth({"other_": scenes["s1_"]}), names=SyntheticScene.class_names)

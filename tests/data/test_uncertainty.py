@@ -116,3 +116,18 @@ def test_bad_weights_are_refused(kwargs, message):
 def test_malformed_evidence_is_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         _evidence(**kwargs)
+
+
+@pytest.mark.parametrize(("scores", "expected"), [
+    ([20.0, 20.0], 0.0),  # both objects surely present: only the crisp masks' edges count
+    ([20.0, 0.0], 1.0),  # the tracker cannot tell whether the second object is there: one bit
+    ([-20.0, 20.0], 0.0),  # surely absent is sure too
+], ids=["present", "unsure", "absent"])
+def test_an_object_score_near_zero_is_as_uncertain_as_a_soft_mask(scores, expected):
+    score = uncertainty(_evidence(object_scores=torch.tensor(scores)))
+    assert score.entropy == pytest.approx(expected, abs=0.01)
+
+
+def test_object_scores_must_match_the_objects():
+    with pytest.raises(ValueError, match="object_scores must be \\[2\\]"):
+        _evidence(object_scores=torch.zeros(3))

@@ -54,3 +54,15 @@ def test_missing_everything_scores_zero():
 def test_lengths_must_agree():
     with pytest.raises(ValueError, match="3 ground-truth frames but 2"):
         evaluate([_frame({})] * 3, [_frame({})] * 2)
+
+
+def test_j_and_f_holds_with_hundreds_of_predicted_ids():
+    """pycocotools 2.0.11's area() fails on 256 masks at once; TrackEval's J&F asks for every predicted
+    id's area per frame. A tracker that starts a new id on every frame reaches that in 300 frames."""
+    frames = 300
+    truth = [_frame({1: (10, 20)}) for _ in range(frames)]
+    fresh_ids = [_frame({1000 + t: (10, 20)}) for t in range(frames)]  # exact masks, a new id each frame
+    report = evaluate(truth, fresh_ids)
+    assert report.predicted_ids == frames
+    assert report.j_mean == pytest.approx(1.0 / frames)  # DAVIS follows one predicted id per object
+    assert report.deta == pytest.approx(1.0)

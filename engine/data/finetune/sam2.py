@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from engine.data.dataset import Collection, Sample, read_collection
 from engine.data.finetune.common import RunResult, StepOptions, atomic_save, prepare_output, run_steps
+from engine.data.finetune.sam2_memory import PseudoVideo, memory_parts
 from engine.data.finetune.sam2_views import ViewCache
 from engine.errors import ConfigError, DatasetError
 
@@ -56,6 +57,9 @@ class Sam2Options:
     save_every: int = 50
     restart: bool = False
     progress: bool = True
+    # Also train the memory path on two-view pseudo-videos (engine.data.finetune.sam2_memory): what weights
+    # that start random need for tracking and re-prompting to work; trained weights do without it
+    train_memory: bool = False
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.views < 1 or self.max_points < 1:
@@ -123,7 +127,11 @@ class Sam2Task:
         self.train_samples, self.held_out = train, held_out
         model.requires_grad_(False)
         self.modules = {"sam_prompt_encoder": model.sam_prompt_encoder, "sam_mask_decoder": model.sam_mask_decoder}
-        self._params = [p for m in self.modules.values() for p in m.parameters()]
+        self.bare: dict[str, torch.nn.Parameter] = {}  # trained parameters that belong to no submodule
+        if options.train_memory:
+            modules, self.bare = memory_parts(model)
+            self.modules.update(modules)
+        self._params = [p for m in self.modules.values() for p in m.parameters()] + list(self.bare.values())
         for p in self._params:
             p.requires_grad_(True)
         # every (sample, view, instance) a step can draw
@@ -133,17 +141,22 @@ class Sam2Task:
             raise DatasetError(f"{options.data}: every labelled instance is smaller than the model can use at "
                                f"{options.image_size} px; label larger objects or raise --image-size")
         self.device = next(model.parameters()).device
+        self.video = PseudoVideo(self) if options.train_memory else None
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return self._params
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        return {f"{name}.{k}": v.detach().clone() for name, m in self.modules.items()
-                for k, v in m.state_dict().items()}
+        state = {f"{name}.{k}": v.detach().clone() for name, m in self.modules.items()
+                 for k, v in m.state_dict().items()}
+        return state | {f"param.{name}": p.detach().clone() for name, p in self.bare.items()}
 
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
         for name, module in self.modules.items():
             module.load_state_dict({k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")})
+        with torch.no_grad():
+            for name, p in self.bare.items():
+                p.copy_(state[f"param.{name}"])
 
     def export(self, path: Path) -> None:
         atomic_save({"model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()}}, path)
@@ -152,8 +165,8 @@ class Sam2Task:
 
     def loss(self, generator: torch.Generator) -> torch.Tensor:
         opts = self.options
-        for m in self.modules.values():
-            m.train()
+        self.model.sam_prompt_encoder.train()
+        self.model.sam_mask_decoder.train()  # the memory modules stay in eval mode (sam2_memory: no dropout)
         picks = torch.randint(len(self.pool), (opts.batch,), generator=generator).tolist()
         items = [self.pool[i] for i in picks]
         views = [self.cache.get(self.train_samples[s], v) for s, v, _ in items]
@@ -166,43 +179,59 @@ class Sam2Task:
         for members in groups.values():
             coords = torch.stack([prompts[i][0] for i in members]).to(self.device)
             labels = torch.stack([prompts[i][1] for i in members]).to(self.device)
-            low, ious, obj = self._decode([views[i] for i in members], coords, labels)
-            total = total + self._group_loss(low, ious, obj, truth[members]) * len(members)
-        return total / len(items)
+            embed, high = self.features([views[i] for i in members])
+            low, ious, obj = self.heads(embed, high, coords, labels, None,
+                                        self.model._use_multimask(True, {"point_labels": labels}))
+            total = total + self.group_loss(low, ious, obj, truth[members]) * len(members)
+        loss = total / len(items)
+        return loss + self.video.loss(generator) if self.video is not None else loss
 
     def _prompt(self, mask: torch.Tensor,  # [S, S] bool
                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(points [P, 2] in model pixels, labels [P] int32): a jittered box (labels 2, 3) or clicks (1)."""
-        ys, xs = torch.nonzero(mask.cpu(), as_tuple=True)
         if float(torch.rand((), generator=generator)) < self.options.box_prompts:
-            box = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float()
-            side = torch.stack([box[2] - box[0], box[3] - box[1]]).repeat(2)
-            noise = torch.randn(4, generator=generator) * 0.1 * side
-            box = (box + noise.clamp(-20.0, 20.0)).clamp(0, mask.shape[-1])
-            box = torch.stack([torch.minimum(box[0], box[2]), torch.minimum(box[1], box[3]),
-                               torch.maximum(box[0], box[2]), torch.maximum(box[1], box[3])])
-            return box.view(2, 2), torch.tensor([2, 3], dtype=torch.int32)
+            return self.box_prompt(mask, generator)
+        ys, xs = torch.nonzero(mask.cpu(), as_tuple=True)
         count = int(torch.randint(1, self.options.max_points + 1, (), generator=generator))
         pick = torch.randint(len(xs), (count,), generator=generator)
         points = torch.stack([xs[pick], ys[pick]], dim=1).float()
         return points, torch.ones(count, dtype=torch.int32)
 
-    def _decode(self, views, coords: torch.Tensor, labels: torch.Tensor):
-        """The prompt encoder and mask decoder on cached features: ([B, M, S/4, S/4] logits, [B, M] IoU
-        predictions, [B, 1] object-score logits)."""
-        model = self.model
+    def box_prompt(self, mask: torch.Tensor,  # [S, S] bool
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(corners [2, 2] in model pixels, labels [2] int32 = 2, 3): the mask's box, each side moved by
+        noise of 10% of its length (at most 20 px)."""
+        ys, xs = torch.nonzero(mask.cpu(), as_tuple=True)
+        box = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float()
+        side = torch.stack([box[2] - box[0], box[3] - box[1]]).repeat(2)
+        noise = torch.randn(4, generator=generator) * 0.1 * side
+        box = (box + noise.clamp(-20.0, 20.0)).clamp(0, mask.shape[-1])
+        box = torch.stack([torch.minimum(box[0], box[2]), torch.minimum(box[1], box[3]),
+                           torch.maximum(box[0], box[2]), torch.maximum(box[1], box[3])])
+        return box.view(2, 2), torch.tensor([2, 3], dtype=torch.int32)
+
+    def features(self, views) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Cached views' features, batched, as the first frame's prompt path reads them: ([B, C, h, w] with
+        ``no_mem_embed`` added, [the two high-resolution levels])."""
         embed = torch.stack([v.image_embed for v in views]).to(self.device).float()
         high = [torch.stack([v.high_res_0 for v in views]).to(self.device).float(),
                 torch.stack([v.high_res_1 for v in views]).to(self.device).float()]
-        sparse, dense = model.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=None)
-        multimask = model._use_multimask(True, {"point_labels": labels})
+        return embed, high
+
+    def heads(self, pix: torch.Tensor, high: list[torch.Tensor], coords: torch.Tensor, labels: torch.Tensor,
+              mask_inputs: torch.Tensor | None, multimask: bool):
+        """The prompt encoder and mask decoder on features ``pix`` [B, C, h, w], as sam2's
+        ``_forward_sam_heads`` runs them but with the raw logits (the loss needs them where the object
+        score hides the mask): ([B, M, S/4, S/4] logits, [B, M] IoU predictions, [B, 1] object scores)."""
+        model = self.model
+        sparse, dense = model.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=mask_inputs)
         low, ious, _, obj = model.sam_mask_decoder(
-            image_embeddings=embed, image_pe=model.sam_prompt_encoder.get_dense_pe(),
+            image_embeddings=pix, image_pe=model.sam_prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask,
             repeat_image=False, high_res_features=high)
         return low.float(), ious.float(), obj.float()
 
-    def _group_loss(self, low: torch.Tensor, ious: torch.Tensor, obj: torch.Tensor,
+    def group_loss(self, low: torch.Tensor, ious: torch.Tensor, obj: torch.Tensor,
                     truth: torch.Tensor) -> torch.Tensor:  # truth: [B, S, S] bool
         size = truth.shape[-1]
         logits = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)  # [B, M, S, S]

@@ -24,7 +24,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -50,6 +51,9 @@ class YoloOptions:
     workers: int = 0  # dataloader processes (Ultralytics uses none on a CPU anyway)
     restart: bool = False
     progress: bool = True
+    # Further settings of Ultralytics' trainer (its default.yaml keys: lr0, optimizer, mosaic, ...), for
+    # recipes the fields above do not cover (training from random weights wants its own); checked by name
+    train_args: Mapping[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch < 1 or self.imgsz < 32:
@@ -111,6 +115,7 @@ def check_yolo_dataset(data: str | os.PathLike) -> tuple[Path, dict]:
 def finetune_yolo(options: YoloOptions, *, log=print) -> YoloResult:
     """Train with Ultralytics' trainer (resuming an unfinished run) and write ``options.out``."""
     yaml_path, _ = check_yolo_dataset(options.data)
+    extra = _train_args(options.train_args)
     out, run_dir = prepare_output(options.out, restart=options.restart)
     model = _starting_model(options)
     save_dir = run_dir / "ultralytics"
@@ -138,7 +143,7 @@ def finetune_yolo(options: YoloOptions, *, log=print) -> YoloResult:
         overrides = {"model": model, "data": str(yaml_path), "epochs": options.epochs, "imgsz": options.imgsz,
                      "batch": options.batch, "seed": options.seed, "deterministic": True, "amp": False,
                      "save_period": 1, "exist_ok": True, "pretrained": False, "val": True, "cache": False,
-                     "verbose": options.progress, **common}
+                     "verbose": options.progress, **extra, **common}
     deterministic = torch.are_deterministic_algorithms_enabled()
     try:
         trainer = SegmentationTrainer(overrides=overrides)
@@ -156,6 +161,19 @@ def finetune_yolo(options: YoloOptions, *, log=print) -> YoloResult:
                                                      "metrics": metrics, "settings": fingerprint}, indent=2) + "\n")
     return YoloResult(checkpoint=out, run_dir=run_dir, epochs=options.epochs,
                       resumed_from=resume[1] + 1 if resume else 0, metrics=metrics)
+
+
+def _train_args(args: Mapping[str, object]) -> dict[str, object]:
+    """``train_args`` checked against the trainer's own settings (ConfigError naming an unknown one);
+    the settings streamseg owns (paths, device, resuming) cannot be replaced this way."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    owned = {"model", "data", "save_dir", "device", "resume", "project", "name", "exist_ok", "workers", "plots"}
+    for key in args:
+        if key not in DEFAULT_CFG_DICT or key in owned:
+            raise ConfigError(f"yolo train_args: {key!r} is not a setting of Ultralytics' trainer that streamseg "
+                              "passes on (see ultralytics/cfg/default.yaml)")
+    return dict(args)
 
 
 def _starting_model(options: YoloOptions) -> str:

@@ -1,0 +1,159 @@
+"""Does the uncertainty score pick better frames to label than chance? Same budget, three seeds.
+
+The second round of the closed loop: the engine on the closed loop's fine-tuned checkpoints
+(``benchmarks.closed_loop``) runs once over the training scenes with several collectors as its sinks: one
+ranking frames by uncertainty and one per seed ranking them at random, each with the same windows,
+spacing and budget. Each collection is labelled from the scenes' truth and SAM 2 is fine-tuned on it from
+the same checkpoint (box prompts, frozen image encoder, the seed's sampling); every result is scored the
+same way: the tracker (``engine.track``) prompted with the exact box of every object on held-out frames,
+mean mask IoU at frame resolution. The uncertainty arm's frames are fixed (the engine is deterministic);
+its three runs differ in the fine-tune's seed, the random arm's in both.
+
+    python -m benchmarks.selection [--budget 20] [--seeds 0 1 2] [--steps 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.common import environment, write_json
+from engine.data.synthetic_loop import (DETECTOR_IMGSZ, HELD_OUT_SEEDS, MAX_TRACKS, OBJECTS, SIZE, TRACKER_SIZE,
+                                        TRAIN_SEEDS, loop_weights, scene_spec)
+
+
+@dataclass(frozen=True, slots=True)
+class SelectionSettings:
+    budget: int = 20  # frames kept in all, per arm
+    window: int = 30
+    spacing: int = 10
+    train_frames: int = 200
+    seeds: tuple[int, ...] = (0, 1, 2)
+    steps: int = 300
+    lr: float = 3e-4  # fine-tuning trained weights: lower than from random
+    batch: int = 8
+    views: int = 2
+    eval_every: int = 10  # held-out frames scored: every 10th
+    eval_frames: int = 100
+    threads: int = 1
+
+
+def collect(settings: SelectionSettings, work: Path) -> dict[str, Path]:
+    """One engine pass per training scene feeding every arm's collector."""
+    from engine.app import build_pipeline
+    from engine.data import Collector, CollectorConfig, SelectorConfig
+    from engine.options import RunOptions
+    from engine.pipeline import Pipeline
+
+    weights = loop_weights()
+    arms = {"uncertainty": ("uncertainty", 0), **{f"random-{s}": ("random", s) for s in settings.seeds}}
+    folders = {arm: work / arm for arm in arms}
+    selector = SelectorConfig(window=settings.window, per_window=1, min_spacing=settings.spacing,
+                              budget=settings.budget)
+    for seed in TRAIN_SEEDS:
+        opts = RunOptions(source=scene_spec(seed, settings.train_frames), weights=str(weights.detector),
+                          tracker_weights=str(weights.tracker), imgsz=DETECTOR_IMGSZ, tracker_size=TRACKER_SIZE,
+                          tracker_encoder="torch", max_tracks=MAX_TRACKS, device="cpu")
+        p = build_pipeline(opts).pipeline
+        collectors = [Collector(folders[arm], names=p.detector.names,
+                                config=CollectorConfig(selector=selector, rank=rank, seed=s + 1000 * seed,
+                                                       prefix=f"s{seed}_", val_every=0))
+                      for arm, (rank, s) in arms.items()]
+        Pipeline(p.source, shared=p.processor.shared, tracker=p.tracker, fuser=p.fuser, sinks=collectors,
+                 device=p.device).run()
+    return folders
+
+
+def label(settings: SelectionSettings, folders: dict[str, Path]) -> None:
+    from engine.data.labels import relabel, scenes_truth
+    from engine.sources.synthetic import SyntheticScene
+
+    scenes = {f"s{seed}_": SyntheticScene(seed=seed, frames=settings.train_frames, width=SIZE[0], height=SIZE[1],
+                                          objects=OBJECTS) for seed in TRAIN_SEEDS}
+    for folder in folders.values():
+        relabel(folder, scenes_truth(scenes), names=SyntheticScene.class_names)
+
+
+def prompted_iou(settings: SelectionSettings, checkpoint: Path) -> float:
+    """Mean mask IoU of the tracker prompted with each held-out object's exact box (objects of 50 px or more)."""
+    from engine.sources.synthetic import SyntheticScene
+    from engine.track import TrackerConfig, load_tracker
+
+    tracker = load_tracker("sam2.1_hiera_t", weights=str(checkpoint), image_size=TRACKER_SIZE, device="cpu",
+                           options=TrackerConfig(image_size=TRACKER_SIZE, encoder_backend="torch"))
+    ious, next_id = [], 1
+    for seed in HELD_OUT_SEEDS:
+        scene = SyntheticScene(seed=seed, frames=settings.eval_frames, width=SIZE[0], height=SIZE[1], objects=OBJECTS)
+        for i in range(0, settings.eval_frames, settings.eval_every):
+            tracker.step(scene.render(i))
+            for mask in scene.ground_truth(i).masks:
+                if mask.sum() < 50:
+                    continue
+                ys, xs = np.nonzero(mask)
+                got = tracker.add_object(next_id, box=[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).masks[0]
+                got = got.cpu().numpy()
+                ious.append(float((got & mask).sum() / (got | mask).sum()))
+                tracker.remove_object(next_id)
+                next_id += 1
+    return float(np.mean(ious))
+
+
+def run(settings: SelectionSettings, work: Path) -> dict:
+    from engine.data.finetune.sam2 import Sam2Options, finetune_sam2
+
+    torch.set_num_threads(settings.threads)
+    start = loop_weights().tracker
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    folders = collect(settings, work)
+    label(settings, folders)
+    record: dict = {"settings": asdict(settings), "start": str(start), "before": prompted_iou(settings, start),
+                    "runs": {}}
+    for arm, folder in folders.items():
+        seeds = settings.seeds if arm == "uncertainty" else (int(arm.split("-")[1]),)
+        for seed in seeds:
+            out = work / f"{arm}-ft{seed}.pt"
+            finetune_sam2(Sam2Options(data=folder, out=out, weights=str(start), image_size=TRACKER_SIZE,
+                                      steps=settings.steps, batch=settings.batch, lr=settings.lr,
+                                      views=settings.views, box_prompts=1.0, seed=seed, restart=True,
+                                      progress=False, save_every=settings.steps))
+            record["runs"][f"{arm.split('-')[0]}/seed{seed}"] = prompted_iou(settings, out)
+            print(arm, seed, record["runs"][f"{arm.split('-')[0]}/seed{seed}"], flush=True)
+    for kind in ("uncertainty", "random"):
+        values = [v for k, v in record["runs"].items() if k.startswith(kind)]
+        record[kind] = {"mean": statistics.mean(values), "stdev": statistics.stdev(values), "runs": values}
+    record["total"] = {"wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(time.process_time() - cpu0, 1)}
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    from engine.weights import cache_dir
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget", type=int, default=SelectionSettings().budget)
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SelectionSettings().seeds))
+    parser.add_argument("--steps", type=int, default=SelectionSettings().steps)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if not loop_weights().present:
+        raise SystemExit("no closed-loop checkpoints in the cache: run python -m benchmarks.closed_loop first")
+    settings = SelectionSettings(budget=args.budget, seeds=tuple(args.seeds), steps=args.steps)
+    work = cache_dir() / "closed_loop" / "selection"
+    record = run(settings, work)
+    record["environment"] = environment()
+    path = write_json("selection", record, out=args.out)
+    print(f"\nprompted mask IoU on held-out frames: start {record['before']:.3f}")
+    for kind in ("uncertainty", "random"):
+        r = record[kind]
+        print(f"{kind:<12} {r['mean']:.3f} +- {r['stdev']:.3f}  ({', '.join(f'{v:.3f}' for v in r['runs'])})")
+    print(f"{record['total']['wall_s']} s wall, {record['total']['cpu_s']} s CPU; JSON: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""SAM 2's memory path trained on pseudo-videos: two augmented views of one labelled image as two frames.
+
+The engine prompts an object once (its first frame) with no memory; after that, the tracker propagates it
+through memory attention (the current frame's features conditioned on the object's earlier masks and
+pointers), and a re-prompt from the fusion stage runs the mask decoder on those memory-conditioned
+features, with the propagated mask as a dense prompt. Training only the prompt encoder and mask decoder
+on first-frame (memory-free) features leaves both of those paths as they were: fine for trained weights,
+whose memory path already works, but not for random ones, whose memory attention turns the features into
+something the decoder never saw.
+
+So each pseudo-video step, as SAM 2 trains on still images (Ravi et al., "SAM 2", 2024, section 5.1: an
+image is a one-frame video; here two augmented views of it make a two-frame one, the augmentation
+playing the object's motion), for a batch of instances seen in two views A and B:
+
+1. frame A: a jittered box prompt, no memory (``_forward_sam_heads``, as the tracker's first prompt); its
+   mask and object pointer are encoded into memory (``_encode_new_memory``, the model's own);
+2. frame B, propagated: B's features conditioned on A's memory (``_prepare_memory_conditioned_features``)
+   and the mask decoder without a prompt: Dice + BCE, IoU and object-score losses against B's mask;
+3. frame B, re-prompted: the same conditioned features, a jittered box of B's mask and the propagated
+   mask (clamped as the tracker clamps it) as the dense prompt: the same losses.
+
+Trained with the prompt encoder and mask decoder: the memory attention, the memory encoder and the
+object-pointer projections (the image encoder, and ``no_mem_embed``, whose features are cached, stay
+frozen). A pseudo-video step takes half the batch's instances: at 256 px it costs ~3x an image-only step of
+the full batch on a CPU (the memory attention's MLP over every token of the frame dominates). The memory
+modules train in eval mode: their dropout (0.1) cost a fifth of the step on the CPU, and a few hundred steps
+on a small collection are not where it regularises anything.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from engine.errors import ConfigError
+
+MEMORY_MODULES = ("memory_attention", "memory_encoder", "obj_ptr_proj", "obj_ptr_tpos_proj")
+MEMORY_PARAMETERS = ("maskmem_tpos_enc", "no_obj_ptr", "no_obj_embed_spatial")
+PREV_LOGIT_CLAMP = 32.0  # the tracker feeds a re-prompt the propagated logits clamped this far (sam2's value)
+
+
+def memory_parts(model) -> tuple[dict[str, torch.nn.Module], dict[str, torch.nn.Parameter]]:
+    """The memory path's modules and bare parameters that this model has."""
+    modules = {n: getattr(model, n) for n in MEMORY_MODULES if isinstance(getattr(model, n, None), torch.nn.Module)}
+    params = {n: getattr(model, n) for n in MEMORY_PARAMETERS
+              if isinstance(getattr(model, n, None), torch.nn.Parameter)}
+    return modules, params
+
+
+class PseudoVideo:
+    """Two-frame pseudo-video losses for a ``Sam2Task`` (see the module docstring)."""
+
+    def __init__(self, task) -> None:
+        self.task = task
+        model, cache = task.model, task.cache
+        if task.options.views < 2:
+            raise ConfigError(f"training the memory path needs two views of an image at least; got --views "
+                              f"{task.options.views}")
+        # (sample, [(view, row of the instance in that view), ...]) for instances in two views or more
+        self.pairs: list[tuple[int, list[tuple[int, int]]]] = []
+        for s, sample in enumerate(task.train_samples):
+            rows: dict[int, list[tuple[int, int]]] = {}
+            for v in range(task.options.views):
+                for row, k in enumerate(cache.get(sample, v).instances.tolist()):
+                    rows.setdefault(k, []).append((v, row))
+            self.pairs += [(s, seen) for seen in rows.values() if len(seen) >= 2]
+        if not self.pairs:
+            raise ConfigError("no labelled instance survives two augmented views; raise --views or label larger "
+                              "objects")
+        size = task.options.image_size
+        with torch.inference_mode():  # the top level's position encoding: it depends on the size alone
+            backbone = model.forward_image(torch.zeros((1, 3, size, size), device=task.device))
+        self.pos = backbone["vision_pos_enc"][-1].flatten(2).permute(2, 0, 1).clone()  # [HW, 1, C]
+
+    def loss(self, generator: torch.Generator) -> torch.Tensor:
+        task, model = self.task, self.task.model
+        batch = max(1, task.options.batch // 2)
+        picks = torch.randint(len(self.pairs), (batch,), generator=generator).tolist()
+        frames_a, frames_b = [], []
+        for i in picks:
+            s, seen = self.pairs[i]
+            a, b = torch.randperm(len(seen), generator=generator)[:2].tolist()
+            sample = task.train_samples[s]
+            frames_a.append((task.cache.get(sample, seen[a][0]), seen[a][1]))
+            frames_b.append((task.cache.get(sample, seen[b][0]), seen[b][1]))
+        truth_a = torch.stack([view.masks[row] for view, row in frames_a]).to(task.device)
+        truth_b = torch.stack([view.masks[row] for view, row in frames_b]).to(task.device)
+        embed_a, high_a = task.features([view for view, _ in frames_a])
+        embed_b, high_b = task.features([view for view, _ in frames_b])
+        no_mem = model.no_mem_embed.view(1, -1, 1, 1)
+        memory = self._first_frame(embed_a, high_a, truth_a, generator, no_mem)
+        top_b = (embed_b - no_mem).flatten(2).permute(2, 0, 1)  # [HW, B, C]: the features before no_mem_embed
+        pix_b = model._prepare_memory_conditioned_features(
+            frame_idx=1, is_init_cond_frame=False, current_vision_feats=[top_b],
+            current_vision_pos_embeds=[self.pos.expand(-1, batch, -1)], feat_sizes=[tuple(embed_b.shape[-2:])],
+            output_dict={"cond_frame_outputs": {0: memory}, "non_cond_frame_outputs": {}}, num_frames=2)
+        empty = (torch.zeros((batch, 1, 2), device=task.device), -torch.ones((batch, 1), dtype=torch.int32,
+                                                                             device=task.device))
+        low, ious, obj = task.heads(pix_b, high_b, *empty, None, model._use_multimask(False, None))
+        propagated = task.group_loss(low, ious, obj, truth_b)
+        best = low[torch.arange(batch), ious.argmax(1)][:, None]
+        previous = torch.where(obj[:, :, None, None] > 0, best, torch.full_like(best, -PREV_LOGIT_CLAMP))
+        previous = previous.clamp(-PREV_LOGIT_CLAMP, PREV_LOGIT_CLAMP).detach()
+        coords, labels = _boxes(task, truth_b, generator)
+        prompt = {"point_labels": labels}
+        low, ious, obj = task.heads(pix_b, high_b, coords, labels, previous, model._use_multimask(False, prompt))
+        return (propagated + task.group_loss(low, ious, obj, truth_b)) / 2
+
+    def _first_frame(self, embed: torch.Tensor, high: list[torch.Tensor], truth: torch.Tensor,
+                     generator: torch.Generator, no_mem: torch.Tensor) -> dict:
+        """Frame A as the tracker's first prompt: its memory features and object pointer."""
+        model = self.task.model
+        coords, labels = _boxes(self.task, truth, generator)
+        prompt = {"point_coords": coords, "point_labels": labels}
+        outs = model._forward_sam_heads(backbone_features=embed, point_inputs=prompt, mask_inputs=None,
+                                        high_res_features=high, multimask_output=model._use_multimask(True, prompt))
+        top = (embed - no_mem).flatten(2).permute(2, 0, 1)
+        features, positions = model._encode_new_memory(current_vision_feats=[top], feat_sizes=[tuple(embed.shape[-2:])],
+                                                       pred_masks_high_res=outs[4], object_score_logits=outs[6],
+                                                       is_mask_from_pts=True)
+        return {"maskmem_features": features, "maskmem_pos_enc": positions, "obj_ptr": outs[5]}
+
+
+def _boxes(task, truth: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Jittered box prompts of masks [B, S, S]: ([B, 2, 2] corners, [B, 2] labels 2, 3)."""
+    prompts = [task.box_prompt(mask, generator) for mask in truth]
+    return (torch.stack([c for c, _ in prompts]).to(task.device),
+            torch.stack([lab for _, lab in prompts]).to(task.device))
