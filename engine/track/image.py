@@ -167,17 +167,22 @@ class ImageSegmenter:
 
     Args:
         model: a sam2 ``SAM2Base`` (``engine.track.model.build_model``).
-        encoder_dtype: the image encoder's dtype, as ``TrackerConfig.encoder_dtype`` ("auto": bf16 on
-            CUDA, fp32 on the CPU); the prompt heads run in fp32.
+        precision: the precision policy, as ``TrackerConfig.precision`` (engine.runtime.precision):
+            "exact" fp32 (sam2's own predictor's precision, what the parity tests use), "fast" a bf16
+            image encoder, "auto" bf16 where the device has bf16 matrix instructions.
+        encoder_dtype: the image encoder's dtype, as ``TrackerConfig.encoder_dtype`` ("auto" follows
+            ``precision``); the prompt heads run in fp32.
         mask_threshold: logit above which a pixel is in the mask (sam2's default 0).
     """
 
-    def __init__(self, model, *, encoder_dtype: str = "auto", mask_threshold: float = 0.0) -> None:
+    def __init__(self, model, *, precision: str = "auto", encoder_dtype: str = "auto",
+                 mask_threshold: float = 0.0) -> None:
         from engine.runtime.precision import PrecisionPolicy, dtype_named
 
         self.model = model
         self.device = model.device
-        self.encoder_dtype = dtype_named(encoder_dtype, default=PrecisionPolicy.for_device(self.device).image_encoder)
+        policy = PrecisionPolicy.for_device(self.device, precision)
+        self.encoder_dtype = dtype_named(encoder_dtype, default=policy.image_encoder)
         self.mask_threshold = float(mask_threshold)
         self.decoder = PaddedPromptDecoder(model.sam_mask_decoder, model.sam_prompt_encoder.not_a_point_embed)
         self._mean = torch.tensor(IMAGE_MEAN, device=self.device).view(1, 3, 1, 1)

@@ -72,7 +72,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 def segmenter(state_dict) -> ImageSegmenter:
     model = build_model(CONFIG, image_size=SIZE)
     model.load_state_dict(state_dict)
-    return ImageSegmenter(model, mask_threshold=MASK_THRESHOLD)
+    return ImageSegmenter(model, precision="exact", mask_threshold=MASK_THRESHOLD)
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +190,7 @@ def test_at_1024_the_unmodified_sam2_image_predictor_agrees(state_dict, media_di
 
     model = build_model(CONFIG, image_size=1024, seed=0)
     state = model.state_dict()
-    ours = ImageSegmenter(model, mask_threshold=MASK_THRESHOLD)
+    ours = ImageSegmenter(model, precision="exact", mask_threshold=MASK_THRESHOLD)
     predictor = SAM2ImagePredictor(_reference_model(state, 1024), mask_threshold=MASK_THRESHOLD)
     image = _image(media_dir, "truck.jpg")
     with torch.inference_mode():
@@ -211,7 +211,8 @@ def test_a_checkpoint_file_loads_the_weights_sam2_loads(tmp_path, media_dir):
     state = build_model(CONFIG, image_size=SIZE, seed=1).state_dict()
     path = tmp_path / "sam2.1_hiera_tiny.pt"
     torch.save({"model": state}, path)
-    ours = ImageSegmenter.load("sam2.1_hiera_t", weights=path, image_size=SIZE, mask_threshold=MASK_THRESHOLD)
+    ours = ImageSegmenter.load("sam2.1_hiera_t", weights=path, image_size=SIZE, precision="exact",
+                                mask_threshold=MASK_THRESHOLD)
     random0 = ImageSegmenter.load("sam2.1_hiera_t", weights="random", image_size=SIZE, seed=0,
                                   mask_threshold=MASK_THRESHOLD)
     reference = build_sam2(CONFIG, str(path), device="cpu", hydra_overrides_extra=[f"++model.image_size={SIZE}"])

@@ -30,7 +30,7 @@ def features(model, clip_frames):
     """One real frame's image features, as the image path feeds them to the decoder."""
     from engine.track.image import ImageSegmenter
 
-    feats = ImageSegmenter(model)._encode(clip_frames[0])
+    feats = ImageSegmenter(model, precision="exact")._encode(clip_frames[0])
     return feats.embed, feats.high_res
 
 
@@ -179,7 +179,8 @@ def test_tracker_point_prompts_match_the_official_predictor(state_dict, clip_fra
             reference[index] = entry["pred_masks"][0, 0]
     model = build_model(CONFIG, image_size=SIZE)
     model.load_state_dict(state_dict)
-    tracker = StreamingTracker(model, options=TrackerConfig(image_size=SIZE, evict=False, reprompt_as_cond=False))
+    tracker = StreamingTracker(model, options=TrackerConfig(image_size=SIZE, evict=False, reprompt_as_cond=False,
+                                                           precision="exact"))
     ours = {}
     for index in range(9):
         tracks = tracker.step(frames[index])
