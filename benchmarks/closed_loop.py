@@ -12,7 +12,7 @@
    against their truth with TrackEval: HOTA, and J (DAVIS region similarity: the mean mask IoU of each
    object over the frames it is visible in) and J&F; before fine-tuning as well (the random engine).
 
-    python -m benchmarks.closed_loop                   # ~30 min on a 2-core CPU; installs the checkpoints
+    python -m benchmarks.closed_loop                   # 55 min on one core of a 2-core CPU; installs the checkpoints
     python -m benchmarks.closed_loop --rank random --seed 1 --no-install --skip-baseline   # the A/B baseline
 
 The checkpoints go to ``<cache>/closed_loop/`` (``engine.data.synthetic_loop.loop_weights``), where
