@@ -36,6 +36,12 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in data.splitlines()]
 
 
+def _last_quality(path: Path) -> int | None:
+    """The quality of the last whole line written so far (None before the first)."""
+    whole = path.read_bytes().rpartition(b"\n")[0] if path.exists() else b""
+    return json.loads(whole.rpartition(b"\n")[2])["quality"] if whole else None
+
+
 def _fleet(tmp_path: Path, text: str, **kwargs) -> LocalFleet:
     path = tmp_path / "serve.toml"
     path.write_text(text.replace("TMP", str(tmp_path)))
@@ -107,7 +113,10 @@ def test_an_impossible_budget_steps_down_to_the_floor_says_so_and_a_relaxed_one_
                                   kind="cannot_hold") == 1, what="the lowest level, over budget")
             down = _scrape(server.url)
             fleet.set_budget("cam1", 100_000.0)
-            wait_for(lambda: fleet.views()[0].quality == 0, what="full quality again")
+            # results already under way when the level changed still carry the old level: wait until one
+            # made at full quality is written, so that the file ends at level 0
+            wait_for(lambda: fleet.views()[0].quality == 0 and _last_quality(tmp_path / "cam1.jsonl") == 0,
+                     what="full quality again, in the JSONL")
             up = _scrape(server.url)
         finally:
             fleet.drain()
