@@ -1,5 +1,6 @@
 """benchmarks/memory_soak.py builds the engine it describes: a few seconds of the soak hold exactly the
-prompted objects in the tracker's memory bank on every sample, and the report carries its slopes."""
+prompted objects in the tracker's memory bank on every sample; the figure's estimator (the level RSS
+returns to) tells memory the allocator holds and hands back from a leak."""
 
 from __future__ import annotations
 
