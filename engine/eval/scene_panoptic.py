@@ -13,7 +13,6 @@ Pixels in no mask are void in the prediction (unlabelled: a miss wherever the tr
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ import numpy as np
 from pycocotools import mask as mask_util
 
 from engine.errors import SourceError
+from engine.eval.results import read_result_lines
 from engine.eval.panoptic import PanopticFrame, mean_iou, panoptic_quality
 from engine.eval.stq import segmentation_and_tracking_quality
 from engine.sources.synthetic import CLASS_NAMES, STUFF_NAMES, SyntheticScene
@@ -68,28 +68,18 @@ def read_panoptic_records(path: str | os.PathLike) -> dict[int, dict] | None:
     """Frame index -> the JSONL record, for a results file whose lines carry ``"stuff"`` (a run with a
     segmenter); None when no line does. SourceError for a line without instances or with stuff in a form
     the contract does not allow."""
-    records: dict[int, dict] = {}
-    with_stuff = 0
-    try:
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    records[int(record["frame"])] = record
-                    if "stuff" in record:
-                        with_stuff += 1
-                        if not all(isinstance(s["label"], str) and "counts" in s["mask"] for s in record["stuff"]):
-                            raise ValueError("a stuff entry without a label or a mask")
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise SourceError(f"{path}:{number}: not a streamseg results line ({exc!r}); give the "
-                                      "file written by 'streamseg run --jsonl'") from None
-    except OSError as exc:
-        raise SourceError(f"cannot read {path}: {exc.strerror}") from None
+    records = read_result_lines(path, _checked_stuff)
+    with_stuff = sum("stuff" in record for record in records.values())
     if with_stuff and with_stuff != len(records):
         raise SourceError(f"{path}: {with_stuff} of {len(records)} lines carry stuff; give one run's whole file")
     return records if with_stuff else None
+
+
+def _checked_stuff(record: dict) -> dict:
+    if "stuff" in record and not all(isinstance(s["label"], str) and "counts" in s["mask"]
+                                     for s in record["stuff"]):
+        raise ValueError("a stuff entry without a label or a mask")
+    return record
 
 
 def _decode(mask: dict, size: tuple[int, int], where: str) -> np.ndarray:  # [H, W] bool
