@@ -51,6 +51,7 @@ from engine.data.exports import (
 from engine.data.selector import FrameSelector, Kept, SelectorConfig
 from engine.data.uncertainty import FrameEvidence, UncertaintyScore, UncertaintyWeights, uncertainty
 from engine.errors import ConfigError, SinkError
+from engine.sinks.base import check_folder
 from engine.types import FrameResult
 
 JOURNAL = "collection.jsonl"
@@ -171,21 +172,9 @@ class Collector:
     def _check(self) -> int:
         """Check the folder without writing to a new one; repair and count an existing collection."""
         folder = self.folder
+        check_folder(folder, option="--collect folder", what="collection folder")
         if not folder.exists():
-            ancestor = next(p for p in folder.absolute().parents if p.exists())
-            if not ancestor.is_dir():
-                raise SinkError(f"cannot create collection folder {folder}: {ancestor} is a file; choose a "
-                                "writable --collect folder")
-            if not os.access(ancestor, os.W_OK | os.X_OK):
-                raise SinkError(f"cannot create collection folder {folder}: permission denied in {ancestor}; "
-                                "choose a writable --collect folder")
             return 0
-        if not folder.is_dir():
-            raise SinkError(f"cannot write collection folder {folder}: it is not a folder; choose a new or empty "
-                            "--collect folder")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise SinkError(f"cannot write collection folder {folder}: permission denied; choose a writable "
-                            "--collect folder")
         journal = folder / JOURNAL
         if not journal.exists():
             if any(folder.iterdir()):

@@ -58,6 +58,28 @@ def check_writable(path: str | os.PathLike, *, option: str) -> Path:
     return path
 
 
+def check_folder(folder: Path, *, option: str, what: str = "") -> None:
+    """Fail before the run starts unless ``folder`` is a writable directory or can be created (its
+    nearest existing ancestor is a writable directory), naming the option to change. ``what`` names the
+    folder's role in the message ("collection folder"). Nothing is created.
+
+    Raises:
+        SinkError: ``folder`` exists but is not a writable directory, or cannot be created.
+    """
+    name = f"{what} {folder}".strip()
+    if folder.exists():
+        if not folder.is_dir():
+            raise SinkError(f"cannot write {name}: it is not a directory; choose another {option}")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise SinkError(f"cannot write {name}: permission denied; choose a writable {option}")
+        return
+    ancestor = next(p for p in folder.absolute().parents if p.exists())
+    if not ancestor.is_dir():
+        raise SinkError(f"cannot create {name}: {ancestor} is not a directory; choose another {option}")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise SinkError(f"cannot create {name}: permission denied in {ancestor}; choose a writable {option}")
+
+
 def _probe_open(path: Path) -> None:
     try:
         if stat.S_ISFIFO(path.stat().st_mode):

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from engine.errors import SinkError
 from engine.ops import rle_encode
+from engine.sinks.base import check_folder
 from engine.types import FrameResult, PanopticMap, StuffSegments
 
 
@@ -63,7 +64,7 @@ class PanopticWriter:
     def __init__(self, directory: str | os.PathLike, categories: list[dict], *, flush_every: int = 100) -> None:
         self.directory = Path(directory)
         self.png_dir = self.directory / "panoptic"
-        _check_directory(self.png_dir)
+        check_folder(self.png_dir, option="--panoptic-dir")
         self.categories = categories
         self._category_ids = np.array([c["id"] for c in categories], dtype=np.int64)
         self._is_thing = np.array([bool(c["isthing"]) for c in categories])
@@ -132,16 +133,3 @@ class PanopticWriter:
     def close(self) -> None:
         if self.images:
             self._write_json()
-
-
-def _check_directory(directory: Path) -> None:
-    """SinkError unless ``directory`` exists as a writable directory or can be created: its nearest
-    existing ancestor must be a writable directory."""
-    existing = directory
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise SinkError(f"cannot create {directory}: {existing} is not a directory; choose another "
-                        "--panoptic-dir")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise SinkError(f"cannot create {directory}: {existing} is not writable; choose another --panoptic-dir")
