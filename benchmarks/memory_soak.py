@@ -95,14 +95,23 @@ def envelope_slope_mib_per_10min(samples: Sequence[Sample], *, after_s: float, w
     return float(np.polyfit([s.t_s for s in points], [s.rss_mib for s in points], 1)[0] * 600.0)
 
 
+RETURN_DROP_MIB = 10.0  # a fall in one sample larger than this is the allocator handing memory back
+
+
+def returns_after(samples: Sequence[Sample], *, after_s: float, drop_mib: float = RETURN_DROP_MIB) -> list[Sample]:
+    """The samples after ``after_s`` that are more than ``drop_mib`` below the one before them."""
+    fit = [s for s in samples if s.t_s >= after_s]
+    return [b for a, b in zip(fit, fit[1:]) if a.rss_mib - b.rss_mib > drop_mib]
+
+
 def return_slope_mib_per_10min(samples: Sequence[Sample], *, after_s: float,
-                               drop_mib: float = 10.0) -> float | None:
+                               drop_mib: float = RETURN_DROP_MIB) -> float | None:
     """Slope of the level RSS falls back to: a line through every sample after ``after_s`` that is more
     than ``drop_mib`` below the one before it (the allocator handing memory back). Memory that is handed
     back was held, not leaked; a leak lifts the level every return reaches. None with fewer than two
     returns, or returns less than a third of the span apart (too short a run to tell)."""
     fit = [s for s in samples if s.t_s >= after_s]
-    returns = [b for a, b in zip(fit, fit[1:]) if a.rss_mib - b.rss_mib > drop_mib]
+    returns = returns_after(samples, after_s=after_s, drop_mib=drop_mib)
     if len(returns) < 2 or returns[-1].t_s - returns[0].t_s < (fit[-1].t_s - fit[0].t_s) / 3:
         return None
     return float(np.polyfit([s.t_s for s in returns], [s.rss_mib for s in returns], 1)[0] * 600.0)
@@ -148,7 +157,7 @@ def soak(*, minutes: float, warmup_minutes: float, objects: int = 5, tracks: str
         "peak_slope_mib_per_10min": envelope_slope_mib_per_10min(samples, after_s=warmup_s, window_s=window_s,
                                                                  lowest=False),
         "return_slope_mib_per_10min": return_slope_mib_per_10min(samples, after_s=warmup_s),
-        "returns": sum(1 for a, b in zip(fit, fit[1:]) if a.rss_mib - b.rss_mib > 10.0),
+        "returns": len(returns_after(samples, after_s=warmup_s)),
         "rss_fit_start_mib": fit[0].rss_mib if fit else None, "rss_end_mib": samples[-1].rss_mib,
         "rss_max_mib": max(s.rss_mib for s in samples),
         "tracker_mib_max": max(s.tracker_mib for s in samples),
