@@ -221,20 +221,25 @@ def hd_boxes(objects: int, width: int, height: int) -> dict[int, list[float]]:
             for i in range(objects)}
 
 
-# The CPU paths ``--hd-paths`` compares: (tracker precision, tracker image encoder, detector backend).
+# The CPU paths ``--hd-paths`` compares: (tracker precision, tracker image encoder, detector backend,
+# overlapped stages).
 CPU_PATHS = {
-    "exact": ("exact", "onnxruntime", "onnxruntime"),  # fp32 everywhere: the CPU default before bf16
-    "auto": ("auto", "auto", "auto"),  # today's CPU default (random weights: fp32 detector)
-    "auto-int8": ("auto", "auto", "onnxruntime-int8"),  # and the int8 detector
+    "exact": ("exact", "onnxruntime", "onnxruntime", False),  # fp32 everywhere: the CPU default before bf16
+    "auto": ("auto", "auto", "auto", False),  # today's CPU default (random weights: fp32 detector)
+    "auto-int8": ("auto", "auto", "onnxruntime-int8", False),  # and the int8 detector
+    # the detector one frame ahead on its own thread (engine.overlap, the cores split by ThreadSplit.of)
+    "auto-overlap": ("auto", "auto", "auto", True),
+    "auto-int8-overlap": ("auto", "auto", "onnxruntime-int8", True),
 }
 
 
 def hd_stream(frames: list[np.ndarray], *, mode: str, objects: int, tracker_size: int, device: str,
-              warm: int = 5, path: str = "auto") -> dict:
+              warm: int = 5, path: str = "auto", split: tuple[int, int] | None = None) -> dict:
     """The whole engine over ``frames`` (see 4. in the module docstring) on one of ``CPU_PATHS``;
     ``warm`` first frames are left out of the percentiles (graph captures, lazy initialisation)."""
     from engine.detect import DetectorConfig, load_detector
     from engine.fuse import Fuser, FuserConfig, TracksOnly
+    from engine.overlap import ThreadSplit, torch_threads
     from engine.pipeline import Pipeline
     from engine.prompts import PromptQueue
     from engine.runtime.precision import PrecisionPolicy
@@ -242,14 +247,16 @@ def hd_stream(frames: list[np.ndarray], *, mode: str, objects: int, tracker_size
     from engine.track import TrackerConfig, load_tracker
 
     cuda = device.startswith("cuda")
-    precision, encoder, backend = CPU_PATHS[path]
+    precision, encoder, backend, overlap = CPU_PATHS[path]
+    split = (ThreadSplit(*split) if split else ThreadSplit.of()) if overlap else None
     if encoder == "auto":  # as engine.app chooses
         bf16 = PrecisionPolicy.for_device(device, precision).image_encoder == torch.bfloat16
         encoder = "torch" if cuda or bf16 else "onnxruntime"
     detector = load_detector(DetectorConfig(weights="random", conf=0.25, max_det=objects, device=device,
-                                            backend=backend))
-    trk = load_tracker("sam2.1_hiera_t", weights="random", image_size=tracker_size, device=device,
-                       options=TrackerConfig(precision=precision, encoder_backend=encoder))
+                                            backend=backend, threads=split.detector if split else None))
+    with torch_threads(split.tracker if split else torch.get_num_threads()):  # as engine.app builds it
+        trk = load_tracker("sam2.1_hiera_t", weights="random", image_size=tracker_size, device=device,
+                           options=TrackerConfig(precision=precision, encoder_backend=encoder))
     height, width = frames[0].shape[:2]
     prompts = PromptQueue()
     if mode == "prompted":  # the user's boxes on frame 0; the detector still runs on every frame
@@ -259,7 +266,7 @@ def hd_stream(frames: list[np.ndarray], *, mode: str, objects: int, tracker_size
     else:
         fuser = Fuser(FuserConfig(spawn_conf=0.25, max_tracks=objects), names=detector.names)
     pipeline = Pipeline(ArraySource(frames, fps=30.0), detector=detector, tracker=trk, fuser=fuser,
-                        prompts=prompts, device=device)
+                        prompts=prompts, device=device, overlap=split)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     times: dict[str, list[float]] = {}
@@ -272,7 +279,8 @@ def hd_stream(frames: list[np.ndarray], *, mode: str, objects: int, tracker_size
         in_use.append(torch.cuda.memory_allocated() if cuda else _rss_bytes())
     wall = time.perf_counter() - start
     fps = len(frames) / wall
-    report = {"mode": mode, "path": path, "precision": trk.precision.reason, "encoder": encoder,
+    report = {"mode": mode, "path": path, "threads": split.describe() if split else torch.get_num_threads(),
+              "precision": trk.precision.reason, "encoder": encoder,
               "detector_backend": detector.backend.name, "frames": len(frames), "size": [width, height], "fps": fps,
               "tracked_mean": float(np.mean(counts[warm:] or counts)),
               "stages": {stage: percentiles(values[warm:]) for stage, values in times.items()},
@@ -313,7 +321,7 @@ def _print_hd(entry: dict) -> None:
           "MiB per 1,000 frames)")
     for stage, s in entry["stages"].items():
         if s.get("n"):
-            print(f"  {stage:<8} p50 {s['p50']:8.2f}  p95 {s['p95']:8.2f}  p99 {s['p99']:8.2f} ms")
+            print(f"  {stage:<10} p50 {s['p50']:8.2f}  p95 {s['p95']:8.2f}  p99 {s['p99']:8.2f} ms")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -338,8 +346,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hd-warm", type=int, default=5, help="first frames left out of the 1080p30 percentiles")
     p.add_argument("--hd-paths", nargs="+", choices=tuple(CPU_PATHS), default=["auto"],
                    help="precision paths to compare in the 1080p30 case (exact: fp32 everywhere, the CPU "
-                        "default before bf16; auto: today's default; auto-int8: and the int8 detector)")
+                        "default before bf16; auto: today's default; auto-int8: and the int8 detector; "
+                        "-overlap: the detector one frame ahead on its own threads)")
     p.add_argument("--hd-rounds", type=int, default=1, help="times each path runs, alternating")
+    p.add_argument("--overlap-split", default=None, metavar="D,T",
+                   help="threads of the detector and of the tracker on the -overlap paths (default: "
+                        "engine.overlap.ThreadSplit.of(), what --overlap uses)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -382,8 +394,9 @@ def _run_hd(args, tracker_size: int) -> Path:
     for _ in range(args.hd_rounds):  # paths alternate, so that machine load falls on each alike
         for mode in args.hd_modes:
             for path in args.hd_paths:
+                split = tuple(int(v) for v in args.overlap_split.split(",")) if args.overlap_split else None
                 report["hd"].append(hd_stream(frames, mode=mode, objects=args.hd_objects, tracker_size=tracker_size,
-                                              device=args.device, warm=args.hd_warm, path=path))
+                                              device=args.device, warm=args.hd_warm, path=path, split=split))
                 write_json("pipeline-hd", report, out=out)
                 _print_hd(report["hd"][-1])
     print(f"\n{report['environment']['device']}; wrote {out}")

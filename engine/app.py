@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 
 from engine.errors import ConfigError, WeightsError
 from engine.options import PROMPT_SYNTAX, RunOptions, describe, format_prompt
+from engine.overlap import ThreadSplit, torch_threads
 from engine.pipeline import Pipeline
 from engine.processor import SharedStages, Stream
 from engine.prompts import PromptQueue
@@ -78,6 +80,9 @@ class SharedModels:
 
 def load_models(opts: RunOptions) -> SharedModels:
     """The networks ``opts`` names (``MODEL_OPTIONS``), loaded once for any number of streams."""
+    if opts.overlap:
+        raise ConfigError(f"{describe('overlap')} overlaps the stages of one stream (streamseg run); a "
+                          "multi-stream loop batches its streams instead: drop it")
     device = resolve_device(opts.device)
     built = BuiltPipeline(pipeline=None)  # type: ignore[arg-type]  # collects the notes and banners
     labels = _label_set(opts)
@@ -147,11 +152,13 @@ def build_pipeline(opts: RunOptions) -> BuiltPipeline:
         segmenter_weights = resolve_segmenter_weights(opts, notes=built.notes)
         sinks = _sinks(opts, fps=info.fps, live=info.live, built=built, labels=labels,
                        prompts=prompts if opts.tracker != "none" else None)
-        detector = _detector(opts, device, built)
+        split = _thread_split(opts, device, built)
+        detector = _detector(opts, device, built, threads=split.detector if split else None)
         segmenter = _segmenter(opts, segmenter_weights, device, built)
         if built.collector is not None and detector is not None:
             built.collector.name_classes(detector.names)
-        tracker = _tracker(opts, device, built)
+        with torch_threads(split.tracker) if split else nullcontext():  # the encoder's runtime takes its share
+            tracker = _tracker(opts, device, built)
         fuser = _fuser(opts, detector, tracker, built)
     except BaseException:
         for sink in sinks:
@@ -160,8 +167,20 @@ def build_pipeline(opts: RunOptions) -> BuiltPipeline:
         raise
     built.pipeline = Pipeline(source, shared=SharedStages(detector=detector, segmenter=segmenter), tracker=tracker,
                               fuser=fuser, sinks=sinks, prompts=prompts, device=device,
-                              detect_every=opts.detect_every, max_frames=opts.max_frames)
+                              detect_every=opts.detect_every, max_frames=opts.max_frames, overlap=split)
     return built
+
+
+def _thread_split(opts: RunOptions, device, built: BuiltPipeline) -> ThreadSplit | None:
+    """How ``--overlap`` shares the cores; ConfigError off the CPU, before any model loads."""
+    if not opts.overlap:
+        return None
+    if device.type != "cpu":
+        raise ConfigError(f"{describe('overlap')} is for the CPU; on {device} the networks already run "
+                          "beside the host: drop it")
+    split = ThreadSplit.of()
+    built.notes.append(f"overlapped stages: {split.describe()}")
+    return split
 
 
 def _prompts(opts: RunOptions, info) -> PromptQueue:
@@ -217,7 +236,7 @@ def resolve_tracker_weights(name: str, given: str | None, *, fallback: bool = Fa
                            official=official_checkpoint(name), fallback=fallback, notes=notes)
 
 
-def _detector(opts: RunOptions, device, built: BuiltPipeline):
+def _detector(opts: RunOptions, device, built: BuiltPipeline, *, threads: int | None = None):
     if opts.detector == "none":
         return None
     from engine.detect import DetectorConfig, load_detector
@@ -227,8 +246,10 @@ def _detector(opts: RunOptions, device, built: BuiltPipeline):
     cfg = DetectorConfig(model=opts.detector, weights=weights, backend=opts.backend, device=str(device),
                          conf=opts.conf, iou=opts.iou, imgsz=opts.imgsz, seed=opts.seed,
                          half=False if opts.precision == "exact" else None,
-                         calibration=str(opts.calibration) if opts.calibration is not None else None)
-    detector = load_detector(cfg)
+                         calibration=str(opts.calibration) if opts.calibration is not None else None,
+                         threads=threads)
+    with torch_threads(threads) if threads else nullcontext():
+        detector = load_detector(cfg)
     if detector.random_weights:
         built.random_weights.append(f"detector {opts.detector}")
     return detector

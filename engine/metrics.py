@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from engine.types import TIMING_KEYS, StageTimes
+from engine.types import STAGE_NAMES, TIMING_KEYS, StageTimes
 
 # Log-spaced bins from 1 µs to ~17 min with 1% steps: a percentile read from them is within 0.5% of
 # the exact value, and the table never grows with the stream.
@@ -61,7 +61,7 @@ class LatencyTable:
     def add(self, times: StageTimes | Mapping[str, float], age_ms: float) -> None:
         """One frame's times; a mapping must name only this table's keys (ValueError otherwise)."""
         if isinstance(times, StageTimes):
-            times = {**dict(zip(TIMING_KEYS[:-1], times.ms)), "total": times.total}
+            times = {**dict(zip(STAGE_NAMES, times.ms)), "total": times.total, "overlapped": times.overlapped}
         else:
             unknown = set(times) - set(self.stages)
             if unknown:
@@ -76,7 +76,9 @@ class LatencyTable:
                 for name, h in self.histograms.items()]
 
     def format(self) -> str:
-        lines = [f"{'stage':<8}{'mean':>9}{'p50':>9}{'p95':>9}{'p99':>9}{'max':>9}   (ms)"]
+        lines = [f"{'stage':<11}{'mean':>9}{'p50':>9}{'p95':>9}{'p99':>9}{'max':>9}   (ms)"]
         for name, mean, p50, p95, p99, mx in self.rows():
-            lines.append(f"{name:<8}{mean:>9.2f}{p50:>9.2f}{p95:>9.2f}{p99:>9.2f}{mx:>9.2f}")
+            if name == "overlapped" and mx == 0.0:
+                continue  # a serial run: nothing ran beside another frame
+            lines.append(f"{name:<11}{mean:>9.2f}{p50:>9.2f}{p95:>9.2f}{p99:>9.2f}{mx:>9.2f}")
         return "\n".join(lines)

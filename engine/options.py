@@ -197,6 +197,9 @@ class RunOptions:
                             help="exact: every network in fp32; fast: bf16 image encoder and (on a CPU) memory "
                                  "attention; auto: fast where the device has bf16 matrix instructions "
                                  "(`streamseg info` says which runs here)")
+    overlap: bool = option(False, section="",
+                           help="on a CPU, detect the next frame on its own threads (a quarter of the cores, at "
+                                "least one) while this one is tracked: more frames/s, up to a frame more latency")
     seed: int = option(0, section="", help="seed for random weights")
     max_frames: int | None = option(None, section="", minimum=1, unset="every frame",
                                     help="stop after N frames")
@@ -214,6 +217,8 @@ class RunOptions:
                               f"{describe('collect_spacing')} {self.collect_spacing} apart, do not fit in "
                               f"{describe('collect_window')} {self.collect_window}: raise the window or lower "
                               "the others")
+        if self.overlap and "none" in (self.detector, self.tracker):
+            raise ConfigError(f"{describe('overlap')} overlaps the detector with the tracker: it needs both")
         if self.segmenter == "none":
             for name in ("panoptic_dir", "segmenter_weights", "segment_labels"):
                 if getattr(self, name) is not None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,7 @@ from engine.types import (Adopt, AssociationEvidence, Decision, Detections, Fram
                           Reprompt, Retire, SemanticMap, Spawn, Stage, StageTimes, StuffSegments, Tracks, UserPrompt)
 
 if TYPE_CHECKING:
+    from engine.overlap import Detected
     from engine.segment import SegmentCadence, SemanticSegmenter
 
 
@@ -136,6 +138,8 @@ class _Work:
     overlay: torch.Tensor | None = None
     decisions: list[Decision] = field(default_factory=list)
     evidence: FrameEvidence | None = None
+    ahead: Future[Detected] | None = None  # its detection, run ahead on the detector's thread (engine.overlap)
+    detect_ms: float = 0.0  # the detector's own run on this frame, when run ahead
 
 
 class FrameProcessor:
@@ -177,11 +181,18 @@ class FrameProcessor:
         # Decoding happens on the sources' threads; every other stage runs here, in Stage order.
         self._steps = [(stage, steps[stage]) for stage in Stage if stage is not Stage.DECODE]
 
-    def process(self, batch: Sequence[tuple[Stream, Frame]]) -> list[FrameResult]:
+    def process(self, batch: Sequence[tuple[Stream, Frame]],
+                ahead: Sequence[Future[Detected] | None] | None = None) -> list[FrameResult]:
         """One frame of each stream in ``batch`` through every stage. The call's stage times are shared
-        by the frames it carried: each frame waited for them all."""
+        by the frames it carried: each frame waited for them all.
+
+        ``ahead``: per frame, its detection already submitted to another thread (``engine.overlap``), which
+        the detect stage waits for instead of running the detector; its ``detect`` time is then the
+        detector's own run and ``overlapped`` the part of it this call did not wait for."""
         clock = StageClock(self.device)
         work = [_Work(stream, upload(frame, self.device)) for stream, frame in batch]
+        for w, future in zip(work, ahead or (), strict=False):
+            w.ahead = future
         for stage, step in self._steps:
             step(work, clock)
             clock.mark(stage)
@@ -189,7 +200,13 @@ class FrameProcessor:
         self.calls += 1
         results = []
         for w in work:
-            times = StageTimes.of({**stages, Stage.DECODE: w.frame.decode_ms}, total=total)
+            own = {**stages, Stage.DECODE: w.frame.decode_ms}
+            overlapped = 0.0
+            if w.ahead is not None:
+                waited = stages.get(Stage.DETECT.value, 0.0)
+                own[Stage.DETECT] = w.detect_ms
+                overlapped = max(0.0, w.detect_ms - waited)
+            times = StageTimes.of(own, total=total, overlapped=overlapped)
             stats = dataclasses.replace(w.stream.source.stats, late=w.stream.late)
             results.append(FrameResult(frame=w.frame, instances=w.instances, times=times, overlay=w.overlay,
                                        age_ms=(time.time() - w.frame.capture_time) * 1000.0, stats=stats,
@@ -200,12 +217,20 @@ class FrameProcessor:
 
     # -- the stages, in Stage order ---------------------------------------------------------------
 
+    def detect_due(self, stream: Stream, position: int = 0) -> bool:
+        """Whether the detector runs on the stream's frame ``position`` frames after its next result.
+        Counted per stream, so a stream absent from some calls (nothing new from its source) still gets
+        the detector on every k-th of its own frames."""
+        return (stream.frames + position) % (stream.detect_every or self.detect_every) == 0
+
     def _detect(self, work: list[_Work], clock: StageClock) -> None:
         if self.detector is None:
             return
-        # Counted per stream, so a stream absent from some calls (nothing new from its source) still
-        # gets the detector on every k-th of its own frames.
-        due = [w for w in work if w.stream.frames % (w.stream.detect_every or self.detect_every) == 0]
+        for w in work:
+            if w.ahead is not None:
+                detected = w.ahead.result()
+                w.detections, w.detect_ms = detected.detections, detected.run_ms
+        due = [w for w in work if w.ahead is None and self.detect_due(w.stream)]
         if not due:
             return
         for w, dets in zip(due, self.detector([w.frame.image for w in due]), strict=True):

@@ -41,7 +41,7 @@ class Stage(str, Enum):
 STAGE_NAMES: tuple[str, ...] = tuple(s.value for s in Stage)
 # Keyed by both the value and the member: an Enum member hashes by its member name, not its str value.
 _STAGE_BY_NAME: dict[str | Stage, Stage] = {**{s.value: s for s in Stage}, **{s: s for s in Stage}}
-TIMING_KEYS: tuple[str, ...] = (*STAGE_NAMES, "total")  # StageTimes.as_dict() keys, in this order
+TIMING_KEYS: tuple[str, ...] = (*STAGE_NAMES, "total", "overlapped")  # StageTimes.as_dict() keys, in this order
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,24 +453,30 @@ class StageTimes:
     (``times.track``). ``total`` runs from the frame leaving the source buffer to its result being
     handed out; ``decode`` happened before that, on the decode thread.
 
+    ``overlapped``: milliseconds of the stages that ran beside another frame's stages, on another thread,
+    and so are not in ``total`` (the stages sum to ``total + overlapped``); 0 in the serial loop. With
+    overlapped stages (``engine.overlap``) it is the part of ``detect`` that ran during the previous frame.
+
     ``StageTimes(decode=1.1, track=12.0, total=24.3)``: stages not named are 0; a name that is not a
     ``Stage`` is a ValueError.
     """
 
     ms: tuple[float, ...]  # [len(Stage)] milliseconds, in Stage order
     total: float
+    overlapped: float
 
-    def __init__(self, total: float = 0.0, **stages: float) -> None:
+    def __init__(self, total: float = 0.0, *, overlapped: float = 0.0, **stages: float) -> None:
         values = dict.fromkeys(STAGE_NAMES, 0.0)
         for name, value in stages.items():
             values[Stage.named(name).value] = float(value)
         object.__setattr__(self, "ms", tuple(values.values()))
         object.__setattr__(self, "total", float(total))
+        object.__setattr__(self, "overlapped", float(overlapped))
 
     @classmethod
-    def of(cls, stages: Mapping[str | Stage, float], *, total: float) -> StageTimes:
+    def of(cls, stages: Mapping[str | Stage, float], *, total: float, overlapped: float = 0.0) -> StageTimes:
         """From a mapping of stage (or stage name) to milliseconds."""
-        return cls(total, **{Stage.named(k).value: v for k, v in stages.items()})
+        return cls(total, overlapped=overlapped, **{Stage.named(k).value: v for k, v in stages.items()})
 
     def __getattr__(self, name: str) -> float:
         # Only reached for names that are not slots: the stages.
@@ -484,9 +490,11 @@ class StageTimes:
         return self.ms[_STAGE_INDEX[Stage.named(stage).value]]
 
     def as_dict(self) -> dict[str, float]:
-        """``{stage: ms, ..., "total": ms}`` in ``TIMING_KEYS`` order, rounded to the microsecond."""
+        """``{stage: ms, ..., "total": ms, "overlapped": ms}`` in ``TIMING_KEYS`` order, rounded to the
+        microsecond."""
         out = {name: round(v, 3) for name, v in zip(STAGE_NAMES, self.ms)}
         out["total"] = round(self.total, 3)
+        out["overlapped"] = round(self.overlapped, 3)
         return out
 
 

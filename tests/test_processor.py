@@ -131,7 +131,7 @@ def test_a_users_track_wins_a_duplicate_against_a_detectors():
 
 
 def test_stage_times_the_latency_table_and_the_jsonl_keys_all_follow_the_stage_list():
-    assert TIMING_KEYS == (*[s.value for s in Stage], "total")
+    assert TIMING_KEYS == (*[s.value for s in Stage], "total", "overlapped")
     times = StageTimes(decode=1.0, track=2.0, total=4.0)
     assert list(times.as_dict()) == list(TIMING_KEYS) and times.track == 2.0 and times.fuse == 0.0
     assert times[Stage.TRACK] == times["track"] == 2.0

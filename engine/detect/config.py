@@ -39,6 +39,10 @@ class DetectorConfig:
     family: str | None = None  # a family of engine.detect.registry; None: the one whose models match
     # a video whose frames calibrate (and validate) the int8 model; None: the clip bundled for the demo
     calibration: str | None = None
+    # threads of the network's CPU runtime (ONNX Runtime's intra-op pool; torch's for this thread);
+    # None: the runtime's own default (every core). A pipeline that overlaps stages gives the detector
+    # its share of the cores (engine.overlap).
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -66,6 +70,9 @@ class DetectorConfig:
                               "or backend='tensorrt' on CUDA")
         if self.calibration is not None and (not isinstance(self.calibration, str) or not self.calibration):
             raise ConfigError(f"detector calibration={self.calibration!r} must be a video file path or None")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise ConfigError(f"detector threads={self.threads!r} must be a positive integer or None")
         if self.half and self.device == "cpu":
             raise ConfigError("detector half=True needs a CUDA device; use half=None or device='cuda'")
 

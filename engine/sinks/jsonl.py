@@ -14,7 +14,8 @@ Each line is one JSON object (keys in this order, all present on every line)::
                 "area": 51234,         # the label set's class index, area the mask's pixels
                 "mask": {"size": [h, w], "counts": "<COCO compressed RLE>"}}],
      "times_ms": {"decode": ..., "detect": ..., "segment": ..., "track": ..., "fuse": ..., "render": ...,
-                  "total": ...},       # engine.types.Stage, in order, then total
+                  "total": ..., "overlapped": ...},  # engine.types.Stage, in order, then total and the
+                                       # stage time that ran beside the previous frame (engine.overlap)
      "age_ms": 41.7,                   # capture to hand-out, wall clock
      "decisions": [...],               # what changed in the tracker on this frame, in order (below)
      "session": 0,                     # ids are unique within a session; +1 when a server restarts the stream

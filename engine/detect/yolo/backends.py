@@ -88,7 +88,7 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(self, path: Path, *, input_name: str, output_names: tuple[str, str],
                  input_dtype: torch.dtype, dynamic_hw: bool, fixed_batch: int | None, device: torch.device,
-                 nm: int) -> None:
+                 nm: int, threads: int | None = None) -> None:
         import onnxruntime as ort
 
         available = ort.get_available_providers()
@@ -108,6 +108,7 @@ class OnnxRuntimeBackend(Backend):
             # Idle ORT workers spin by default and then compete with torch's threads running the
             # post-processing: 1.3x slower per frame on the 2-core CPU (benchmarks/detector.py).
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, one per physical core
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers,
                                                 provider_options=provider_options)

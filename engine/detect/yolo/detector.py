@@ -216,7 +216,8 @@ def _onnxruntime_detector(path: str, config: DetectorConfig, device: torch.devic
     backend = OnnxRuntimeBackend(Path(path), input_name=signature.input_name,
                                  output_names=(signature.preds_name, signature.protos_name),
                                  input_dtype=signature.input_dtype, dynamic_hw=fixed_hw is None,
-                                 fixed_batch=signature.fixed_batch, device=device, nm=signature.info.nm)
+                                 fixed_batch=signature.fixed_batch, device=device, nm=signature.info.nm,
+                                 threads=config.threads)
     return YoloSegDetector(backend, signature.info, config, random_weights=signature.random_weights,
                            workdir=workdir)
 
