@@ -16,9 +16,11 @@ What ``fast`` changes, and why those parts:
   attention run in bf16 (engine.track.bf16). Memory attention is where a CPU spends a tracking frame at
   many objects (its cost grows with objects x memory frames x tokens^2). It stays accurate because its
   residual stream and layer norms stay fp32 and only the matrix products (projections, attention) round
-  to bf16; its input memory is bf16 already (sam2 keeps the memory bank in bf16 on every device).
-- Everywhere, the mask decoder and the memory encoder stay fp32: their output is the next frame's memory,
-  so an error there compounds through the stream; they are also a small share of a CPU frame.
+  to bf16; its input memory is bf16 already (sam2 keeps the memory bank in bf16 on every device). The
+  memory encoder runs under bf16 autocast: its output is rounded to bf16 for the memory bank anyway, and
+  in fp32 it took a fifth of a 512 px frame at 10 objects (346 ms of ~1.7 s; 176 ms in bf16).
+- Everywhere, the mask decoder stays fp32: its logits are the masks users get, and in bf16 it saved
+  little (the casts around it cost what its products gained).
 - The detector on a CPU runs in fp32 in ONNX Runtime, or as an int8 model where one meets its own
   accuracy bar against fp32 and the CPU has int8 dot products (engine.detect.yolo.quantize).
 
@@ -96,6 +98,7 @@ class PrecisionPolicy:
     detector: torch.dtype
     image_encoder: torch.dtype
     memory_attention: torch.dtype = torch.float32  # SAM 2's memory attention (the CPU's fast path only)
+    memory_encoder: torch.dtype = torch.float32  # SAM 2's memory encoder (the CPU's fast path only)
     reason: str = field(default="", compare=False)
 
     @classmethod
@@ -109,13 +112,14 @@ class PrecisionPolicy:
             return cls(detector=torch.float16, image_encoder=torch.bfloat16,
                        reason=f"{precision}: CUDA: fp16 detector, bf16 image encoder, fp32 recurrent path")
         features = cpu_bf16_features()
-        fast_path = "bf16 image encoder and memory attention, fp32 mask decoder and memory encoder"
+        fast_path = "bf16 image encoder, memory attention and memory encoder, fp32 mask decoder"
+        bf16 = torch.bfloat16
         if features:
-            return cls(detector=torch.float32, image_encoder=torch.bfloat16, memory_attention=torch.bfloat16,
+            return cls(detector=torch.float32, image_encoder=bf16, memory_attention=bf16, memory_encoder=bf16,
                        reason=f"{precision}: this CPU has bf16 matrix instructions ({', '.join(features)}): "
                               f"{fast_path}")
         if precision == "fast":
-            return cls(detector=torch.float32, image_encoder=torch.bfloat16, memory_attention=torch.bfloat16,
+            return cls(detector=torch.float32, image_encoder=bf16, memory_attention=bf16, memory_encoder=bf16,
                        reason=f"fast: {fast_path}; this {platform.machine()} CPU has no bf16 matrix "
                               "instructions (AMX-BF16, AVX512-BF16), so bf16 is emulated: slower than exact")
         return cls.full(reason=f"auto: this {platform.machine()} CPU has no bf16 matrix instructions "
@@ -129,7 +133,7 @@ class PrecisionPolicy:
         """``reason`` with the dtypes: what ``streamseg info`` prints."""
         names = {v: k for k, v in _NAMES.items()}
         return (f"detector {names[self.detector]}, image encoder {names[self.image_encoder]}, memory attention "
-                f"{names[self.memory_attention]} ({self.reason})")
+                f"{names[self.memory_attention]}, memory encoder {names[self.memory_encoder]} ({self.reason})")
 
 
 def dtype_named(name: str | None, *, default: torch.dtype) -> torch.dtype:

@@ -19,9 +19,11 @@ stream and the layer norms stay fp32, as autocast would run them. Two things mak
 ``torch.autocast`` around sam2's module (10 objects at 256 px, 1 thread, same machine and load: fp32
 1,539 ms, autocast 653 ms, this walk 580 ms), at autocast's accuracy (0.27% relative L2 from fp32):
 - weights are cast once, not per call;
-- the rotary encoding rotates bf16 tensors directly (``x * cos + swap_pairs(x) * sin``, contiguous
-  elementwise ops) instead of sam2's round trip through complex fp32 (``view_as_complex``), which took
-  half of the autocast call's time in copies and complex multiplies.
+- the rotary encoding rotates bf16 tensors directly instead of sam2's round trip through complex fp32
+  (``view_as_complex``), which took half of the autocast call's time in copies and complex multiplies;
+  the bf16 copies of the query and key projections emit each rotary pair split into halves
+  (``pairs_to_halves``: the same reordering of queries and keys leaves attention unchanged), so the
+  rotation is four elementwise ops on contiguous halves (``rotate_halves``), not a gather over pairs.
 With ``dtype=torch.float32`` the walk computes sam2's own function (tests/track/test_bf16.py: within
 float rounding of ``MemoryAttention.forward``), which is what proves it is the same network.
 """
@@ -50,7 +52,25 @@ class _Bf16Weights:
                          if model.use_high_res_features_in_sam else None)
         self.linear = {m: (m.weight.detach().to(_BF16), None if m.bias is None else m.bias.detach().to(_BF16))
                        for m in model.memory_attention.modules() if isinstance(m, torch.nn.Linear)}
+        from sam2.modeling.sam.transformer import RoPEAttention
+
+        for attn in model.memory_attention.modules():
+            if isinstance(attn, RoPEAttention):  # queries and keys with each pair split into the two halves
+                order = pairs_to_halves(attn.internal_dim, attn.num_heads)
+                for proj in (attn.q_proj, attn.k_proj):
+                    weight, bias = self.linear[proj]
+                    self.linear[proj] = (weight[order].contiguous(), None if bias is None else bias[order].contiguous())
         self.rotary: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def pairs_to_halves(dim: int, heads: int) -> torch.Tensor:
+    """The order of a projection's ``dim`` outputs that puts, within each head, the first element of
+    every rotary pair in the first half and the second in the second half. The same reordering of queries
+    and keys leaves every dot product, hence the attention, unchanged, and turns the rotation of pairs
+    into a rotation of halves: contiguous slices instead of a gather over pairs (1.5x faster here)."""
+    head = dim // heads
+    within = torch.cat([torch.arange(0, head, 2), torch.arange(1, head, 2)])
+    return torch.cat([h * head + within for h in range(heads)])
 
 
 def bf16_weights(model) -> _Bf16Weights:
@@ -145,34 +165,37 @@ def _attend(attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, weights: _B
     k = attn._separate_heads(_linear(attn.k_proj, k, weights), attn.num_heads)
     v = attn._separate_heads(_linear(attn.v_proj, v, weights), attn.num_heads)
     if isinstance(attn, RoPEAttention):
+        # the bf16 copies' q and k projections put each pair in halves (pairs_to_halves)
+        rotate = rotate_halves if weights is not None else rotate_pairs
         cos, sin = _rotary_tables(attn, q.shape[-2], q.dtype, weights)
-        q = rotate_pairs(q, cos, sin)
+        q = rotate(q, cos, sin)
         num_rope = k.shape[-2] - num_k_exclude_rope
         if num_rope != q.shape[-2] and not attn.rope_k_repeat:
             raise ValueError(f"{num_rope} keys against {q.shape[-2]} queries need rope_k_repeat")
         if num_k_exclude_rope:  # k is the projection's own output: rotating its head in place is safe
-            k[:, :, :num_rope] = rotate_pairs(k[:, :, :num_rope], cos, sin)
+            k[:, :, :num_rope] = rotate(k[:, :, :num_rope], cos, sin)
         else:
-            k = rotate_pairs(k, cos, sin)
+            k = rotate(k, cos, sin)
     out = F.scaled_dot_product_attention(q, k, v)
     return _linear(attn.out_proj, attn._recombine_heads(out), weights)
 
 
 def _rotary_tables(attn, tokens: int, dtype: torch.dtype, weights: _Bf16Weights | None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """sam2's axial rotation for a square grid of ``tokens`` (as ``RoPEAttention.forward`` assumes) as two
-    [tokens, D] tables: cos repeated per pair, and (-sin, sin) per pair."""
+    """sam2's axial rotation for a square grid of ``tokens`` (as ``RoPEAttention.forward`` assumes): with
+    the bf16 copies, [tokens, D/2] cos and sin of each pair's angle (``rotate_halves``); without, two
+    [tokens, D] tables, cos repeated per pair and (-sin, sin) per pair (``rotate_pairs``)."""
     key = (attn, tokens, dtype)
     cached = weights.rotary.get(key) if weights is not None else None
     if cached is not None:
         return cached
     side = math.sqrt(tokens)
     freqs = attn.compute_cis(end_x=side, end_y=side)  # [tokens, D/2] complex
-    cos = freqs.real.repeat_interleave(2, dim=-1)
-    sin = torch.stack([-freqs.imag, freqs.imag], dim=-1).flatten(-2)
-    tables = (cos.to(dtype), sin.to(dtype))
-    if weights is not None:
-        weights.rotary[key] = tables
+    if weights is None:
+        cos = freqs.real.repeat_interleave(2, dim=-1)
+        sin = torch.stack([-freqs.imag, freqs.imag], dim=-1).flatten(-2)
+        return cos.to(dtype), sin.to(dtype)
+    tables = weights.rotary[key] = (freqs.real.to(dtype), freqs.imag.to(dtype))
     return tables
 
 
@@ -188,4 +211,23 @@ def rotate_pairs(x: torch.Tensor,  # [B, heads, R * L, D]: R stacked grids of L 
     return torch.addcmul(grids * cos, swapped, sin).reshape(b, h, n, d)
 
 
-__all__ = ["KEY_TOKENS_PER_CALL", "Bf16ImageEncoder", "bf16_memory_attention", "bf16_weights", "rotate_pairs"]
+def rotate_halves(x: torch.Tensor,  # [B, heads, R * L, D]: each pair's first elements, then its second
+                  cos: torch.Tensor,  # [L, D/2]: cos of each pair's angle
+                  sin: torch.Tensor,  # [L, D/2]: sin of each pair's angle
+                  ) -> torch.Tensor:
+    """``rotate_pairs`` for a last dim laid out in halves (``pairs_to_halves``): (a, b) -> (a cos - b sin,
+    a sin + b cos) with a the first half and b the second, every stacked grid with the same angles."""
+    b, h, n, d = x.shape
+    grids = x.reshape(b, h, n // cos.shape[0], cos.shape[0], d)
+    first, second = grids[..., :d // 2], grids[..., d // 2:]
+    out = torch.empty_like(grids)
+    low, high = out[..., :d // 2], out[..., d // 2:]
+    torch.mul(first, cos, out=low)
+    low.addcmul_(second, sin, value=-1)
+    torch.mul(second, cos, out=high)
+    high.addcmul_(first, sin)
+    return out.reshape(b, h, n, d)
+
+
+__all__ = ["KEY_TOKENS_PER_CALL", "Bf16ImageEncoder", "bf16_memory_attention", "bf16_weights", "pairs_to_halves",
+           "rotate_halves", "rotate_pairs"]

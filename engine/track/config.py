@@ -76,10 +76,10 @@ class TrackerConfig:
     # add_all_frames_to_correct_as_cond; the official predictor's default is False.
     reprompt_as_cond: bool = True
     # The precision policy (engine.runtime.precision): "exact" runs every part in fp32 (the parity
-    # tests' setting); "fast" runs the image encoder in bf16 and, on a CPU, the memory attention too
-    # (engine.track.bf16); "auto" is "fast" where the device has bf16 matrix instructions (CUDA; CPUs with
-    # AMX-BF16 or AVX512-BF16), else "exact". The mask decoder and memory encoder always run in fp32 (their
-    # errors compound from frame to frame).
+    # tests' setting); "fast" runs the image encoder in bf16 and, on a CPU, the memory attention and the
+    # memory encoder too (engine.track.bf16); "auto" is "fast" where the device has bf16 matrix
+    # instructions (CUDA; CPUs with AMX-BF16 or AVX512-BF16), else "exact". The mask decoder always runs in
+    # fp32: its logits are the masks users get.
     precision: str = "auto"
     # The image encoder's dtype: "auto" follows ``precision``; "float32" / "bfloat16" override it.
     encoder_dtype: str = "auto"

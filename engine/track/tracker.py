@@ -142,6 +142,7 @@ class StreamingTracker:
         self._step = _padded_step_for(model, opts, self._policy)
         # The grouped step runs memory attention in the policy's dtype; the padded step always in fp32.
         self.memory_dtype = self.precision.memory_attention if self._step is None else torch.float32
+        self.memory_encoder_dtype = self.precision.memory_encoder if self._step is None else torch.float32
         self.image_encoder = _image_encoder_for(model, opts, self.encoder_dtype, self._step)
         self._slots: dict[int, ObjectSlot] = {}  # insertion order is slot order
         self._frame: _CurrentFrame | None = None
@@ -387,11 +388,12 @@ class StreamingTracker:
                        scores: torch.Tensor, *, from_prompt: bool) -> torch.Tensor:  # scores: [B, 1]
         """The memory encoder on a batch of masks; returns [B, C_mem, h, w] bfloat16."""
         vision_feats, _, _ = feats.expand(high_res_masks.shape[0])
-        mem, pos = self.model._encode_new_memory(
-            current_vision_feats=[vision_feats], feat_sizes=[feats.size], pred_masks_high_res=high_res_masks,
-            object_score_logits=scores, is_mask_from_pts=from_prompt)
+        with _autocast(self.device, self.memory_encoder_dtype):
+            mem, pos = self.model._encode_new_memory(
+                current_vision_feats=[vision_feats], feat_sizes=[feats.size], pred_masks_high_res=high_res_masks,
+                object_score_logits=scores, is_mask_from_pts=from_prompt)
         if self._maskmem_pos is None:
-            self._maskmem_pos = pos[-1][0:1].flatten(2).permute(2, 0, 1).clone()
+            self._maskmem_pos = pos[-1][0:1].flatten(2).permute(2, 0, 1).float().clone()
         return mem.to(torch.bfloat16)
 
     def _encode_pending_memory(self) -> None:
@@ -482,6 +484,12 @@ class StreamingTracker:
                                                     device=self.device),
                       logits=torch.zeros((0, low, low), device=self.device),
                       scores=torch.zeros((0,), device=self.device))
+
+
+def _autocast(device: torch.device, dtype: torch.dtype):
+    """``torch.autocast`` to ``dtype`` on ``device``, off for float32. Autocast (not a bf16 copy) for the
+    memory encoder: its weights are small (~1.4M parameters), so casting them per call costs little."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 
 def _image_encoder_for(model, options: TrackerConfig, dtype: torch.dtype, step):

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from engine.track import StreamingTracker, TrackerConfig
-from engine.track.bf16 import Bf16ImageEncoder, bf16_memory_attention, bf16_weights, rotate_pairs
+from engine.track.bf16 import (Bf16ImageEncoder, bf16_memory_attention, bf16_weights, pairs_to_halves, rotate_halves,
+                               rotate_pairs)
 from tests.track.conftest import CONFIG, SEED
 
 SMALL = 128  # 8x8 tokens per frame: the memory path's shapes at a few milliseconds a call
@@ -81,6 +82,29 @@ def test_rotate_pairs_is_sam2s_rotary_encoding(grids, heads):
     want_q, want_k = apply_rotary_enc(q, k, freqs_cis=freqs, repeat_freqs_k=grids > 1)
     assert torch.allclose(rotate_pairs(q, cos, sin), want_q, atol=1e-6)
     assert torch.allclose(rotate_pairs(k, cos, sin), want_k, atol=1e-6)
+
+
+@pytest.mark.parametrize("grids, heads", [(1, 1), (3, 1), (2, 2)], ids=["queries", "stacked-keys", "two-heads"])
+def test_rotate_halves_is_sam2s_rotary_encoding_on_reordered_features_and_keeps_attention(grids, heads):
+    """Queries and keys whose features are reordered by ``pairs_to_halves`` and rotated by halves are
+    sam2's rotated queries and keys reordered the same way, so their attention is sam2's."""
+    from sam2.modeling.position_encoding import apply_rotary_enc, compute_axial_cis
+
+    side, dim = 4, 16
+    freqs = compute_axial_cis(dim=dim, end_x=side, end_y=side)
+    q = torch.randn(2, heads, side * side, dim)
+    k = torch.randn(2, heads, grids * side * side, dim)
+    v = torch.randn(2, heads, grids * side * side, dim)
+    want_q, want_k = apply_rotary_enc(q, k, freqs_cis=freqs, repeat_freqs_k=grids > 1)
+    # one head's reordering, as each head's slice of the last dim sees it
+    order = pairs_to_halves(dim * heads, heads)[:dim]
+    assert sorted(order.tolist()) == list(range(dim)) and order[:dim // 2].tolist() == list(range(0, dim, 2))
+    got_q = rotate_halves(q[..., order], freqs.real, freqs.imag)
+    got_k = rotate_halves(k[..., order], freqs.real, freqs.imag)
+    assert torch.allclose(got_q, want_q[..., order], atol=1e-6)
+    assert torch.allclose(got_k, want_k[..., order], atol=1e-6)
+    attention = torch.nn.functional.scaled_dot_product_attention
+    assert torch.allclose(attention(got_q, got_k, v), attention(want_q, want_k, v), atol=1e-5)
 
 
 def test_the_bf16_image_encoder_gives_sam2s_features_in_fp32(model):
