@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import torch
 
 from engine.errors import ConfigError, WeightsError
-from engine.options import PROMPT_SYNTAX, RunOptions, describe, format_prompt
+from engine.options import RunOptions, describe
+from engine.prompt_syntax import PROMPT_SYNTAX, format_prompt
 from engine.overlap import ThreadSplit, torch_threads
 from engine.pipeline import Pipeline
 from engine.processor import SharedStages, Stream

@@ -31,6 +31,8 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 
 from engine.errors import ConfigError
+from engine.prompt_syntax import (PROMPT_SYNTAX, InvalidValue, format_prompt, merge_prompts, parse_prompt,
+                                  prompt_value)
 
 if typing.TYPE_CHECKING:
     from engine.types import UserPrompt
@@ -61,7 +63,6 @@ def option(default, *, section: str, help: str, key: str | None = None, flag: st
     return field(default=default, metadata=meta)
 
 
-PROMPT_SYNTAX = "ID:X1,Y1,X2,Y2 or ID:point=X,Y[,LABEL]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +200,8 @@ class RunOptions:
                                  "(`streamseg info` says which runs here)")
     overlap: bool = option(False, section="",
                            help="on a CPU, detect the next frame on its own threads (a quarter of the cores, at "
-                                "least one) while this one is tracked: more frames/s, up to a frame more latency")
+                                "least one) while this one is tracked; it pays where the tracker gains little "
+                                "from more threads (slower on 2 cores: benchmarks/RESULTS.md); a frame more latency")
     seed: int = option(0, section="", help="seed for random weights")
     max_frames: int | None = option(None, section="", minimum=1, unset="every frame",
                                     help="stop after N frames")
@@ -275,17 +277,11 @@ def _kind(f: Field):
 
 # -- checking one value ---------------------------------------------------------------------------------
 
-class _Invalid(Exception):
-    def __init__(self, reason: str, allowed: str) -> None:
-        super().__init__(reason)
-        self.reason, self.allowed = reason, allowed
-
-
 def _checked(f: Field, value, *, where: str):
     """``value`` as the field's type; ConfigError "WHERE: REASON; allowed: ALLOWED" otherwise."""
     try:
         return _convert(f, value)
-    except _Invalid as bad:
+    except InvalidValue as bad:
         raise ConfigError(f"{where}: {bad.reason}; allowed: {bad.allowed}") from None
 
 
@@ -313,101 +309,30 @@ def _convert(f: Field, value):
     if value is None:
         if optional:
             return None
-        raise _Invalid("must be set", allowed)
+        raise InvalidValue("must be set", allowed)
     if base is tuple:
         if isinstance(value, str) or not isinstance(value, Iterable):
-            raise _Invalid("must be a list", allowed)
-        return merge_prompts(parse_prompt(v) if isinstance(v, str) else _prompt_value(v) for v in value)
+            raise InvalidValue("must be a list", allowed)
+        return merge_prompts(parse_prompt(v) if isinstance(v, str) else prompt_value(v) for v in value)
     if base is bool:
         if not isinstance(value, bool):
-            raise _Invalid(f"{_shown(value)} is not true or false", allowed)
+            raise InvalidValue(f"{_shown(value)} is not true or false", allowed)
         return value
     if base in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (base is int and not isinstance(value, int)):
-            raise _Invalid(f"{_shown(value)} is not {'an integer' if base is int else 'a number'}", allowed)
+            raise InvalidValue(f"{_shown(value)} is not {'an integer' if base is int else 'a number'}", allowed)
         if math.isnan(value) or (math.isinf(value) and not (f.metadata["infinite"] and value > 0)):
-            raise _Invalid("must be finite", allowed)
+            raise InvalidValue("must be finite", allowed)
         m = f.metadata
         if (m["minimum"] is not None and value < m["minimum"]) or (m["maximum"] is not None and value > m["maximum"]) \
                 or (m["above"] is not None and value <= m["above"]):
-            raise _Invalid("out of range", allowed)
+            raise InvalidValue("out of range", allowed)
         return base(value)
     if not isinstance(value, (str, Path)):
-        raise _Invalid(f"{_shown(value)} is not a string", allowed)
+        raise InvalidValue(f"{_shown(value)} is not a string", allowed)
     if f.metadata["choices"] and value not in f.metadata["choices"]:
-        raise _Invalid(f"{value!r} is not one of them", allowed)
+        raise InvalidValue(f"{value!r} is not one of them", allowed)
     return Path(value) if base is Path else str(value)
-
-
-def parse_prompt(text: str) -> UserPrompt:
-    """One ``--prompt``: ``ID:X1,Y1,X2,Y2`` or ``ID:box=X1,Y1,X2,Y2`` (a box), ``ID:point=X,Y[,LABEL]``
-    (a point, LABEL 1 foreground, the default, or 0 background); parts for one ID may also be joined by
-    ``;`` (``1:point=10,20;point=40,20,0``). Frame pixels; the prompt is checked for form here and
-    against the frame once the source is open."""
-    from engine.types import UserPrompt
-
-    try:
-        obj, _, rest = text.partition(":")
-        obj_id = int(obj)
-        box, points, labels = None, [], []
-        for part in rest.split(";"):
-            kind, eq, numbers = part.strip().rpartition("=")
-            values = [float(v) for v in numbers.split(",")]
-            if kind in ("", "box") and (eq or not kind) and len(values) == 4 and box is None:
-                box = tuple(values)
-            elif kind == "point" and len(values) in (2, 3) and values[2:] in ([], [0.0], [1.0]):
-                points.append((values[0], values[1]))
-                labels.append(int(values[2]) if len(values) == 3 else 1)
-            else:
-                raise ValueError(part)
-        if obj_id < 1:
-            raise ValueError(obj)
-    except ValueError:
-        raise _Invalid(f"{text!r} is not {PROMPT_SYNTAX} (e.g. 1:10,20,200,240 or 2:point=120,80)",
-                       PROMPT_SYNTAX) from None
-    try:
-        return UserPrompt(obj_id=obj_id, box=box, points=tuple(points), labels=tuple(labels))
-    except ConfigError as exc:
-        raise _Invalid(f"{text!r}: {exc}", PROMPT_SYNTAX) from None
-
-
-def format_prompt(prompt: UserPrompt) -> str:
-    """The ``--prompt`` text ``parse_prompt`` reads back to ``prompt``."""
-    parts = [] if prompt.box is None else ["box=" + ",".join(map(_number, prompt.box))]
-    parts += [f"point={_number(x)},{_number(y)},{label}" for (x, y), label in zip(prompt.points, prompt.labels)]
-    return f"{prompt.obj_id}:{';'.join(parts)}"
-
-
-def merge_prompts(prompts: Iterable[UserPrompt]) -> tuple[UserPrompt, ...]:
-    """Prompts for one id joined into one (its points in order, at most one box), in the order each id
-    first appears."""
-    from engine.types import UserPrompt
-
-    joined: dict[int, UserPrompt] = {}
-    for p in prompts:
-        if p.obj_id is None or p.refine:
-            raise _Invalid(f"{p!r} is not a prompt with an id to start", PROMPT_SYNTAX)
-        before = joined.get(p.obj_id)
-        if before is not None and before.box is not None and p.box is not None:
-            raise _Invalid(f"object {p.obj_id} has two boxes; give one box and any points", PROMPT_SYNTAX)
-        if before is not None:
-            p = UserPrompt(obj_id=p.obj_id, box=before.box or p.box, points=before.points + p.points,
-                           labels=before.labels + p.labels)
-        joined[p.obj_id] = p
-    return tuple(joined.values())
-
-
-def _prompt_value(value) -> UserPrompt:
-    """A prompt given from Python: a ``UserPrompt`` or an ``(id, box)`` pair."""
-    from engine.types import UserPrompt
-
-    if isinstance(value, UserPrompt):
-        return value
-    try:
-        obj, box = value
-        return parse_prompt(f"{int(obj)}:{','.join(str(float(v)) for v in box)}")
-    except (TypeError, ValueError):
-        raise _Invalid(f"{value!r} is not {PROMPT_SYNTAX}", PROMPT_SYNTAX) from None
 
 
 def _shown(value) -> str:
@@ -501,10 +426,6 @@ def to_toml(options: RunOptions) -> str:
             else:
                 lines.append(f"{key_of(f)} = {_toml_value(value)}")
     return "\n".join(lines).lstrip("\n") + "\n"
-
-
-def _number(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() else repr(float(v))
 
 
 def _toml_value(value) -> str:

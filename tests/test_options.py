@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from engine.errors import ConfigError
-from engine.options import (RunOptions, flag_of, format_prompt, from_args, key_of, read_config, to_toml,
+from engine.options import (RunOptions, flag_of, from_args, key_of, read_config, to_toml,
                             user_fields)
+from engine.prompt_syntax import format_prompt
 from engine.types import UserPrompt
 from tests.test_cli import ROOT, _user_error, streamseg
 
