@@ -29,7 +29,7 @@ def _video(seed: int, frames: int, folder: Path) -> Path:
     from engine.sources.synthetic import SyntheticScene, to_video
 
     path = folder / f"scene-{seed}.mp4"
-    to_video(SyntheticScene.from_spec(scene_spec(seed, frames)), path)
+    to_video(SyntheticScene.from_spec(scene_spec(seed, frames).removeprefix("synthetic:")), path)
     return path
 
 

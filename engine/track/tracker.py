@@ -376,7 +376,8 @@ class StreamingTracker:
             else:
                 pix = bf16_memory_attention(self.model, curr, curr_pos, memory, memory_pos,
                                             num_obj_ptr_tokens=num_ptr_tokens, dtype=self.memory_dtype)
-            pix = pix.permute(1, 2, 0).reshape(len(members), -1, h, w)
+            # NCHW-contiguous, as the decoder's own position encoding is: their sums then run in memory order
+            pix = pix.permute(1, 2, 0).reshape(len(members), -1, h, w).contiguous()
             if len(groups) == 1:
                 return pix
             if out is None:
