@@ -79,7 +79,7 @@ def test_info_says_which_precision_path_runs_and_why():
     features = ", ".join(cpu_bf16_features()) or "none"
     assert any(line.startswith("cpu bf16 matrix") and features in line for line in auto.stdout.splitlines())
     exact = streamseg("info", "--precision", "exact")
-    assert "image encoder float32, memory attention float32, memory encoder float32 (exact" in exact.stdout
+    assert "memory attention float32, memory encoder float32, mask decoder float32 (exact" in exact.stdout
 
 
 def test_run_writes_video_and_jsonl_and_prints_the_latency_table(tmp_path, bedroom_clip):

@@ -19,8 +19,9 @@ What ``fast`` changes, and why those parts:
   to bf16; its input memory is bf16 already (sam2 keeps the memory bank in bf16 on every device). The
   memory encoder runs under bf16 autocast: its output is rounded to bf16 for the memory bank anyway, and
   in fp32 it took a fifth of a 512 px frame at 10 objects (346 ms of ~1.7 s; 176 ms in bf16).
-- Everywhere, the mask decoder stays fp32: its logits are the masks users get, and in bf16 it saved
-  little (the casts around it cost what its products gained).
+- The mask decoder on propagated frames runs under bf16 autocast too (166 -> 129 ms of that frame):
+  its logits are the masks users get, so it is held to the same bar, over 100 frames (benchmarks/
+  RESULTS.md). A user's prompt goes through the decoder in fp32: it starts an object's memory.
 - The detector on a CPU runs in fp32 in ONNX Runtime, or as an int8 model where one meets its own
   accuracy bar against fp32 and the CPU has int8 dot products (engine.detect.yolo.quantize).
 
@@ -99,6 +100,8 @@ class PrecisionPolicy:
     image_encoder: torch.dtype
     memory_attention: torch.dtype = torch.float32  # SAM 2's memory attention (the CPU's fast path only)
     memory_encoder: torch.dtype = torch.float32  # SAM 2's memory encoder (the CPU's fast path only)
+    # SAM 2's mask decoder on propagated frames (the CPU's fast path only; prompts always in fp32)
+    mask_decoder: torch.dtype = torch.float32
     reason: str = field(default="", compare=False)
 
     @classmethod
@@ -112,14 +115,17 @@ class PrecisionPolicy:
             return cls(detector=torch.float16, image_encoder=torch.bfloat16,
                        reason=f"{precision}: CUDA: fp16 detector, bf16 image encoder, fp32 recurrent path")
         features = cpu_bf16_features()
-        fast_path = "bf16 image encoder, memory attention and memory encoder, fp32 mask decoder"
+        fast_path = ("bf16 image encoder, memory attention, memory encoder and mask decoder (fp32 for user "
+                     "prompts)")
         bf16 = torch.bfloat16
         if features:
             return cls(detector=torch.float32, image_encoder=bf16, memory_attention=bf16, memory_encoder=bf16,
+                       mask_decoder=bf16,
                        reason=f"{precision}: this CPU has bf16 matrix instructions ({', '.join(features)}): "
                               f"{fast_path}")
         if precision == "fast":
             return cls(detector=torch.float32, image_encoder=bf16, memory_attention=bf16, memory_encoder=bf16,
+                       mask_decoder=bf16,
                        reason=f"fast: {fast_path}; this {platform.machine()} CPU has no bf16 matrix "
                               "instructions (AMX-BF16, AVX512-BF16), so bf16 is emulated: slower than exact")
         return cls.full(reason=f"auto: this {platform.machine()} CPU has no bf16 matrix instructions "
@@ -133,7 +139,8 @@ class PrecisionPolicy:
         """``reason`` with the dtypes: what ``streamseg info`` prints."""
         names = {v: k for k, v in _NAMES.items()}
         return (f"detector {names[self.detector]}, image encoder {names[self.image_encoder]}, memory attention "
-                f"{names[self.memory_attention]}, memory encoder {names[self.memory_encoder]} ({self.reason})")
+                f"{names[self.memory_attention]}, memory encoder {names[self.memory_encoder]}, mask decoder "
+                f"{names[self.mask_decoder]} ({self.reason})")
 
 
 def dtype_named(name: str | None, *, default: torch.dtype) -> torch.dtype:

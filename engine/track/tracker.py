@@ -33,6 +33,7 @@ from engine.errors import ConfigError
 from engine.ops import resize_threshold
 from engine.track.appearance import pool_appearance
 from engine.track.bf16 import bf16_memory_attention
+from engine.track.heads import propagation_heads
 from engine.track.config import IMAGE_MEAN, IMAGE_STD, TrackerConfig
 from engine.track.memory import (FrameOutput, MemoryFrame, MemoryPolicy, ObjectSlot, assemble_memory,
                                  select_memory)
@@ -143,6 +144,7 @@ class StreamingTracker:
         # The grouped step runs memory attention in the policy's dtype; the padded step always in fp32.
         self.memory_dtype = self.precision.memory_attention if self._step is None else torch.float32
         self.memory_encoder_dtype = self.precision.memory_encoder if self._step is None else torch.float32
+        self.mask_decoder_dtype = self.precision.mask_decoder if self._step is None else torch.float32
         self.image_encoder = _image_encoder_for(model, opts, self.encoder_dtype, self._step)
         self._slots: dict[int, ObjectSlot] = {}  # insertion order is slot order
         self._frame: _CurrentFrame | None = None
@@ -252,10 +254,9 @@ class StreamingTracker:
         ``slots``: memory attention per memory layout, then the heads and the memory encoder batched."""
         _, _, high_res = feats.expand(len(slots))
         pix_feat = self._condition_on_memory(slots, feats)
-        outs = self.model._forward_sam_heads(
-            backbone_features=pix_feat, point_inputs=None, mask_inputs=None, high_res_features=high_res,
-            multimask_output=self.model._use_multimask(False, None))
-        low_res, high_res_masks, obj_ptr, scores = outs[3], outs[4], outs[5], outs[6]
+        with _autocast(self.device, self.mask_decoder_dtype):
+            low_res, high_res_masks, obj_ptr, scores = propagation_heads(
+                self.model, pix_feat, high_res, multimask=bool(self.model._use_multimask(False, None)))
         mem_feats = self._encode_memory(feats, high_res_masks, scores, from_prompt=False)
         return low_res, obj_ptr, scores, mem_feats
 
@@ -489,7 +490,8 @@ class StreamingTracker:
 
 def _autocast(device: torch.device, dtype: torch.dtype):
     """``torch.autocast`` to ``dtype`` on ``device``, off for float32. Autocast (not a bf16 copy) for the
-    memory encoder: its weights are small (~1.4M parameters), so casting them per call costs little."""
+    memory encoder and the mask decoder: their weights are small (~1.4M and ~4M parameters), so casting
+    them per call costs little, and the prompt path keeps the same fp32 modules."""
     return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 
