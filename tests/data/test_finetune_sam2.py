@@ -246,6 +246,19 @@ def test_the_locality_prior_makes_memory_attention_read_the_same_place(prior):
         assert share < 0.05, share
 
 
+def test_a_fine_tune_from_random_weights_starts_from_the_locality_prior(labelled_collection, tmp_path):
+    from engine.data.finetune.sam2_memory import locality_prior
+    from engine.track.model import build_model
+
+    result = finetune_sam2(_options(labelled_collection, tmp_path / "r.pt", "random", steps=1, box_prompts=1.0,
+                                    train_memory=True), log=lambda line: None)
+    tuned = torch.load(result.checkpoint, weights_only=True)["model"]
+    prior = build_model("sam2.1_hiera_t", image_size=256, seed=0)
+    locality_prior(prior)
+    key = "memory_attention.layers.0.cross_attn_image.k_proj.bias"
+    assert (tuned[key] - prior.state_dict()[key]).abs().max() < 0.01  # one step at lr 1e-3 from the prior
+
+
 def test_the_locality_prior_is_for_random_weights_only(labelled_collection, sam2_weights, tmp_path):
     # A weights file (trained, as users pass them) keeps its own attention: the fine-tune starts from it
     result = finetune_sam2(_options(labelled_collection, tmp_path / "m.pt", sam2_weights, steps=2, box_prompts=1.0,
