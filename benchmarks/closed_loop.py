@@ -5,14 +5,15 @@
    (``--collect``: the top frame of every ``window`` frames, ``spacing`` apart, ``budget`` in all);
 2. label: the scenes' exact truth replaces the engine's pre-annotations (``engine.data.labels``);
 3. fine-tune: YOLOv8-seg through Ultralytics' trainer, then SAM 2's prompt encoder and mask decoder
-   and, since the weights start random, its memory path on two-view pseudo-videos (image encoder frozen;
+   and, since the weights start random, its memory path on pseudo-videos of slightly moved views
+   (``engine.data.finetune.sam2_memory``; image encoder frozen;
    box prompts: the engine prompts the tracker with boxes), both from the random weights the engine
    collected with;
 4. score: the whole engine with the fine-tuned checkpoints on the held-out scenes (never collected from),
    against their truth with TrackEval: HOTA, and J (DAVIS region similarity: the mean mask IoU of each
    object over the frames it is visible in) and J&F; before fine-tuning as well (the random engine).
 
-    python -m benchmarks.closed_loop                   # 55 min on one core of a 2-core CPU; installs the checkpoints
+    taskset -c 0 python -m benchmarks.closed_loop      # ~30 min on one core; installs the checkpoints
     python -m benchmarks.closed_loop --rank random --seed 1 --no-install --skip-baseline   # the A/B baseline
 
 The checkpoints go to ``<cache>/closed_loop/`` (``engine.data.synthetic_loop.loop_weights``), where
@@ -40,10 +41,10 @@ from engine.data.synthetic_loop import (DETECTOR_IMGSZ, HELD_OUT_SEEDS, MAX_TRAC
 class LoopSettings:
     train_seeds: tuple[int, ...] = TRAIN_SEEDS
     held_out_seeds: tuple[int, ...] = HELD_OUT_SEEDS
-    train_frames: int = 200  # per training scene: 6.7 s at 30 fps
+    train_frames: int = 140  # per training scene: 4.7 s at 30 fps, most of every object's swing
     held_out_frames: int = 100  # per held-out scene
-    budget: int = 84  # frames kept in all (28 a scene: one per 7-frame window)
-    window: int = 7
+    budget: int = 84  # frames kept in all (28 a scene: one per 5-frame window)
+    window: int = 5
     per_window: int = 1
     spacing: int = 3
     rank: str = "uncertainty"  # or "random": the selection baseline
@@ -55,7 +56,8 @@ class LoopSettings:
     # an epoch's time on this CPU for no training)
     yolo_args: dict = field(default_factory=lambda: {"optimizer": "AdamW", "lr0": 0.003, "warmup_epochs": 1,
                                                      "close_mosaic": 5, "val": False})
-    sam2_steps: int = 700
+    # 400 steps of ~1.4 s on one core: what the 30-minute budget leaves after collecting and the detector
+    sam2_steps: int = 400
     sam2_lr: float = 1e-3
     sam2_batch: int = 8
     sam2_views: int = 2

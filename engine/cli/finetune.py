@@ -43,8 +43,9 @@ def add_to(sub: argparse._SubParsersAction) -> None:
                      help="share of prompts that are boxes, the rest clicks (default 0.5; the engine's fusion "
                           "prompts with boxes only)")
     sam.add_argument("--train-memory", action="store_true",
-                     help="also train the memory path (memory attention and encoder) on two-view pseudo-videos: "
-                          "needed when starting from random weights, for tracking and re-prompts to work")
+                     help="also train the memory path (memory attention and encoder) on pseudo-videos of "
+                          "slightly moved views: needed when starting from random "
+                          "weights, for tracking and re-prompts to work")
     sam.set_defaults(command=cmd_sam2)
 
     yolo = tasks.add_parser("yolo", help="YOLOv8-seg through Ultralytics' own trainer",

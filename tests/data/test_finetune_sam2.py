@@ -176,6 +176,8 @@ def test_options_are_checked():
         Sam2Options(data=Path("."), out=Path("x.pt"), weights="random", image_size=100)
     with pytest.raises(ConfigError, match="--batch"):
         replace(Sam2Options(data=Path("."), out=Path("x.pt"), weights="random"), batch=0)
+    with pytest.raises(ConfigError, match="memory_truth"):
+        replace(Sam2Options(data=Path("."), out=Path("x.pt"), weights="random"), memory_truth=1.5)
 
 
 def test_training_the_memory_path_moves_it_and_leaves_the_encoder_frozen(labelled_collection, sam2_weights, tmp_path):
@@ -191,9 +193,77 @@ def test_training_the_memory_path_moves_it_and_leaves_the_encoder_frozen(labelle
     assert "param.maskmem_tpos_enc" in state["trainable"]  # a resumed run restores the bare parameters too
 
 
-def test_training_the_memory_path_needs_two_views(labelled_collection, sam2_weights, tmp_path):
+def test_training_the_memory_path_needs_a_motion_view(labelled_collection, sam2_weights, tmp_path):
     from engine.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="two views"):
-        finetune_sam2(_options(labelled_collection, tmp_path / "m.pt", sam2_weights, views=1, train_memory=True),
-                      log=lambda line: None)
+    with pytest.raises(ConfigError, match="one motion view"):
+        finetune_sam2(_options(labelled_collection, tmp_path / "m.pt", sam2_weights, motion_views=0,
+                               train_memory=True), log=lambda line: None)
+
+
+def test_motion_views_move_objects_as_a_video_frame_does():
+    # A pseudo-video's second frame: the object a few pixels away, never mirrored or thrown across the
+    # picture as the training views may (a flip sends this box to the right half)
+    image = np.zeros((240, 320, 3), dtype=np.uint8)
+    image[40:90, 30:100] = 255
+    mask = image[None, :, :, 0] > 0
+    centre = np.argwhere(mask[0]).mean(0)
+    for seed in range(16):
+        moved_image, moved = augment(image, mask, seed=seed, motion=True)
+        shift = np.abs(np.argwhere(moved[0]).mean(0) - centre)
+        # a 5 % shift, plus 5 % scale and 5 degrees about the centre for a box ~110 px from it
+        assert shift[0] <= 0.12 * 240 and shift[1] <= 0.12 * 320, (seed, shift)
+        assert ((moved_image.max(2) > 128) == moved[0]).mean() > 0.98, seed
+
+
+@pytest.mark.parametrize("prior", [False, True], ids=["random", "with_locality_prior"])
+def test_the_locality_prior_makes_memory_attention_read_the_same_place(prior):
+    # A memory that differs from another in one cell changes the attention's output at that cell most
+    # with the prior; with random weights the change spreads evenly (the cell's share is about 1/256)
+    from engine.data.finetune.sam2_memory import locality_prior
+    from engine.track.model import build_model
+
+    model = build_model("sam2.1_hiera_t", image_size=256, seed=0)
+    if prior:
+        assert locality_prior(model) == 4  # every layer of hiera-t's memory attention
+    attention = model.memory_attention
+    g = torch.Generator().manual_seed(0)
+    side, cell = 16, 5 * 16 + 9
+    curr = torch.randn(side * side, 1, 256, generator=g)
+    curr_pos = torch.randn(side * side, 1, 256, generator=g) * 0.1
+    memory = torch.randn(side * side, 1, 64, generator=g)
+    memory_pos = torch.randn(side * side, 1, 64, generator=g) * 0.1
+    bumped = memory.clone()
+    bumped[cell] += 5.0
+    with torch.no_grad():
+        base = attention(curr=[curr], curr_pos=[curr_pos], memory=memory, memory_pos=memory_pos)
+        moved = attention(curr=[curr], curr_pos=[curr_pos], memory=bumped, memory_pos=memory_pos)
+    change = (moved - base).norm(dim=-1)[:, 0]  # [HW]
+    share = float(change[cell] / change.sum())
+    if prior:
+        assert int(change.argmax()) == cell and share > 0.1, share
+    else:
+        assert share < 0.05, share
+
+
+def test_a_fine_tune_from_random_weights_starts_from_the_locality_prior(labelled_collection, tmp_path):
+    from engine.data.finetune.sam2_memory import locality_prior
+    from engine.track.model import build_model
+
+    result = finetune_sam2(_options(labelled_collection, tmp_path / "r.pt", "random", steps=1, box_prompts=1.0,
+                                    train_memory=True), log=lambda line: None)
+    tuned = torch.load(result.checkpoint, weights_only=True)["model"]
+    prior = build_model("sam2.1_hiera_t", image_size=256, seed=0)
+    locality_prior(prior)
+    key = "memory_attention.layers.0.cross_attn_image.k_proj.bias"
+    assert (tuned[key] - prior.state_dict()[key]).abs().max() < 0.01  # one step at lr 1e-3 from the prior
+
+
+def test_the_locality_prior_is_for_random_weights_only(labelled_collection, sam2_weights, tmp_path):
+    # A weights file (trained, as users pass them) keeps its own attention: the fine-tune starts from it
+    result = finetune_sam2(_options(labelled_collection, tmp_path / "m.pt", sam2_weights, steps=2, box_prompts=1.0,
+                                    train_memory=True), log=lambda line: None)
+    tuned = torch.load(result.checkpoint, weights_only=True)["model"]
+    start = torch.load(sam2_weights, weights_only=True)["model"]
+    key = "memory_attention.layers.0.cross_attn_image.q_proj.bias"
+    assert (tuned[key] - start[key]).abs().max() < 0.05  # two steps at lr 1e-3, not the prior's ~6

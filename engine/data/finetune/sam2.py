@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from engine.data.dataset import Collection, Sample, read_collection
 from engine.data.finetune.common import RunResult, StepOptions, atomic_save, prepare_output, run_steps
-from engine.data.finetune.sam2_memory import PseudoVideo, memory_parts
+from engine.data.finetune.sam2_memory import PseudoVideo, locality_prior, memory_parts
 from engine.data.finetune.sam2_views import ViewCache
 from engine.errors import ConfigError, DatasetError
 
@@ -60,11 +60,20 @@ class Sam2Options:
     # Also train the memory path on two-view pseudo-videos (engine.data.finetune.sam2_memory): what weights
     # that start random need for tracking and re-prompting to work; trained weights do without it
     train_memory: bool = False
+    # Frames of each pseudo-video besides the image itself: views moved as one video frame moves to the
+    # next (``sam2_views.augmentation(motion=True)``), embedded once like the training views
+    motion_views: int = 2
+    # Share of pseudo-videos whose first frame remembers the true mask rather than the predicted one
+    # (``sam2_memory``: what lets memory attention learn while the decoder's masks are still poor)
+    memory_truth: float = 0.5
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.views < 1 or self.max_points < 1:
             raise ConfigError(f"--batch, --views and max_points must be >= 1, got {self.batch}, {self.views}, "
                               f"{self.max_points}")
+        if not 0.0 <= self.memory_truth <= 1.0 or self.motion_views < 0:
+            raise ConfigError(f"memory_truth must be in [0, 1] and motion_views >= 0, got {self.memory_truth}, "
+                              f"{self.motion_views}")
         if not 0.0 <= self.box_prompts <= 1.0 or not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"box_prompts must be in [0, 1] and val_fraction in (0, 1), got {self.box_prompts}, "
                               f"{self.val_fraction}")
@@ -84,6 +93,8 @@ def finetune_sam2(options: Sam2Options, *, log=print) -> RunResult:
         raise ConfigError(f"--weights {options.weights}: no such file; pass a sam2 checkpoint or 'random'")
     model = build_model(options.model, image_size=options.image_size, device=options.device,
                         checkpoint=None if random_weights else options.weights, seed=options.seed)
+    if random_weights and options.train_memory:
+        locality_prior(model)
     model_key = f"{options.model}:{_encoder_digest(model)}"
     cache = ViewCache(run_dir / "views", model, model_key=model_key, image_size=options.image_size,
                       seed=options.seed)

@@ -39,12 +39,24 @@ AUGMENTATION_VERSION = 1  # part of every cache key: bump when augmentation() ch
 MIN_MASK_PIXELS = 16  # at the model's size: smaller instances (an object cropped away) teach nothing
 
 
-def augmentation(seed: int):
-    """The albumentations pipeline of one view: flips, scale/shift/rotation, colour and noise."""
+def augmentation(seed: int, *, motion: bool = False):
+    """The albumentations pipeline of one view: flips, scale/shift/rotation, colour and noise; with
+    ``motion``, the small rigid motion of one video frame to the next instead (no flip)."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no version check over the network on import
     import albumentations as A
     import cv2
 
+    if motion:
+        # A frame a few frames later: the loop's scenes move an object up to ~5 % of the frame's width
+        # and turn it a few degrees per frame. A flip or a 10 % jump would put the object where no
+        # frame of a video puts it, and memory attention would learn that where an object was says
+        # nothing about where it is (it then segments the same thing whatever the memory holds).
+        return A.Compose([
+            A.Affine(scale=(0.95, 1.05), translate_percent=(-0.05, 0.05), rotate=(-5, 5),
+                     border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=1.0),
+            A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, p=0.5),
+            A.GaussNoise(std_range=(0.01, 0.03), p=0.2),
+        ], seed=seed)
     return A.Compose([
         A.HorizontalFlip(p=0.5),
         A.Affine(scale=(0.8, 1.25), translate_percent=(-0.1, 0.1), rotate=(-15, 15),
@@ -57,9 +69,9 @@ def augmentation(seed: int):
 
 def augment(image: np.ndarray,  # [H, W, 3] uint8
             masks: np.ndarray,  # [N, H, W] bool
-            *, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """One augmented view: the image and its masks moved by one draw of ``augmentation(seed)``."""
-    out = augmentation(seed)(image=image, masks=[m.astype(np.uint8) for m in masks])
+            *, seed: int, motion: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """One augmented view: the image and its masks moved by one draw of ``augmentation(seed, motion=...)``."""
+    out = augmentation(seed, motion=motion)(image=image, masks=[m.astype(np.uint8) for m in masks])
     moved = np.stack(out["masks"]).astype(bool) if len(masks) else masks
     return np.ascontiguousarray(out["image"]), moved
 
@@ -122,30 +134,35 @@ class ViewCache:
         self._paths: dict[tuple[Path, int], Path] = {}  # a key reads the image: once per run is enough
         folder.mkdir(parents=True, exist_ok=True)
 
-    def path(self, sample: Sample, view: int) -> Path:
-        known = self._paths.get((sample.image, view))
+    def path(self, sample: Sample, view: int, *, motion: bool = False) -> Path:
+        """The file of ``view`` of ``sample``; ``motion``: of its ``view``-th motion view (one video frame
+        to the next: ``augmentation(motion=True)``). View 0 is the image itself either way."""
+        motion = motion and view > 0
+        known = self._paths.get((sample.image, view, motion))
         if known is None:
-            known = self._paths[(sample.image, view)] = self._key_path(sample, view)
+            known = self._paths[(sample.image, view, motion)] = self._key_path(sample, view, motion)
         return known
 
-    def _key_path(self, sample: Sample, view: int) -> Path:
+    def _key_path(self, sample: Sample, view: int, motion: bool) -> Path:
         digest = hashlib.sha256()
-        for part in (self.model_key, self.size, AUGMENTATION_VERSION, self.seed if view else 0, view):
+        parts = (self.model_key, self.size, AUGMENTATION_VERSION, self.seed if view else 0, view)
+        for part in parts + (("motion",) if motion else ()):
             digest.update(repr(part).encode())
         digest.update(sample.image.read_bytes())
         for rle in sample.rles:
             digest.update(rle["counts"] if isinstance(rle["counts"], bytes) else str(rle["counts"]).encode())
         return self.folder / f"{digest.hexdigest()[:32]}.pt"
 
-    def ensure(self, jobs: list[tuple[Sample, int]], *, batch: int = 4, progress: bool = True) -> None:
-        """Compute the views not on disk yet (``batch`` images per encoder call)."""
+    def ensure(self, jobs: list[tuple[Sample, int]], *, motion: bool = False, batch: int = 4,
+               progress: bool = True) -> None:
+        """Compute the views (``motion``: the motion views) not on disk yet (``batch`` images per encoder call)."""
         from tqdm import tqdm
 
-        todo = [(s, v) for s, v in jobs if not self.path(s, v).exists()]
+        todo = [(s, v) for s, v in jobs if not self.path(s, v, motion=motion).exists()]
         with tqdm(total=len(todo), desc="embedding views", unit="view", disable=not progress or not todo) as bar:
             for start in range(0, len(todo), batch):
                 chunk = todo[start:start + batch]
-                made = [self._augmented(s, v) for s, v in chunk]
+                made = [self._augmented(s, v, motion) for s, v in chunk]
                 device = next(self.model.parameters()).device
                 feats = encode(self.model, torch.cat([preprocess(img, self.size, device=device) for img, _ in made]))
                 for (sample, view), (_, masks), f in zip(chunk, made, feats):
@@ -153,11 +170,11 @@ class ViewCache:
                     keep = at.flatten(1).sum(1) >= MIN_MASK_PIXELS
                     blob = {**f, "masks": torch.from_numpy(np.packbits(at[keep].numpy(), axis=-1)),
                             "instances": torch.nonzero(keep)[:, 0]}
-                    atomic_save(blob, self.path(sample, view))
+                    atomic_save(blob, self.path(sample, view, motion=motion))
                     bar.update(1)
 
-    def get(self, sample: Sample, view: int) -> View:
-        path = self.path(sample, view)
+    def get(self, sample: Sample, view: int, *, motion: bool = False) -> View:
+        path = self.path(sample, view, motion=motion)
         cached = self._memory.get(path)
         if cached is not None:
             self._memory.move_to_end(path)
@@ -173,13 +190,14 @@ class ViewCache:
             self._memory_bytes -= _nbytes(old)
         return view_
 
-    def _augmented(self, sample: Sample, view: int) -> tuple[np.ndarray, np.ndarray]:
+    def _augmented(self, sample: Sample, view: int, motion: bool) -> tuple[np.ndarray, np.ndarray]:
         image, masks = sample.read_image(), sample.masks()
         if view == 0:
             return image, masks
-        view_seed = int.from_bytes(hashlib.sha256(f"{self.seed}:{sample.image.name}:{view}".encode())
+        kind = ":motion" if motion else ""
+        view_seed = int.from_bytes(hashlib.sha256(f"{self.seed}:{sample.image.name}:{view}{kind}".encode())
                                    .digest()[:4], "little")
-        return augment(image, masks, seed=view_seed)
+        return augment(image, masks, seed=view_seed, motion=motion)
 
 
 def _nbytes(view: View) -> int:
