@@ -170,3 +170,17 @@ def test_a_clip_too_short_to_calibrate_says_how_long_it_must_be(tmp_path):
 def test_int8_is_refused_on_cuda_before_anything_loads():
     with pytest.raises(ConfigError, match="runs on the CPU"):
         load_detector(DetectorConfig(weights="random", backend="onnxruntime-int8", device="cuda", imgsz=IMGSZ))
+
+
+def test_weights_that_detect_nothing_on_the_calibration_clip_keep_fp32_and_say_why(user_checkpoints, int8_cpu,
+                                                                                    monkeypatch, caplog):
+    """Weights trained on other scenes may find nothing in the calibration clip: then there is nothing to
+    agree on, and the log says to pass a clip of the user's scenes rather than that int8 missed a bar."""
+    nothing = quantize.Agreement(frames=15, detections=0, recall=0.0, box_iou=1.0, mask_iou=1.0)
+    monkeypatch.setattr(quantize, "agreement", lambda *a, **k: nothing)
+    with caplog.at_level(logging.WARNING, logger="engine.detect.yolo.detector"):
+        detector = load_detector(DetectorConfig(weights=str(user_checkpoints.detector), device="cpu",
+                                                imgsz=IMGSZ, conf=0.45))
+    assert detector.backend.name == "onnxruntime"
+    assert "detect nothing" in caplog.text and "--calibration" in caplog.text
+    assert "misses its accuracy bar" not in caplog.text

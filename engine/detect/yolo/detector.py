@@ -198,8 +198,13 @@ def _int8_detector(fp32: YoloSegDetector, onnx_path: str, config: DetectorConfig
     if result.meets():
         log.info("detector: int8 (%s; the bar is %s)", result.describe(), quantize.INT8_BAR)
         return int8
-    log.warning("detector: fp32, the int8 model misses its accuracy bar (%s; the bar: recall, box and mask "
-                "IoU >= 0.95)", result.describe())
+    if result.detections == 0:
+        log.warning("detector: fp32; the int8 model cannot be checked: these weights detect nothing on the "
+                    "calibration clip's %d validation frames (pass --calibration with a clip of your scenes)",
+                    result.frames)
+    else:
+        log.warning("detector: fp32, the int8 model misses its accuracy bar (%s; the bar: recall, box and mask "
+                    "IoU >= 0.95)", result.describe())
     return fp32
 
 
