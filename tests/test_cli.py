@@ -78,6 +78,9 @@ def test_info_says_which_precision_path_runs_and_why():
     assert PrecisionPolicy.for_device("cpu").reason in line  # this machine's CPU, whichever it is
     features = ", ".join(cpu_bf16_features()) or "none"
     assert any(line.startswith("cpu bf16 matrix") and features in line for line in auto.stdout.splitlines())
+    from engine.overlap import ThreadSplit
+
+    assert any(line.startswith("cpu cores") and ThreadSplit.of().describe() in line for line in auto.stdout.splitlines())
     exact = streamseg("info", "--precision", "exact")
     assert "memory attention float32, memory encoder float32, mask decoder float32 (exact" in exact.stdout
 

@@ -54,5 +54,8 @@ def _precision_rows(precision: str, device: str) -> list[tuple[str, str]]:
     policy = PrecisionPolicy.for_device(device, precision)
     rows = [("precision", policy.describe())]
     if device == "cpu":
+        from engine.overlap import ThreadSplit, available_cores
+
         rows.append(("cpu bf16 matrix", ", ".join(cpu_bf16_features()) or "none (bf16 would be emulated)"))
+        rows.append(("cpu cores", f"{available_cores()}; --overlap would run the {ThreadSplit.of().describe()}"))
     return rows
