@@ -196,7 +196,8 @@ class RunOptions:
     device: str = option("auto", section="", help="auto, cpu, cuda or cuda:N")
     precision: str = option("auto", section="", choices=("auto", "exact", "fast"),
                             help="exact: every network in fp32; fast: bf16 image encoder and (on a CPU) memory "
-                                 "attention; auto: fast where the device has bf16 matrix instructions "
+                                 "attention, memory encoder and mask decoder on propagated frames; auto: fast "
+                                 "where the device has bf16 matrix instructions "
                                  "(`streamseg info` says which runs here)")
     overlap: bool = option(False, section="",
                            help="on a CPU, detect the next frame on its own threads (a quarter of the cores, at "

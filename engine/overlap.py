@@ -7,9 +7,11 @@ chain and detection is not. With one frame decoded ahead, detection of frame t+1
 while frame t is tracked. Results still come out one at a time, in frame order: the caller's thread
 takes the frames in the order they were submitted.
 
-Threads: each side gets its own share of the cores (``ThreadSplit``): torch's OpenMP thread count is per
-calling thread, so the detector's thread sets its own, and the detector's CPU runtime (ONNX Runtime) is
-built with the same number (``DetectorConfig.threads``); the tracker keeps the caller's.
+Threads: each side gets its own share of the cores (``ThreadSplit``). torch's OpenMP thread count is
+held per thread, so the detector's thread sets its own (its CPU runtime, ONNX Runtime, is built with the
+same number: ``DetectorConfig.threads``) and the caller's thread runs the tracker on the tracker's share
+for the run; ``torch.set_num_threads`` also sets the count a thread that first uses torch later starts
+with (the sink thread), and the caller's thread restores its own count when the run ends.
 
 Latency: the next frame is taken from the source only when it is already decoded (``Source.poll``): the
 loop never waits for a frame it does not need yet. A taken frame waits for the frame before it, so a
@@ -19,7 +21,7 @@ second rise to one per max(detect, track + fuse) instead of one per their sum.
 Timing (``StageTimes``): ``detect`` is the detector's own run on the frame, measured on its thread, as in
 the serial loop; ``total`` is the frame's own call through the stages, from taking it to handing out its
 result; ``overlapped`` is the part of ``detect`` that ran beside the previous frame's stages and so is
-not in ``total``: the stages sum to ``total + overlapped``.
+not in ``total``: the stages after ``decode`` sum to ``total + overlapped``.
 """
 
 from __future__ import annotations
@@ -58,9 +60,9 @@ class ThreadSplit:
 
     @classmethod
     def of(cls, cores: int | None = None, *, detector: int | None = None) -> ThreadSplit:
-        """The split of ``cores`` (default: the cores this process may run on): ``detector`` threads
-        (default: a quarter of the cores, at least one) and the rest, at least one, for the tracker."""
-        cores = cores or available_cores()
+        """The split of ``cores`` (default: ``thread_budget()``, the threads the serial loop would use):
+        ``detector`` threads (default: a quarter, at least one) and the rest, at least one, for the tracker."""
+        cores = cores or thread_budget()
         wanted = detector if detector is not None else max(1, int(cores * DETECTOR_SHARE))
         if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1:
             raise ConfigError(f"overlapped stages: detector threads must be a positive integer, got {wanted!r}")
@@ -72,14 +74,22 @@ class ThreadSplit:
 
 @contextmanager
 def torch_threads(count: int) -> Iterator[None]:
-    """torch's intra-op threads of the calling thread set to ``count`` inside, restored after (torch's
-    OpenMP thread count is per calling thread: other threads keep theirs)."""
+    """torch's intra-op threads of the calling thread set to ``count`` inside, restored after. Threads
+    already running keep their own count; ``set_num_threads`` also sets the count that threads which
+    first use torch meanwhile start with."""
     before = torch.get_num_threads()
     torch.set_num_threads(count)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def thread_budget() -> int:
+    """The threads the serial loop computes on: torch's intra-op thread count (physical cores by default,
+    or ``OMP_NUM_THREADS``), at most the logical CPUs this process may run on. Splitting this, not the
+    logical CPUs, keeps an overlapped run from oversubscribing an SMT machine against the serial one."""
+    return max(1, min(torch.get_num_threads(), available_cores()))
 
 
 def available_cores() -> int:

@@ -42,11 +42,12 @@ TIMING_KEYS: tuple[str, ...] = (*STAGE_NAMES, "total", "overlapped")  # StageTim
 @dataclass(frozen=True, slots=True, init=False)
 class StageTimes:
     """Milliseconds each stage spent on one frame, one value per ``Stage``, read as attributes
-    (``times.track``). ``total`` runs from the frame leaving the source buffer to its result being
-    handed out; ``decode`` happened before that, on the decode thread.
+    (``times.track``). ``total`` runs from the frame's call through the stages starting (the serial
+    loop takes it from the source buffer then; the overlapped loop took it one frame earlier, to detect
+    it ahead) to its result being handed out; ``decode`` happened before that, on the decode thread.
 
     ``overlapped``: milliseconds of the stages that ran beside another frame's stages, on another thread,
-    and so are not in ``total`` (the stages sum to ``total + overlapped``); 0 in the serial loop. With
+    and so are not in ``total`` (the stages after ``decode`` sum to ``total + overlapped``); 0 in the serial loop. With
     overlapped stages (``engine.overlap``) it is the part of ``detect`` that ran during the previous frame.
 
     ``StageTimes(decode=1.1, track=12.0, total=24.3)``: stages not named are 0; a name that is not a

@@ -80,7 +80,7 @@ def test_info_says_which_precision_path_runs_and_why():
     assert any(line.startswith("cpu bf16 matrix") and features in line for line in auto.stdout.splitlines())
     from engine.overlap import ThreadSplit
 
-    assert any(line.startswith("cpu cores") and ThreadSplit.of().describe() in line for line in auto.stdout.splitlines())
+    assert any(line.startswith("cpu threads") and ThreadSplit.of().describe() in line for line in auto.stdout.splitlines())
     exact = streamseg("info", "--precision", "exact")
     assert "memory attention float32, memory encoder float32, mask decoder float32 (exact" in exact.stdout
 

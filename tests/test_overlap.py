@@ -90,6 +90,11 @@ def test_detection_runs_beside_tracking_and_the_times_add_up():
         # when its call began waited longer than the detector ran: the stages never exceed this sum
         assert own <= r.times.total + r.times.overlapped + 1.0
         assert r.times.overlapped <= r.times.detect
+    # nothing ran before the first frame, and no detection overlaps more than the previous frame's call
+    # (5 ms: the hand-off between the threads, against a 60 ms detector)
+    assert results[0].times.overlapped < 5.0
+    for before, r in zip(results, results[1:]):
+        assert r.times.overlapped <= before.times.total + 5.0
 
 
 def test_max_frames_is_kept_and_no_frame_is_detected_beyond_it():

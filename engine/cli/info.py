@@ -54,8 +54,9 @@ def _precision_rows(precision: str, device: str) -> list[tuple[str, str]]:
     policy = PrecisionPolicy.for_device(device, precision)
     rows = [("precision", policy.describe())]
     if device == "cpu":
-        from engine.overlap import ThreadSplit, available_cores
+        from engine.overlap import ThreadSplit, available_cores, thread_budget
 
         rows.append(("cpu bf16 matrix", ", ".join(cpu_bf16_features()) or "none (bf16 would be emulated)"))
-        rows.append(("cpu cores", f"{available_cores()}; --overlap would run the {ThreadSplit.of().describe()}"))
+        rows.append(("cpu threads", f"{thread_budget()} compute threads on {available_cores()} logical CPUs; "
+                                    f"--overlap would run the {ThreadSplit.of().describe()}"))
     return rows

@@ -76,10 +76,10 @@ class TrackerConfig:
     # add_all_frames_to_correct_as_cond; the official predictor's default is False.
     reprompt_as_cond: bool = True
     # The precision policy (engine.runtime.precision): "exact" runs every part in fp32 (the parity
-    # tests' setting); "fast" runs the image encoder in bf16 and, on a CPU, the memory attention and the
-    # memory encoder too (engine.track.bf16); "auto" is "fast" where the device has bf16 matrix
-    # instructions (CUDA; CPUs with AMX-BF16 or AVX512-BF16), else "exact". The mask decoder always runs in
-    # fp32: its logits are the masks users get.
+    # tests' setting); "fast" runs the image encoder in bf16 and, on a CPU, the memory attention, the
+    # memory encoder and the mask decoder on propagated frames too (engine.track.bf16; a user's prompt
+    # goes through the decoder in fp32: it starts the object's memory); "auto" is "fast" where the device
+    # has bf16 matrix instructions (CUDA; CPUs with AMX-BF16 or AVX512-BF16), else "exact".
     precision: str = "auto"
     # The image encoder's dtype: "auto" follows ``precision``; "float32" / "bfloat16" override it.
     encoder_dtype: str = "auto"

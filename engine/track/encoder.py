@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 ENCODER_BACKENDS = ("torch", "onnxruntime", "tensorrt")
 OUTPUTS = ("hr0", "hr1", "feat", "pos")  # the names engine.track.export gives the part's outputs
 
-_loaded: dict[tuple, object] = {}  # (onnx path, backend, device) -> encoder: streams sharing a model share it
+# (onnx path, backend, device, ORT threads) -> encoder: streams sharing a model share it. The thread count
+# is part of the key because an overlapped pipeline builds its encoder on the tracker's share of the cores.
+_loaded: dict[tuple, object] = {}
 
 
 class OnnxImageEncoder:
@@ -89,7 +91,7 @@ def exported_image_encoder(model, backend: str, *, device: torch.device | str,
             raise ConfigError("the TensorRT image encoder runs on a CUDA device; pass device='cuda' or "
                               "use the onnxruntime or torch encoder")
     onnx = _cached_export(model, Path(cache_dir) if cache_dir else _default_cache())
-    key = (str(onnx), backend, str(device))
+    key = (str(onnx), backend, str(device), torch.get_num_threads() if backend == "onnxruntime" else None)
     if key not in _loaded:
         if backend == "onnxruntime":
             _loaded[key] = OnnxImageEncoder(onnx)

@@ -78,6 +78,20 @@ def test_the_export_is_cached_by_weights(model, tmp_path, monkeypatch):
     assert encoder_module.model_digest(other) != encoder_module.model_digest(model)
 
 
+def test_each_thread_count_gets_its_own_session(model, tmp_path):
+    """An overlapped pipeline builds its tracker on a share of the cores: the encoder it gets runs on
+    that share, not on the thread count of a session another pipeline built before it."""
+    from engine.overlap import torch_threads
+
+    encoders = {}
+    for threads in (2, 1, 2):
+        with torch_threads(threads):
+            enc = encoder_module.exported_image_encoder(model, "onnxruntime", device="cpu", cache_dir=tmp_path)
+        assert enc._session.get_session_options().intra_op_num_threads == threads
+        assert encoders.setdefault(threads, enc) is enc  # the same count shares one session
+    assert encoders[1] is not encoders[2]
+
+
 def test_an_unwritable_cache_falls_back_to_a_temporary_export(model, tmp_path, caplog):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

@@ -29,3 +29,14 @@ def test_propagation_heads_are_sam2s_heads(multimask, visible):
         # the same operations on the same numbers, bilinear upsampling on one mask instead of all of them
         assert torch.allclose(mine, theirs.float(), atol=1e-5)
     assert bool((got[3] > 0).all()) is visible
+
+
+def test_propagation_heads_hand_out_float32_under_bf16_autocast():
+    """The fast CPU path runs the heads under bf16 autocast; the masks, object pointers (next frames'
+    memory) and object scores leave them in float32, as the exact path's do."""
+    model = StreamingTracker.from_config(CONFIG, seed=SEED, image_size=128).model
+    feats = torch.randn(2, 256, 8, 8, generator=torch.Generator().manual_seed(0))
+    high_res = [torch.randn(2, 32, 32, 32), torch.randn(2, 64, 16, 16)]
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = propagation_heads(model, feats, high_res, multimask=True)
+    assert [t.dtype for t in got] == [torch.float32] * 4

@@ -35,6 +35,8 @@ def test_the_policy_follows_the_device_and_the_cpus_features(cpu_features, devic
     cpu_features(*features)
     policy = PrecisionPolicy.for_device(device, precision)
     assert (policy.image_encoder, policy.memory_attention, policy.detector) == (encoder, memory, detector)
+    # the memory encoder and the propagated frames' mask decoder go with memory attention
+    assert policy.memory_encoder == policy.mask_decoder == memory
     assert says in policy.reason and precision in policy.reason
 
 
