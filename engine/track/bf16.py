@@ -2,8 +2,10 @@
 policy (engine.runtime.precision), for CPUs with bf16 matrix instructions (AMX-BF16, AVX512-BF16).
 
 Both run from bf16 copies of the model's weights, made once per model and shared by every tracker of
-that model (streams sharing a model share them too). They are taken when the first tracker is built:
-weights loaded into the model later would not reach them, as with the ONNX export (engine.track.encoder).
+that model (streams sharing a model share them too): the image encoder's when the first tracker that
+runs it in bf16 is built (a tracker on the ONNX Runtime encoder never copies it), the memory attention's
+on the first propagated frame. Weights loaded into the model after that would not reach them, as with
+the ONNX export (engine.track.encoder).
 
 Image encoder (``Bf16ImageEncoder``): hiera and its FPN neck, plus the mask decoder's two high-res
 projections (``SAM2Base.forward_image``), wholly in bf16: it is feed-forward, so an error stays in its
@@ -31,6 +33,7 @@ float rounding of ``MemoryAttention.forward``), which is what proves it is the s
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import weakref
 
@@ -43,13 +46,15 @@ _copies: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> _Bf
 
 class _Bf16Weights:
     """One model's bf16 copies: the image encoder with its high-res projections, and the memory
-    attention's linear layers (by module), with rotary tables by (module, tokens, dtype)."""
+    attention's linear layers (by module), with rotary tables by (module, tokens, dtype). The image
+    encoder's copy (hiera-t 56 MB in bf16, hiera-l ~430 MB) is made on first use: memory attention alone
+    runs in bf16 when the encoder runs elsewhere."""
 
     def __init__(self, model) -> None:
-        self.image_encoder = copy.deepcopy(model.image_encoder).to(_BF16).eval()
+        # the modules, not the model: the copies are the value of a weak-keyed cache keyed by the model
         decoder = model.sam_mask_decoder
-        self.high_res = ((copy.deepcopy(decoder.conv_s0).to(_BF16), copy.deepcopy(decoder.conv_s1).to(_BF16))
-                         if model.use_high_res_features_in_sam else None)
+        self._encoder = model.image_encoder
+        self._high_res = (decoder.conv_s0, decoder.conv_s1) if model.use_high_res_features_in_sam else None
         self.linear = {m: (m.weight.detach().to(_BF16), None if m.bias is None else m.bias.detach().to(_BF16))
                        for m in model.memory_attention.modules() if isinstance(m, torch.nn.Linear)}
         from sam2.modeling.sam.transformer import RoPEAttention
@@ -61,6 +66,15 @@ class _Bf16Weights:
                     weight, bias = self.linear[proj]
                     self.linear[proj] = (weight[order].contiguous(), None if bias is None else bias[order].contiguous())
         self.rotary: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @functools.cached_property
+    def image_encoder(self) -> torch.nn.Module:
+        return copy.deepcopy(self._encoder).to(_BF16).eval()
+
+    @functools.cached_property
+    def high_res(self) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+        """The mask decoder's two high-res projections (``conv_s0``, ``conv_s1``) in bf16, or None."""
+        return None if self._high_res is None else tuple(copy.deepcopy(c).to(_BF16) for c in self._high_res)
 
 
 def pairs_to_halves(dim: int, heads: int) -> torch.Tensor:
@@ -88,14 +102,15 @@ class Bf16ImageEncoder:
 
     def __init__(self, model) -> None:
         self._weights = bf16_weights(model)
+        # copied now, when the tracker is built, not on its first frame
+        self._encoder, self._high_res = self._weights.image_encoder, self._weights.high_res
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        w = self._weights
         with torch.inference_mode():
-            out = w.image_encoder(images.to(_BF16))
+            out = self._encoder(images.to(_BF16))
             fpn, pos = list(out["backbone_fpn"]), out["vision_pos_enc"]
-            if w.high_res is not None:
-                fpn[0], fpn[1] = w.high_res[0](fpn[0]), w.high_res[1](fpn[1])
+            if self._high_res is not None:
+                fpn[0], fpn[1] = self._high_res[0](fpn[0]), self._high_res[1](fpn[1])
         return fpn[0].float(), fpn[1].float(), fpn[-1].float(), pos[-1].float()
 
 

@@ -129,6 +129,21 @@ def test_trackers_of_one_model_share_its_bf16_copies(model):
     assert exact.image_encoder is None and exact.memory_dtype == torch.float32
 
 
+def test_the_image_encoders_copy_is_made_only_for_a_bf16_encoder():
+    """Memory attention alone (the encoder on ONNX Runtime) copies no image encoder; a bf16 encoder
+    copies it once, when its tracker is built."""
+    from engine.track.bf16 import _Bf16Weights
+
+    model = StreamingTracker.from_config(CONFIG, seed=SEED + 1, image_size=SMALL).model
+    weights = bf16_weights(model)
+    assert isinstance(weights, _Bf16Weights) and weights.linear
+    assert "image_encoder" not in vars(weights) and "high_res" not in vars(weights)
+    encoder = Bf16ImageEncoder(model)
+    assert vars(weights)["image_encoder"] is encoder._encoder
+    assert next(weights.image_encoder.parameters()).dtype == torch.bfloat16
+    assert next(model.image_encoder.parameters()).dtype == torch.float32  # the model's own stays fp32
+
+
 def test_objects_in_chunks_give_what_one_call_gives(model, attention_inputs, monkeypatch):
     import engine.track.bf16 as bf16
 
