@@ -73,7 +73,7 @@ def test_the_int8_model_quantises_the_convolutions_and_keeps_the_box_decoding_in
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("QuantizeLinear") > 50 and ops.count("DequantizeLinear") > 50
     meta = {p.key: p.value for p in model.metadata_props}
-    assert meta["random_weights"] == "true" and meta["quantization"].startswith("qdq") and "names" in meta
+    assert meta["random_weights"] == "true" and meta["quantization"] == quantize._scheme() and "names" in meta
     quantized_inputs = {i for n in model.graph.node if n.op_type == "DequantizeLinear" for i in n.output}
     for node in model.graph.node:
         if node.op_type == "Softmax":  # the DFL's: box coordinates come from it in pixel units
@@ -87,6 +87,35 @@ def test_the_int8_detector_finds_what_fp32_finds_on_real_frames(fp32_detector, i
     # (the reason auto never picks int8 for random weights). This bounds the int8 model from below.
     assert result.detections > 20
     assert result.recall >= 0.9 and result.box_iou >= 0.85, result.describe()
+
+
+class _Captured(Exception):
+    pass
+
+
+@pytest.mark.parametrize("features, reduce_range, scheme_ends", [
+    (("avx512_vnni",), False, "-v1"),  # VNNI: 8-bit weights
+    ((), True, "-v1-7bit"),  # AVX2 / AVX-512 without VNNI: VPMADDUBSW saturates 8-bit weights
+], ids=["int8-dot-products", "no-int8-dot-products"])
+def test_the_weights_are_7_bit_where_the_cpu_lacks_int8_dot_products(fp32_detector, monkeypatch, tmp_path, features,
+                                                                      reduce_range, scheme_ends):
+    import onnxruntime.quantization
+
+    import engine.runtime.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_int8_features", lambda: features)
+    captured = {}
+
+    def capture(*args, **kwargs):
+        captured.update(kwargs)
+        raise _Captured
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_static", capture)
+    frames = [torch.zeros((120, 160, 3), dtype=torch.uint8)] * 2  # never read: the capture stops first
+    with pytest.raises(_Captured):
+        quantize.quantize(fp32_detector.backend.path, tmp_path / "int8.onnx", frames, imgsz=IMGSZ)
+    assert captured["reduce_range"] is reduce_range
+    assert quantize._scheme().endswith(scheme_ends)  # part of the cache key: each kind of CPU its own model
 
 
 def test_the_int8_model_is_made_once_and_cached(int8_detector, monkeypatch):

@@ -42,6 +42,10 @@ def ray_cluster():
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     with pytest.MonkeyPatch.context() as env:
         env.setenv("HOME", temp_dir)  # Ray keeps its token and caches under ~/.ray
+        # Cluster.add_node records the head's address in <RAY_TMPDIR or /tmp>/ray/ray_current_cluster
+        # whatever temp_dir says, and fails where that folder does not exist (a fresh machine): kept private
+        env.setenv("RAY_TMPDIR", temp_dir)
+        os.makedirs(os.path.join(temp_dir, "ray"))
         env.setenv("RAY_AUTH_MODE", "disabled")  # Ray 2.60's documented switch; a private test cluster
         # Ray turns 127.0.0.1 into this machine's outward address unless told this is a one-machine
         # cluster; with it, every Ray process listens on loopback only. The variable is read when Ray is

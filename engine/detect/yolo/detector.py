@@ -165,15 +165,15 @@ def load(config: DetectorConfig) -> YoloSegDetector:
     fp32 = _onnxruntime_detector(onnx_path, config, device, workdir)
     if backend == "onnxruntime-int8":
         return _int8_detector(fp32, onnx_path, config, workdir, checked=False)
-    if config.backend == "auto" and device.type == "cpu" and not fp32.random_weights and _cpu_has_int8():
+    if config.backend == "auto" and device.type == "cpu" and not fp32.random_weights and _cpu_has_int8_dot_products():
         return _int8_detector(fp32, onnx_path, config, workdir, checked=True)
     return fp32
 
 
-def _cpu_has_int8() -> bool:
-    from engine.runtime.precision import cpu_int8_features
+def _cpu_has_int8_dot_products() -> bool:
+    from engine.detect.yolo.quantize import cpu_has_int8_dot_products
 
-    return bool(cpu_int8_features())
+    return cpu_has_int8_dot_products()
 
 
 def _int8_detector(fp32: YoloSegDetector, onnx_path: str, config: DetectorConfig, workdir,
