@@ -23,7 +23,8 @@ What ``fast`` changes, and why those parts:
   its logits are the masks users get, so it is held to the same bar, over 100 frames (benchmarks/
   RESULTS.md). A user's prompt goes through the decoder in fp32: it starts an object's memory.
 - The detector on a CPU runs in fp32 in ONNX Runtime, or as an int8 model where one meets its own
-  accuracy bar against fp32 and the CPU has int8 dot products (engine.detect.yolo.quantize).
+  accuracy bar against fp32 and the CPU runs int8 convolutions faster than fp32 ones (``cpu_int8_fast``:
+  int8 dot products, or x86 AVX2; engine.detect.yolo.quantize).
 
 The bars the fast CPU path is held to: tests/track/test_precision.py (bf16 against fp32 over a real clip,
 CI-sized) and ``python -m benchmarks.precision`` (100 frames, 10 objects, 512 px; benchmarks/RESULTS.md).
@@ -64,8 +65,8 @@ def cpu_bf16_features() -> tuple[str, ...]:
     return tuple(name for name in BF16_MATRIX_FEATURES if name in found)
 
 
-# CPU features with int8 dot products (VNNI, AMX-INT8; ARM's dot product and i8mm): where ONNX Runtime's
-# int8 convolutions are faster than its fp32 ones.
+# CPU features with int8 dot products (VNNI, AMX-INT8; ARM's dot product and i8mm): ONNX Runtime's int8
+# convolutions run on them at full 8-bit weights.
 INT8_MATRIX_FEATURES = ("amx_int8", "avx512_vnni", "avx_vnni", "i8mm", "dot")
 
 
@@ -80,6 +81,23 @@ def cpu_int8_features() -> tuple[str, ...]:
         found = _cpuinfo_flags() & {"amx_int8", "avx512_vnni", "avx_vnni", "i8mm", "asimddp"}
         found = {("dot" if name == "asimddp" else name) for name in found}
     return tuple(name for name in INT8_MATRIX_FEATURES if name in found)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_avx2() -> bool:
+    """Whether this is an x86 CPU with AVX2 (``torch.cpu.get_capabilities``, else /proc/cpuinfo)."""
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if capabilities is not None:
+        return capabilities().get("avx2") is True
+    return "avx2" in _cpuinfo_flags()
+
+
+def cpu_int8_fast() -> bool:
+    """Whether ONNX Runtime's int8 convolutions beat its fp32 ones here: with int8 dot products, or on x86
+    with AVX2, whose ``VPMADDUBSW`` path with 7-bit weights ran YOLOv8n-seg at 1280x720 in 107 against
+    141 ms (1 instance) and 104 against 164 ms (10) on one core of an AVX2-only AMD EPYC (2026-12-01,
+    benchmarks/RESULTS.md)."""
+    return bool(cpu_int8_features()) or cpu_has_avx2()
 
 
 def _cpuinfo_flags() -> set[str]:

@@ -137,10 +137,11 @@ def test_auto_never_quantises_random_weights(int8_cpu, monkeypatch):
     assert detector.backend.name == "onnxruntime"
 
 
-def test_auto_skips_int8_on_a_cpu_without_int8_dot_products(user_checkpoints, monkeypatch):
+def test_auto_skips_int8_on_a_cpu_where_it_is_not_faster(user_checkpoints, monkeypatch):
     import engine.runtime.precision as precision
 
-    monkeypatch.setattr(precision, "cpu_int8_features", lambda: ())
+    monkeypatch.setattr(precision, "cpu_int8_features", lambda: ())  # no int8 dot products
+    monkeypatch.setattr(precision, "cpu_has_avx2", lambda: False)  # nor x86 AVX2
     monkeypatch.setattr(quantize, "quantized_model", lambda *a, **k: pytest.fail("quantised"))
     detector = load_detector(DetectorConfig(weights=str(user_checkpoints.detector), device="cpu", imgsz=IMGSZ))
     assert detector.backend.name == "onnxruntime"

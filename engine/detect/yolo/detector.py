@@ -117,8 +117,8 @@ def load(config: DetectorConfig) -> YoloSegDetector:
     Runtime on the CPU, where it is faster (exported to a temporary ONNX file at load). ONNX Runtime and
     TensorRT take ``.pt``/``.yaml``/``"random"`` that way; TensorRT also takes ``.onnx`` (an engine is built
     once and cached). ``onnxruntime-int8`` runs the int8 model of the ONNX (made once and cached,
-    engine.detect.yolo.quantize); ``auto`` runs it on a CPU with int8 dot products for weights that are not
-    random, where it meets its accuracy bar against the fp32 model (measured once, then cached).
+    engine.detect.yolo.quantize); ``auto`` runs it on a CPU where int8 is faster (``engine.runtime.
+    precision.cpu_int8_fast``) for weights that are not random, where it meets its accuracy bar against the fp32 model (measured once, then cached).
 
     Raises:
         WeightsError: the weights are missing, unreadable, or not a YOLOv8-seg model.
@@ -165,15 +165,15 @@ def load(config: DetectorConfig) -> YoloSegDetector:
     fp32 = _onnxruntime_detector(onnx_path, config, device, workdir)
     if backend == "onnxruntime-int8":
         return _int8_detector(fp32, onnx_path, config, workdir, checked=False)
-    if config.backend == "auto" and device.type == "cpu" and not fp32.random_weights and _cpu_has_int8_dot_products():
+    if config.backend == "auto" and device.type == "cpu" and not fp32.random_weights and _cpu_int8_fast():
         return _int8_detector(fp32, onnx_path, config, workdir, checked=True)
     return fp32
 
 
-def _cpu_has_int8_dot_products() -> bool:
-    from engine.detect.yolo.quantize import cpu_has_int8_dot_products
+def _cpu_int8_fast() -> bool:
+    from engine.runtime.precision import cpu_int8_fast
 
-    return cpu_has_int8_dot_products()
+    return cpu_int8_fast()
 
 
 def _int8_detector(fp32: YoloSegDetector, onnx_path: str, config: DetectorConfig, workdir,
