@@ -47,8 +47,9 @@ class StageTimes:
     it ahead) to its result being handed out; ``decode`` happened before that, on the decode thread.
 
     ``overlapped``: milliseconds of the stages that ran beside another frame's stages, on another thread,
-    and so are not in ``total`` (the stages after ``decode`` sum to ``total + overlapped``); 0 in the serial loop. With
-    overlapped stages (``engine.overlap``) it is the part of ``detect`` that ran during the previous frame.
+    and so are not in ``total`` (the stages after ``decode`` sum to ``total + overlapped``); 0 in the serial
+    loop. With overlapped stages (``engine.overlap``) it is the part of ``detect`` that ran during the
+    previous frame.
 
     ``StageTimes(decode=1.1, track=12.0, total=24.3)``: stages not named are 0; a name that is not a
     ``Stage`` is a ValueError.

@@ -118,7 +118,8 @@ def load(config: DetectorConfig) -> YoloSegDetector:
     TensorRT take ``.pt``/``.yaml``/``"random"`` that way; TensorRT also takes ``.onnx`` (an engine is built
     once and cached). ``onnxruntime-int8`` runs the int8 model of the ONNX (made once and cached,
     engine.detect.yolo.quantize); ``auto`` runs it on a CPU where int8 is faster (``engine.runtime.
-    precision.cpu_int8_fast``) for weights that are not random, where it meets its accuracy bar against the fp32 model (measured once, then cached).
+    precision.cpu_int8_fast``), for weights that are not random, where it meets its accuracy bar against
+    the fp32 model (measured once, then cached).
 
     Raises:
         WeightsError: the weights are missing, unreadable, or not a YOLOv8-seg model.

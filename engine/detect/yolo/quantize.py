@@ -8,8 +8,9 @@ products (AVX2 or AVX-512 without VNNI) ONNX Runtime multiplies U8S8 with ``VPMA
 pair sums saturate; its quantisation guide's remedy is 7-bit weights (``reduce_range``), which this
 module uses there: on the spread random YOLOv8n-seg at 160 px, an AVX2-only EPYC, 15 validation frames
 of the demo clip, recall of fp32 detections 0.617 with 8-bit weights and 0.988 with 7-bit (box IoU 0.880
-and 0.965). The model is made for the CPU it runs on (the cache key says which kind). The head's decoding stays fp32: the
-DFL softmax, anchors, strides and the concatenation of boxes, scores and mask coefficients, because it
+and 0.965). The model is made for the CPU it runs on (the cache key says which kind).
+
+The head's decoding stays fp32: the DFL softmax, anchors, strides and the concatenation of boxes, scores and mask coefficients, because it
 computes pixel coordinates, which 8 bits over a 640-pixel range would round by 2.5 pixels.
 
 Calibration and validation frames (``calibration_frames``): a video, by default the clip bundled with
@@ -52,6 +53,8 @@ from engine.types import Detections
 log = logging.getLogger(__name__)
 
 _SCHEME = "qdq-u8s8-perchannel-minmax-v1"  # changes whenever what quantize() does changes
+_CALIBRATION_STEP = 6  # every 6th frame: 15 of the demo clip's 90 calibrate, 15 others validate
+_VALIDATION_OFFSET = 3
 
 
 def _scheme() -> str:
@@ -60,13 +63,11 @@ def _scheme() -> str:
 
 
 def cpu_has_int8_dot_products() -> bool:
-    """Whether this CPU has int8 dot products (VNNI, AMX-INT8; ARM's dot product): where the int8 model
-    is faster than fp32 and its 8-bit weights do not saturate."""
+    """Whether this CPU has int8 dot products (VNNI, AMX-INT8; ARM's dot product): where ONNX Runtime's
+    int8 kernels take 8-bit weights without saturating."""
     from engine.runtime.precision import cpu_int8_features
 
     return bool(cpu_int8_features())
-_CALIBRATION_STEP = 6  # every 6th frame: 15 of the demo clip's 90 calibrate, 15 others validate
-_VALIDATION_OFFSET = 3
 
 
 @dataclass(frozen=True, slots=True)
