@@ -55,14 +55,7 @@ def cpu_bf16_features() -> tuple[str, ...]:
     bf16 GEMM on the CPU goes through oneDNN)."""
     if not torch.backends.mkldnn.is_available():
         return ()
-    found: set[str] = set()
-    capabilities = getattr(torch.cpu, "get_capabilities", None)
-    if capabilities is not None:
-        caps = capabilities()
-        found = {name for name in BF16_MATRIX_FEATURES if caps.get(name) is True}
-    else:
-        found = _cpuinfo_flags() & set(BF16_MATRIX_FEATURES)
-    return tuple(name for name in BF16_MATRIX_FEATURES if name in found)
+    return _cpu_features(BF16_MATRIX_FEATURES)
 
 
 # CPU features with int8 dot products (VNNI, AMX-INT8; ARM's dot product and i8mm): ONNX Runtime's int8
@@ -73,23 +66,13 @@ INT8_MATRIX_FEATURES = ("amx_int8", "avx512_vnni", "avx_vnni", "i8mm", "dot")
 @functools.lru_cache(maxsize=1)
 def cpu_int8_features() -> tuple[str, ...]:
     """The int8 dot-product features this CPU has (``torch.cpu.get_capabilities``, else /proc/cpuinfo)."""
-    capabilities = getattr(torch.cpu, "get_capabilities", None)
-    if capabilities is not None:
-        caps = capabilities()
-        found = {name for name in INT8_MATRIX_FEATURES if caps.get(name) is True}
-    else:
-        found = _cpuinfo_flags() & {"amx_int8", "avx512_vnni", "avx_vnni", "i8mm", "asimddp"}
-        found = {("dot" if name == "asimddp" else name) for name in found}
-    return tuple(name for name in INT8_MATRIX_FEATURES if name in found)
+    return _cpu_features(INT8_MATRIX_FEATURES, cpuinfo_names={"dot": "asimddp"})
 
 
 @functools.lru_cache(maxsize=1)
 def cpu_has_avx2() -> bool:
     """Whether this is an x86 CPU with AVX2 (``torch.cpu.get_capabilities``, else /proc/cpuinfo)."""
-    capabilities = getattr(torch.cpu, "get_capabilities", None)
-    if capabilities is not None:
-        return capabilities().get("avx2") is True
-    return "avx2" in _cpuinfo_flags()
+    return bool(_cpu_features(("avx2",)))
 
 
 def cpu_int8_fast() -> bool:
@@ -98,6 +81,18 @@ def cpu_int8_fast() -> bool:
     141 ms (1 instance) and 104 against 164 ms (10) on one core of an AVX2-only AMD EPYC (2026-12-01,
     benchmarks/RESULTS.md)."""
     return bool(cpu_int8_features()) or cpu_has_avx2()
+
+
+def _cpu_features(wanted: tuple[str, ...], *, cpuinfo_names: dict[str, str] | None = None) -> tuple[str, ...]:
+    """The features of ``wanted`` (``torch.cpu.get_capabilities`` names) this CPU has, in ``wanted``'s
+    order, as torch detects them at run time, else from /proc/cpuinfo's flags (``cpuinfo_names``: a
+    feature's other spelling there)."""
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if capabilities is not None:
+        caps = capabilities()
+        return tuple(name for name in wanted if caps.get(name) is True)
+    flags, spelled = _cpuinfo_flags(), cpuinfo_names or {}
+    return tuple(name for name in wanted if spelled.get(name, name) in flags)
 
 
 def _cpuinfo_flags() -> set[str]:

@@ -17,7 +17,7 @@ from engine.detect.yolo.letterbox import batch_geometry, letterbox_batch
 from engine.detect.yolo.postprocess import decode
 from engine.errors import BackendError, ConfigError, WeightsError
 from engine.runtime.device import resolve_device
-from engine.runtime.precision import PrecisionPolicy
+from engine.runtime.precision import PrecisionPolicy, cpu_int8_fast
 from engine.types import Detections
 
 log = logging.getLogger(__name__)
@@ -166,15 +166,9 @@ def load(config: DetectorConfig) -> YoloSegDetector:
     fp32 = _onnxruntime_detector(onnx_path, config, device, workdir)
     if backend == "onnxruntime-int8":
         return _int8_detector(fp32, onnx_path, config, workdir, checked=False)
-    if config.backend == "auto" and device.type == "cpu" and not fp32.random_weights and _cpu_int8_fast():
+    if config.backend == "auto" and device.type == "cpu" and not fp32.random_weights and cpu_int8_fast():
         return _int8_detector(fp32, onnx_path, config, workdir, checked=True)
     return fp32
-
-
-def _cpu_int8_fast() -> bool:
-    from engine.runtime.precision import cpu_int8_fast
-
-    return cpu_int8_fast()
 
 
 def _int8_detector(fp32: YoloSegDetector, onnx_path: str, config: DetectorConfig, workdir,

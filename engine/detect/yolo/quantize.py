@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from engine.errors import BackendError, ConfigError
+from engine.runtime import precision
 from engine.types import Detections
 
 log = logging.getLogger(__name__)
@@ -59,15 +60,13 @@ _VALIDATION_OFFSET = 3
 
 def _scheme() -> str:
     """``_SCHEME``, with "-7bit" where this CPU needs 7-bit weights (no int8 dot products; see above)."""
-    return _SCHEME if cpu_has_int8_dot_products() else f"{_SCHEME}-7bit"
+    return f"{_SCHEME}-7bit" if _reduce_range() else _SCHEME
 
 
-def cpu_has_int8_dot_products() -> bool:
-    """Whether this CPU has int8 dot products (VNNI, AMX-INT8; ARM's dot product): where ONNX Runtime's
-    int8 kernels take 8-bit weights without saturating."""
-    from engine.runtime.precision import cpu_int8_features
-
-    return bool(cpu_int8_features())
+def _reduce_range() -> bool:
+    """7-bit weights: where the CPU has no int8 dot products (VNNI, AMX-INT8; ARM's dot product), whose
+    absence makes ONNX Runtime's U8S8 kernels saturate 8-bit weights."""
+    return not precision.cpu_int8_features()
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +193,7 @@ def quantize(fp32_onnx: Path, out: Path, frames: Sequence[torch.Tensor], *, imgs
     reader = _FrameReader(frames, input_name, imgsz=imgsz, stride=stride)
     quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                    reduce_range=not cpu_has_int8_dot_products(), nodes_to_exclude=decoding,
+                    reduce_range=_reduce_range(), nodes_to_exclude=decoding,
                     calibrate_method=CalibrationMethod.MinMax)
     quantized = onnx.load(str(out))
     del quantized.metadata_props[:]  # the fp32 export's metadata (names, stride, random_weights) carries over
@@ -270,5 +269,5 @@ def _cache_folder(fp32_onnx: str | Path, *, imgsz: int, calibration: str | Path 
     return base / hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
-__all__ = ["INT8_BAR", "AccuracyBar", "Agreement", "agreement", "calibration_frames", "cpu_has_int8_dot_products",
-           "default_calibration_clip", "quantize", "quantized_model", "read_agreement", "write_agreement"]
+__all__ = ["INT8_BAR", "AccuracyBar", "Agreement", "agreement", "calibration_frames", "default_calibration_clip",
+           "quantize", "quantized_model", "read_agreement", "write_agreement"]
