@@ -297,6 +297,45 @@ class Collector:
         return _AtomicFile(self.folder / relative, binary=binary)
 
 
+def merge_collections(sources: Sequence[str | os.PathLike], into: str | os.PathLike) -> int:
+    """Add the kept frames of collections ``sources`` to the collection ``into`` (new, empty or existing):
+    images and YOLO labels copied, journal lines appended, the COCO, Label Studio and YAML files rebuilt.
+    What lets several streams or processes collect at once, each into its own folder, and train on one.
+    Returns the frames in ``into`` afterwards; the sources are left as they were.
+
+    Raises:
+        SinkError: a source is not a collection, two collections hold a frame of the same file name (give
+            each run its own ``prefix``), or ``into`` cannot be written.
+    """
+    into = Path(into)
+    target = Collector(into)  # checks (and repairs) the target before anything is copied
+    if not target._opened:
+        target._open()
+    for source in map(Path, sources):
+        journal = source / JOURNAL
+        if not journal.is_file():
+            raise SinkError(f"{source} holds no {JOURNAL}: it is not a streamseg collection; merge collection folders")
+        for record in _read_journal(journal):
+            stem = Path(record["file"]).stem
+            if stem in target._stems:
+                raise SinkError(f"{into} already holds frame {stem} (from {source}); give each run its own "
+                                "file-name prefix (--collect-prefix) before merging")
+            target._stems.add(stem)
+            label = f"labels/{record['split']}/{stem}.txt"
+            for relative in (record["file"], label):
+                try:
+                    data = (source / relative).read_bytes()
+                except OSError as exc:
+                    raise SinkError(f"cannot read {source / relative}: {exc.strerror}; the collection is "
+                                    "incomplete") from None
+                target._atomic_write(relative, data)
+            for inst in record["instances"]:
+                target._name(int(inst["class_id"]), inst["label"])
+            target._append_journal(json.dumps(record, separators=(",", ":")) + "\n")
+    target._write_views()
+    return sum(1 for _ in _read_journal(into / JOURNAL))
+
+
 class _AtomicFile:
     """A file written to ``NAME.tmp`` and renamed over ``NAME`` only when the ``with`` block succeeds."""
 

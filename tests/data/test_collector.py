@@ -216,3 +216,39 @@ def test_random_ranking_keeps_as_many_frames_under_the_same_budget_and_differs_b
     assert kept["random", 0] != kept["random", 1] and kept["random", 0] != kept["uncertainty", 0]
     with pytest.raises(ConfigError, match="rank must be one of"):
         CollectorConfig(rank="loudest")
+
+
+def _collect(folder: Path, *, seed: int, prefix: str) -> Path:
+    scene = SyntheticScene(seed=seed, frames=30, width=64, height=48, objects=3)
+    config = CollectorConfig(selector=SelectorConfig(window=5, per_window=1, min_spacing=1), val_every=3, prefix=prefix)
+    collector = Collector(folder, names=scene.class_names, config=config)
+    rng = np.random.default_rng(seed)
+    for i in range(scene.frames):
+        collector.write(truth_result(scene, i), random_evidence(i, rng))
+    collector.close()
+    return folder
+
+
+def test_collections_made_apart_merge_into_one_that_trainers_read(tmp_path):
+    from engine.data.collector import merge_collections
+
+    parts = [_collect(tmp_path / f"part{k}", seed=k, prefix=f"p{k}_") for k in range(2)]
+    before = [(p / "collection.jsonl").read_bytes() for p in parts]
+    assert merge_collections(parts, tmp_path / "all") == 12
+    records = _journal(tmp_path / "all")
+    assert [r["file"] for r in records] == [r["file"] for p in parts for r in _journal(p)]
+    assert _check_files_valid(tmp_path / "all") == 12
+    for record in records:  # each frame's label file came with its image
+        assert (tmp_path / "all" / f"labels/{record['split']}/{Path(record['file']).stem}.txt").is_file()
+    assert [(p / "collection.jsonl").read_bytes() for p in parts] == before  # the sources are untouched
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda tmp: [_collect(tmp / "a", seed=0, prefix=""), _collect(tmp / "b", seed=1, prefix="")], "already holds frame"),
+    (lambda tmp: [tmp], "not a streamseg collection"),
+])
+def test_merging_collections_refuses_clashing_or_foreign_folders(tmp_path, make, message):
+    from engine.data.collector import merge_collections
+
+    with pytest.raises(SinkError, match=message):
+        merge_collections(make(tmp_path), tmp_path / "all")

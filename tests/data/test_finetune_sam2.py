@@ -201,6 +201,28 @@ def test_training_the_memory_path_needs_a_motion_view(labelled_collection, sam2_
                                train_memory=True), log=lambda line: None)
 
 
+def test_pseudo_videos_draw_the_objects_one_frame_pair_shares_together():
+    # The memory is what tells neighbours apart only when they share the batch: a batch of one object per
+    # image can be met by segmenting each image's most salient object, the collapse to one mask per track
+    from types import SimpleNamespace
+
+    from engine.data.finetune.sam2_memory import PseudoVideo
+
+    video = PseudoVideo.__new__(PseudoVideo)
+    video.task = SimpleNamespace(train_samples=["s0", "s1", "s2"],
+                                 cache=SimpleNamespace(get=lambda sample, v, motion: (sample, v)))
+    # four objects in every frame pair of three images; object k is row k of frame A and row k + 10 of B
+    video.groups = [(s, a, b, [(k, k + 10) for k in range(4)]) for s in range(3) for a, b in ((0, 1), (1, 0))]
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        frames_a, frames_b = video._draw(6, generator)
+        assert len(frames_a) == len(frames_b) == 6
+        first = frames_a[:4]  # the first pair drawn gives all four of its objects
+        assert len({view for view, _ in first}) == 1 and sorted(row for _, row in first) == [0, 1, 2, 3]
+        for (view_a, row_a), (view_b, row_b) in zip(frames_a, frames_b):
+            assert view_a[0] == view_b[0] and view_a[1] != view_b[1] and row_b == row_a + 10  # one object, two frames
+
+
 def test_motion_views_move_objects_as_a_video_frame_does():
     # A pseudo-video's second frame: the object a few pixels away, never mirrored or thrown across the
     # picture as the training views may (a flip sends this box to the right half)

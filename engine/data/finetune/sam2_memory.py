@@ -111,15 +111,17 @@ class PseudoVideo:
                               f"motion_views={task.options.motion_views}")
         cache.ensure([(s, v) for s in task.train_samples for v in range(1, frames)], motion=True,
                      progress=task.options.progress)
-        # (sample, [(frame, row of the instance in that frame), ...]) for instances in two frames or more
-        self.pairs: list[tuple[int, list[tuple[int, int]]]] = []
+        # (sample, frame a, frame b, [(row in a, row in b), ...]): the instances each ordered frame pair shares
+        self.groups: list[tuple[int, int, int, list[tuple[int, int]]]] = []
         for s, sample in enumerate(task.train_samples):
-            rows: dict[int, list[tuple[int, int]]] = {}
-            for v in range(frames):
-                for row, k in enumerate(cache.get(sample, v, motion=True).instances.tolist()):
-                    rows.setdefault(k, []).append((v, row))
-            self.pairs += [(s, seen) for seen in rows.values() if len(seen) >= 2]
-        if not self.pairs:
+            rows = [{k: row for row, k in enumerate(cache.get(sample, v, motion=True).instances.tolist())}
+                    for v in range(frames)]
+            for a in range(frames):
+                for b in range(frames):
+                    shared = [(rows[a][k], rows[b][k]) for k in rows[a] if k in rows[b]]
+                    if a != b and shared:
+                        self.groups.append((s, a, b, shared))
+        if not self.groups:
             raise ConfigError("no labelled instance survives two frames of a pseudo-video; label larger objects")
         size = task.options.image_size
         with torch.inference_mode():  # the top level's position encoding: it depends on the size alone
@@ -128,15 +130,8 @@ class PseudoVideo:
 
     def loss(self, generator: torch.Generator) -> torch.Tensor:
         task, model = self.task, self.task.model
-        batch = max(1, task.options.batch // 2)
-        picks = torch.randint(len(self.pairs), (batch,), generator=generator).tolist()
-        frames_a, frames_b = [], []
-        for i in picks:
-            s, seen = self.pairs[i]
-            a, b = torch.randperm(len(seen), generator=generator)[:2].tolist()
-            sample = task.train_samples[s]
-            frames_a.append((task.cache.get(sample, seen[a][0], motion=True), seen[a][1]))
-            frames_b.append((task.cache.get(sample, seen[b][0], motion=True), seen[b][1]))
+        frames_a, frames_b = self._draw(max(1, task.options.batch // 2), generator)
+        batch = len(frames_a)
         truth_a = torch.stack([view.masks[row] for view, row in frames_a]).to(task.device)
         truth_b = torch.stack([view.masks[row] for view, row in frames_b]).to(task.device)
         embed_a, high_a = task.features([view for view, _ in frames_a])
@@ -159,6 +154,23 @@ class PseudoVideo:
         prompt = {"point_labels": labels}
         low, ious, obj = task.heads(pix_b, high_b, coords, labels, previous, model._use_multimask(False, prompt))
         return (propagated + task.group_loss(low, ious, obj, truth_b)) / 2
+
+    def _draw(self, batch: int, generator: torch.Generator) -> tuple[list, list]:
+        """``batch`` instances as (view, row) in frames A and B, drawn a whole frame pair at a time: every
+        object the pair shares, in a random order, until the batch is full. Objects of one image side by
+        side are what makes the memory matter: with one object per image, segmenting the image's most
+        salient object whatever the memory holds scores well, and that is the collapse to one mask for
+        every track; with its neighbours in the batch, only the memory tells them apart."""
+        task = self.task
+        frames_a, frames_b = [], []
+        while len(frames_a) < batch:
+            s, a, b, shared = self.groups[int(torch.randint(len(self.groups), (), generator=generator))]
+            sample = task.train_samples[s]
+            view_a, view_b = (task.cache.get(sample, v, motion=True) for v in (a, b))
+            for i in torch.randperm(len(shared), generator=generator)[:batch - len(frames_a)].tolist():
+                frames_a.append((view_a, shared[i][0]))
+                frames_b.append((view_b, shared[i][1]))
+        return frames_a, frames_b
 
     def _first_frame(self, embed: torch.Tensor, high: list[torch.Tensor], truth: torch.Tensor,
                      generator: torch.Generator, no_mem: torch.Tensor) -> dict:
