@@ -27,6 +27,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 def pytest_collection_modifyitems(config, items):
+    _slow_files_first(items)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device; none is present on this machine")
@@ -35,6 +36,16 @@ def pytest_collection_modifyitems(config, items):
         # folder named "gpu" would skip every test)
         if item.get_closest_marker("gpu") is not None:
             item.add_marker(skip)
+
+
+def _slow_files_first(items) -> None:
+    """Files with the most ``slow`` tests first, the rest in their usual order. pytest-xdist's ``loadfile``
+    hands whole files to workers in this order, so the long files start first and the short ones fill the
+    gaps (longest first), instead of one long file running alone at the end while the other worker idles."""
+    slow: dict[str, int] = {}
+    for item in items:
+        slow[item.location[0]] = slow.get(item.location[0], 0) + (item.get_closest_marker("slow") is not None)
+    items.sort(key=lambda item: -slow[item.location[0]])
 
 
 @pytest.fixture(autouse=True)

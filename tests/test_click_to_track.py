@@ -55,6 +55,19 @@ def _wait(condition, timeout: float = 30.0, what: str = "condition"):
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
+def _click_when_still_there(browser, selector: str) -> bool:
+    """Click an element of the track list; False when the page re-rendered the list between finding the
+    element and clicking it (the list is rebuilt as tracks change), so ``_wait`` tries again."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        browser.find_element(By.CSS_SELECTOR, selector).click()
+    except (StaleElementReferenceException, NoSuchElementException):
+        return False
+    return True
+
+
 def _records(jsonl: Path) -> list[dict]:
     return [json.loads(line) for line in jsonl.read_text().splitlines()] if jsonl.exists() else []
 
@@ -148,7 +161,6 @@ def test_a_click_tracks_the_object_a_shift_click_refines_it_a_drag_adds_a_box_an
         except BaseException as exc:  # reported by the test, not lost on the thread
             failure.append(exc)
 
-    from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     browser = _browser()
@@ -199,7 +211,8 @@ def test_a_click_tracks_the_object_a_shift_click_refines_it_a_drag_adds_a_box_an
         assert _instance(record, obj_id) is not None and _instance(record, boxed) is not None
 
         # The first track chosen in the list, then Delete: it ends; the frames after it do not have it.
-        browser.find_element(By.CSS_SELECTOR, f"#tracks li[data-id='{obj_id}']").click()
+        _wait(lambda: _click_when_still_there(browser, f"#tracks li[data-id='{obj_id}']"),
+              what=f"track {obj_id} in the list to take a click")
         assert page.selected() == obj_id
         page.press(Keys.DELETE)
         removed = _wait(lambda: _decided(jsonl, "retire", obj_id, reason="user"), what="the removal")

@@ -68,7 +68,12 @@ def test_a_checkpoint_file_gives_the_masks_of_its_weights(tmp_path, media_dir, c
     segmenter.set_image(read_image(media_dir / "cars.jpg"))
     expected = segmenter.predict([ImagePrompt(points=((600.0, 700.0),), labels=(1,))], multimask=True)[0]
     assert [r["score"] for r in records] == pytest.approx([m.score for m in expected], abs=1e-6)
-    assert all(r["mask"]["counts"] == m.rle["counts"] for r, m in zip(records, expected))
+    for record, mask in zip(records, expected):
+        # Two processes may split the work over different thread counts, which sums in another order:
+        # logits differ by float rounding (the scores agree to 1e-6), so a pixel whose logit is that close
+        # to 0 can fall on the other side. Equal up to a handful of such pixels in 2.16 million.
+        flipped = np.count_nonzero(_decode(record) != mask.decode())
+        assert flipped <= 50, flipped
 
 
 def test_everything_writes_every_mask_with_its_grid_point(tmp_path, media_dir):

@@ -1,8 +1,10 @@
-"""Nothing the tracker holds grows with the stream: after 2,000 frames it holds exactly the tensor bytes
-it held after 100, and the process has not grown beyond allocator noise.
+"""Nothing the tracker holds grows with the stream: after 1,000 frames it holds exactly the tensor bytes
+it held after 100, and the process has not grown beyond allocator noise. Every bound (4 conditioning
+frames, 7 memory frames, 16 pointers) is reached by frame 20, so 900 more frames repeat what any longer
+stream does; the 30-minute soak (benchmarks.memory_soak) covers hours of process growth.
 
 hiera_t's windowed attention pads every input below 224 px up to its 14x14-token windows, so its image
-encoder costs about as much at 32 px as at 224 (~0.1-0.3 s a frame here): 2,000 frames would take
+encoder costs about as much at 32 px as at 224 (~0.1-0.3 s a frame here): 1,000 frames would take
 minutes. The encoder holds no state between frames, so this test computes its outputs once for 16 real
 frames and feeds them in rotation; everything that keeps state (memory attention, decoder, memory
 encoder, the memory bank) runs for real on every frame.
@@ -34,8 +36,8 @@ def _rss_bytes() -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)  # ~25 ms a frame on a quiet 2-core machine (50 s); several times that when shared
-def test_memory_after_2000_frames_equals_memory_after_100(bedroom_clip):
+@pytest.mark.timeout(900)  # ~25-50 ms a frame by CPU; several times that when shared
+def test_memory_after_1000_frames_equals_memory_after_100(bedroom_clip):
     clip = read_frames(bedroom_clip, 50, TINY)
     frames = np.concatenate([clip, clip[::-1]])  # ping-pong so the picture keeps moving
     options = TrackerConfig(image_size=TINY, max_cond_frames=4)
@@ -46,9 +48,9 @@ def test_memory_after_2000_frames_equals_memory_after_100(bedroom_clip):
     rotation = itertools.cycle(encoded)
     model.forward_image = lambda image: {k: list(v) for k, v in next(rotation).items()}
     held = {}
-    for index in range(2001):
+    for index in range(1001):
         tracker.step(frames[index % len(frames)])
-        if index in (100, 2000):
+        if index in (100, 1000):
             held[index] = (tracker.memory_bytes(), _rss_bytes())
         if index == 0:
             tracker.add_object(1, box=[4, 4, 20, 28])
@@ -58,5 +60,5 @@ def test_memory_after_2000_frames_equals_memory_after_100(bedroom_clip):
     slot = tracker._slots[1]
     # after a step: the N-1 = 6 frames it attended to plus its own, and P-1 = 15 pointers plus its own
     assert len(slot.cond) == 4 and len(slot.recent_features) == 7 and len(slot.recent_ptrs) == 16
-    assert held[2000][0] == held[100][0]
-    assert held[2000][1] - held[100][1] < RSS_NOISE_BYTES
+    assert held[1000][0] == held[100][0]
+    assert held[1000][1] - held[100][1] < RSS_NOISE_BYTES

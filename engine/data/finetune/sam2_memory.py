@@ -22,11 +22,13 @@ instances seen in two of those frames A and B:
    mask (clamped as the tracker clamps it) as the dense prompt: the same losses.
 
 What the tracker needs from propagation is that it follows the object its memory holds: several objects
-propagated on one frame must come out different. Two things stand in the way from random weights:
+propagated on one frame must come out different. Three things stand in the way from random weights:
 views moved by the training augmentation (flips, 10 % shifts) teach that where an object was says
-nothing about where it is; and random cross-attention reads the whole memory evenly, so every object
-gets the same average of its memory, which a few hundred CPU steps do not undo (``locality_prior``).
-Either way the decoder learns to segment one salient object whatever the memory holds.
+nothing about where it is; random cross-attention reads the whole memory evenly, so every object
+gets the same average of its memory, which a few hundred CPU steps do not undo (``locality_prior``);
+and a batch of objects from different images can be met by segmenting each image's most salient object,
+so a batch holds every object a frame pair shares (``PseudoVideo._draw``), side by side. Otherwise the
+decoder learns to segment one salient object whatever the memory holds.
 
 Trained with the prompt encoder and mask decoder: the memory attention, the memory encoder and the
 object-pointer projections (the image encoder, and ``no_mem_embed``, whose features are cached, stay
