@@ -118,17 +118,19 @@ report() {
     $([ $DRY = 1 ] && echo --dry-run) "$@"
 }
 # A step function exits 3 after printing "skipped: REASON" when it cannot apply here (dry run only).
-pytest_gpu() { "$PY" -m pytest -m gpu -p no:cacheprovider --continue-on-collection-errors "$@"; }
+# One process, whatever pyproject's addopts say: the GPU tests share one device (and compute-sanitizer
+# watches one process tree), and the device image has no pytest-xdist.
+pytest_gpu() { "$PY" -m pytest -o addopts= -p no:xdist -m gpu -p no:cacheprovider --continue-on-collection-errors "$@"; }
 sanitize() {  # sanitize TOOL PYTEST-ARGS...: the kernel tests under compute-sanitizer TOOL
   local tool=$1; shift
   if command -v compute-sanitizer >/dev/null; then
     echo "=== $tool"
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool "$tool" --error-exitcode 86 --print-limit 30 \
-      "$PY" -m pytest -m gpu -p no:cacheprovider -q --timeout 280 "$@"
+      "$PY" -m pytest -o addopts= -p no:xdist -m gpu -p no:cacheprovider -q --timeout 280 "$@"
   elif [ "$DRY" = 1 ]; then
     echo "=== $tool"
     echo "compute-sanitizer not installed (dry run): the same tests, without it"
-    "$PY" -m pytest -m gpu -p no:cacheprovider -q "$@"
+    "$PY" -m pytest -o addopts= -p no:xdist -m gpu -p no:cacheprovider -q --timeout 280 "$@"
   else
     echo "compute-sanitizer not found on PATH"; exit 1
   fi
