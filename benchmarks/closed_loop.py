@@ -18,8 +18,8 @@
 
 Each phase runs its independent jobs side by side in ``--workers`` processes of one torch thread (scenes
 are collected into folders of their own and merged; the two fine-tunes need only the labelled collection);
-on a 2-core CPU that beats one process of two threads, whose hand-offs cost more than they give at
-these sizes. Phases report wall time and the CPU time of every process.
+two torch threads in one process run these sizes no faster than one (benchmarks/RESULTS.md), so the
+second core does more as a second process. Phases report wall time and the CPU time of every process.
 
 The checkpoints go to ``<cache>/closed_loop/`` (``engine.data.synthetic_loop.loop_weights``), where
 ``streamseg demo --scene synthetic`` finds them; the work (collection, runs) to ``<cache>/closed_loop/work-*``.
@@ -274,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-install", action="store_true", help="leave the checkpoints in the work folder")
     parser.add_argument("--out", type=Path, default=None, help="the JSON (default: benchmarks/out/closed_loop-*.json)")
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers {args.workers}: give 1 or more processes")
     settings = LoopSettings(rank=args.rank, seed=args.seed, budget=args.budget, yolo_epochs=args.yolo_epochs,
                             sam2_steps=args.sam2_steps, held_out_frames=args.held_out_frames,
                             train_frames=args.train_frames, workers=args.workers)
