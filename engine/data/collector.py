@@ -223,7 +223,7 @@ class Collector:
             self._name(inst.class_id, inst.label)
         image_file = f"images/{split}/{stem}.{cfg.image_format}"
         lines = yolo_label_lines(snap.instances, width, height)
-        self._atomic_write(f"labels/{split}/{stem}.txt", ("\n".join(lines) + "\n" if lines else "").encode())
+        self._atomic_write(_label_file(split, stem), ("\n".join(lines) + "\n" if lines else "").encode())
         ok, encoded = cv2.imencode(f".{cfg.image_format}", np.ascontiguousarray(snap.image[:, :, ::-1]))
         if not ok:
             raise SinkError(f"cannot encode frame {snap.index} as {cfg.image_format}")
@@ -321,8 +321,7 @@ def merge_collections(sources: Sequence[str | os.PathLike], into: str | os.PathL
                 raise SinkError(f"{into} already holds frame {stem} (from {source}); give each run its own "
                                 "file-name prefix (--collect-prefix) before merging")
             target._stems.add(stem)
-            label = f"labels/{record['split']}/{stem}.txt"
-            for relative in (record["file"], label):
+            for relative in (record["file"], _label_file(record["split"], stem)):
                 try:
                     data = (source / relative).read_bytes()
                 except OSError as exc:
@@ -333,7 +332,7 @@ def merge_collections(sources: Sequence[str | os.PathLike], into: str | os.PathL
                 target._name(int(inst["class_id"]), inst["label"])
             target._append_journal(json.dumps(record, separators=(",", ":")) + "\n")
     target._write_views()
-    return sum(1 for _ in _read_journal(into / JOURNAL))
+    return len(target._stems)  # one stem per frame: the target's own and the ones merged
 
 
 class _AtomicFile:
@@ -360,6 +359,11 @@ class _AtomicFile:
         finally:
             if self.tmp.exists():
                 self.tmp.unlink()
+
+
+def _label_file(split: str, stem: str) -> str:
+    """A frame's YOLO-seg label file, relative to the collection (Ultralytics pairs it with the image)."""
+    return f"labels/{split}/{stem}.txt"
 
 
 def _snapshot(result: FrameResult, score: UncertaintyScore) -> _Snapshot:
