@@ -57,15 +57,20 @@ class LoopSettings:
     spacing: int = 3
     rank: str = "uncertainty"  # or "random": the selection baseline
     seed: int = 0  # random weights, the random ranking, sampling and augmentation
-    yolo_epochs: int = 30
+    # As many epochs as end beside SAM 2's fine-tune on the other core (~13 s each there): the detector's
+    # recall still rises at 30
+    yolo_epochs: int = 60
     yolo_batch: int = 16
     # From random weights: AdamW at a fixed rate (Ultralytics' "auto" picks a rate for fine-tuning trained
     # weights), one warm-up epoch, mosaic off for the last 5 epochs, validation only at the end (it costs
     # an epoch's time on this CPU for no training)
     yolo_args: dict = field(default_factory=lambda: {"optimizer": "AdamW", "lr0": 0.003, "warmup_epochs": 1,
                                                      "close_mosaic": 5, "val": False})
-    # 400 steps of ~1.4 s on one core: what the 30-minute budget leaves after collecting and the detector
-    sam2_steps: int = 400
+    # 200 steps of the prompt path alone (~0.5 s each on one core), then 380 with the memory path's
+    # pseudo-videos (~2.3 s): what the 30-minute budget leaves after collecting. The prompt path first is
+    # what makes the decoder leave its loss plateau on every seed tried (Sam2Options.memory_from)
+    sam2_steps: int = 580
+    sam2_memory_from: int = 200
     sam2_lr: float = 1e-3
     sam2_batch: int = 8
     sam2_views: int = 2
@@ -174,7 +179,7 @@ def finetune_tracker(settings: LoopSettings, folder: Path, out: Path) -> dict:
     result = finetune_sam2(Sam2Options(data=folder, out=out, weights="random", image_size=TRACKER_SIZE,
                                        steps=settings.sam2_steps, batch=settings.sam2_batch, lr=settings.sam2_lr,
                                        views=settings.sam2_views, box_prompts=1.0, seed=settings.seed, train_memory=True,
-                                       save_every=100, restart=True, progress=False))
+                                       memory_from=settings.sam2_memory_from, save_every=100, restart=True, progress=False))
     return {"before": result.before, "after": result.after,
             "loss_first10": sum(result.losses[:10]) / 10, "loss_last10": sum(result.losses[-10:]) / 10,
             "wall_s": round(time.perf_counter() - started, 1)}
@@ -265,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budget", type=int, default=LoopSettings().budget, help="frames kept in all")
     parser.add_argument("--yolo-epochs", type=int, default=LoopSettings().yolo_epochs)
-    parser.add_argument("--sam2-steps", type=int, default=LoopSettings().sam2_steps)
+    parser.add_argument("--sam2-steps", type=int, default=LoopSettings().sam2_steps,
+                        help=f"SAM 2 steps in all; the first {LoopSettings().sam2_memory_from} train the prompt path alone")
     parser.add_argument("--train-frames", type=int, default=LoopSettings().train_frames)
     parser.add_argument("--held-out-frames", type=int, default=LoopSettings().held_out_frames)
     parser.add_argument("--workers", type=int, default=LoopSettings().workers,
@@ -276,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers {args.workers}: give 1 or more processes")
+    if args.sam2_steps <= LoopSettings().sam2_memory_from:
+        parser.error(f"--sam2-steps {args.sam2_steps}: give more than {LoopSettings().sam2_memory_from}, the steps "
+                     "of the prompt path alone before the memory path trains")
     settings = LoopSettings(rank=args.rank, seed=args.seed, budget=args.budget, yolo_epochs=args.yolo_epochs,
                             sam2_steps=args.sam2_steps, held_out_frames=args.held_out_frames,
                             train_frames=args.train_frames, workers=args.workers)

@@ -5,10 +5,11 @@ processor applies them (``engine.interfaces.Fusion`` gives the order). Every fra
 has propagated its objects:
 1. ``associate``: objects association did not start (a user's) are adopted; the frame's detections are
    associated with the tracked objects by mask IoU (optimal assignment, pairs below ``match_iou`` stay
-   apart); a matched track whose mask disagrees with its detection (IoU < ``reprompt_iou``) has drifted
-   and is re-prompted from the detection's box, if the detection is of the track's class; detections
-   and tracks left over are paired by box overlap with where each track is, or was last seen when
-   lost, and by class: a drifted or occluded track keeps its id and is re-prompted; a confident
+   apart, equal IoUs decided by where each track was on the last frame); a matched track whose mask
+   disagrees with its detection (IoU < ``reprompt_iou``) has drifted and is re-prompted from the
+   detection's box, if the detection is of the track's class; detections and tracks left over are
+   paired by box overlap with where each track is or was last seen, and by class: a drifted, jumped
+   or occluded track keeps its id and is re-prompted; a confident
    detection still left, not covering a tracked object and seen on ``spawn_after`` consecutive
    detection frames, spawns a new track;
 2. ``retire``, on the masks the prompts produced: two tracks on one object (masks overlapping by
@@ -39,6 +40,9 @@ from engine.ops import mask_boxes, mask_iou
 from engine.types import (Adopt, AssociationEvidence, Decision, Detections, Frame, Instances, Origin, Reidentify, Reprompt,
                           RepromptReason, Retire, RetireReason, Spawn, Tracks)
 
+# Weight of the box IoU with where a track was last seen in stage 1's assignment: enough to decide
+# between equal mask IoUs, too small to outweigh a mask IoU difference that matters
+TIE_BREAK = 1e-3
 # On by default: on benchmarks/reid.py's scenes (objects away 2-5 s, look-alikes entering meanwhile) the
 # gallery recovered 0.955-1.0 of the returns with no false re-identification (benchmarks/RESULTS.md).
 DEFAULT_REID = ReidConfig()
@@ -187,7 +191,7 @@ class Fuser:
         iou = (mask_iou(tracks.masks, dets.masks).cpu().numpy() if ids
                else np.zeros((0, len(dets)), dtype=np.float32))  # [N, M]
         classes, boxes = dets.class_ids.tolist(), dets.boxes.float().cpu()
-        pairs = self._pair_by_masks(ids, iou, classes)
+        pairs = self._pair_by_masks(ids, iou, classes, self._near_last_box(ids, boxes))
         pairs += self._pair_by_boxes(tracks, pairs, classes, boxes)
         scores = dets.scores.tolist()
         decisions: list[Decision] = []
@@ -213,8 +217,11 @@ class Fuser:
         return decisions
 
     def _pair_by_masks(self, ids: list[int], iou: np.ndarray,  # [N, M]
-                       classes: list[int]) -> list[tuple[int, int, str]]:
-        """Stage 1: (track id, detection, "match" | "drift") by optimal assignment on mask IoU."""
+                       classes: list[int], near: np.ndarray) -> list[tuple[int, int, str]]:
+        """Stage 1: (track id, detection, "match" | "drift") by optimal assignment on mask IoU; ``near``
+        [N, M] (box IoU with where each track was last seen) breaks ties only: two tracks whose memory
+        sent both to one object have the same mask, and the detection there belongs to the one that was
+        there on the last frame (the other goes on to stage 2 and finds its own object)."""
         cfg = self.config
         if ids:
             # A pair that agrees (IoU >= reprompt_iou) needs no class agreement: classes flicker. A
@@ -224,22 +231,35 @@ class Fuser:
                                     else -1 for i in ids])
             other = (track_class[:, None] != np.array(classes)[None, :]) & (track_class[:, None] >= 0)
             iou = np.where(other & (iou < cfg.reprompt_iou), 0.0, iou)
+        chosen = _assign(iou + TIE_BREAK * near, 0.0) if ids else []
         return [(ids[t], d, "drift" if iou[t, d] < cfg.reprompt_iou else "match")
-                for t, d in _assign(iou, cfg.match_iou)]
+                for t, d in chosen if iou[t, d] >= cfg.match_iou]
+
+    def _near_last_box(self, ids: list[int], boxes: torch.Tensor) -> np.ndarray:
+        """[N, M] box IoU of each track's last seen box with each detection's box (0 where none)."""
+        near = np.zeros((len(ids), len(boxes)), dtype=np.float32)
+        known = [k for k, i in enumerate(ids) if i in self.tracks and self.tracks[i].last_box is not None]
+        if known and len(boxes):
+            last = torch.tensor([self.tracks[ids[k]].last_box for k in known], dtype=torch.float32)
+            near[known] = np.nan_to_num(box_iou(last, boxes).numpy(), nan=0.0)
+        return near
 
     def _pair_by_boxes(self, tracks: Tracks | None, pairs: list[tuple[int, int, str]], classes: list[int],
                        boxes: torch.Tensor) -> list[tuple[int, int, str]]:
         """Stage 2: tracks and detections stage 1 left, paired by box IoU with where each track is or
-        was last seen, within one class: (track id, detection, "reacquire")."""
+        was last seen (the better of the two), within one class: (track id, detection, "reacquire").
+        Where it was counts even while its mask shows something: a mask that jumped to another object
+        (the memory mistook one object for another) shows where the track is not."""
         paired_tracks = {obj_id for obj_id, _, _ in pairs}
         paired_dets = {d for _, d, _ in pairs}
         left_tracks = [i for i in self.tracks if i not in paired_tracks]
         left_dets = [d for d in range(len(classes)) if d not in paired_dets]
-        where = {i: box for i in left_tracks if (box := self._whereabouts(i, tracks)) is not None}
+        where = {i: found for i in left_tracks if (found := self._whereabouts(i, tracks))}
         if not where or not left_dets:
             return []
         known = list(where)
-        overlap = box_iou(torch.tensor([where[i] for i in known]), boxes[left_dets]).numpy()
+        overlap = np.stack([np.nan_to_num(box_iou(torch.tensor(where[i]), boxes[left_dets]).numpy(), nan=0.0)
+                            .max(0) for i in known])
         # Re-acquiring is a guess from geometry alone: only a detection of the track's own class may
         # claim it (two objects leaving by one edge are told apart by class).
         track_class = np.array([self._class_of(i) for i in known])
@@ -268,14 +288,15 @@ class Fuser:
     def _class_of(self, obj_id: int) -> int:
         return int(np.argmax(self.tracks[obj_id].class_scores))
 
-    def _whereabouts(self, obj_id: int, tracks: Tracks | None) -> list[float] | None:
-        """Box of the track's current mask, else where it was last seen, else None."""
+    def _whereabouts(self, obj_id: int, tracks: Tracks | None) -> list[list[float]]:
+        """The boxes of where the track is (its current mask) and was last seen; either may be missing."""
+        found = []
         if tracks is not None and obj_id in tracks.obj_ids:
             mask = tracks.masks[tracks.obj_ids.index(obj_id)]
             if bool(mask.any()):
-                return mask_boxes(mask[None])[0].tolist()
+                found.append(mask_boxes(mask[None])[0].tolist())
         box = self.tracks[obj_id].last_box
-        return list(box) if box is not None else None
+        return found + [list(box)] if box is not None else found
 
     def _observe(self, obj_id: int, class_id: int, score: float) -> None:
         state = self.tracks[obj_id]

@@ -136,6 +136,18 @@ def test_yolo_counts_in_epochs(tmp_path, labelled_collection, capsys):
     _assert_one_line(capsys, code, "use --epochs")
 
 
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--warmup", "-1"], "--warmup must be >= 0"),
+    (["--train-memory", "--memory-from", "-5"], "memory_from >= 0"),
+    (["--image-size", "100"], "multiple of 32"),
+])
+def test_bad_sam2_settings_are_refused_before_any_work(tmp_path, labelled_collection, capsys, flags, message):
+    code = main(["finetune", "sam2", "--data", str(labelled_collection), "--out", str(tmp_path / "o.pt"),
+                 "--weights", "random", "--device", "cpu", "--quiet", *flags])
+    _assert_one_line(capsys, code, message)
+    assert not (tmp_path / "o.pt.run").exists()
+
+
 def _assert_one_line(capsys, code: int, message: str) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     errors = [line for line in err if line.startswith("streamseg: error:")]

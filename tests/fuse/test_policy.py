@@ -147,6 +147,18 @@ def test_two_tracks_on_one_object_become_one_keeping_the_matched_track():
     assert out.ids.tolist() == [1] and trk.removed == [2] and fuser.counters.merged == 1
 
 
+def test_two_tracks_sent_to_one_object_each_take_the_detection_where_they_were():
+    # Both masks on object 1 (same IoU with its detection): the detection goes to the track that was
+    # there, and the other is paired with the detection at its own last box, not retired or respawned
+    fuser, trk, run = _policy(FuserConfig(spawn_after=1))
+    _step(run, _dets(((35, 5, 55, 25), 0, 0.9), ((5, 5, 25, 25), 0, 0.95)))  # track 1 left, track 2 right
+    trk.masks[1] = _box_mask(35, 5, 55, 25)  # track 1's mask is now track 2's, pixel for pixel
+    out = _step(run, _dets(((35, 5, 55, 25), 0, 0.9), ((6, 5, 26, 25), 0, 0.9)), i=1)
+    assert out.ids.tolist() == [1, 2] and trk.removed == [] and fuser.counters.spawned == 2
+    assert out.boxes[0].tolist() == [6.0, 5.0, 26.0, 25.0] and out.boxes[1].tolist() == [35.0, 5.0, 55.0, 25.0]
+    assert fuser.counters.reacquired == 1
+
+
 def test_a_weak_match_of_another_class_does_not_move_the_track():
     fuser, trk, run = _policy(FuserConfig(spawn_after=1, match_iou=0.3, reprompt_iou=0.7))
     _step(run, _dets(((5, 5, 25, 25), 0, 0.9)))  # a cat

@@ -66,17 +66,25 @@ class Sam2Options:
     # Share of pseudo-videos whose first frame remembers the true mask rather than the predicted one
     # (``sam2_memory``: what lets memory attention learn while the decoder's masks are still poor)
     memory_truth: float = 0.5
+    # Steps of the prompt path alone before the pseudo-video losses join (with ``train_memory``). From
+    # random weights the decoder first has to learn to segment a boxed object at all; with the memory path's
+    # losses from the first step it can sit for hundreds of steps on a plateau (masks of IoU ~0.2), while
+    # alone it leaves the plateau within ~200 steps of a third of the cost each (benchmarks/RESULTS.md)
+    memory_from: int = 0
+    warmup: int = 0  # steps of linear learning-rate warm-up (``StepOptions.warmup``)
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.views < 1 or self.max_points < 1:
             raise ConfigError(f"--batch, --views and max_points must be >= 1, got {self.batch}, {self.views}, "
                               f"{self.max_points}")
-        if not 0.0 <= self.memory_truth <= 1.0 or self.motion_views < 0:
-            raise ConfigError(f"memory_truth must be in [0, 1] and motion_views >= 0, got {self.memory_truth}, "
-                              f"{self.motion_views}")
+        if not 0.0 <= self.memory_truth <= 1.0 or self.motion_views < 0 or self.memory_from < 0:
+            raise ConfigError(f"memory_truth must be in [0, 1], motion_views and memory_from >= 0, got "
+                              f"{self.memory_truth}, {self.motion_views}, {self.memory_from}")
         if not 0.0 <= self.box_prompts <= 1.0 or not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"box_prompts must be in [0, 1] and val_fraction in (0, 1), got {self.box_prompts}, "
                               f"{self.val_fraction}")
+        if self.warmup < 0:
+            raise ConfigError(f"--warmup must be >= 0 steps, got {self.warmup}")
         if self.image_size < 32 or self.image_size % 32:
             raise ConfigError(f"--image-size {self.image_size}: use a multiple of 32 (e.g. 512, 1024)")
 
@@ -104,7 +112,7 @@ def finetune_sam2(options: Sam2Options, *, log=print) -> RunResult:
     fingerprint = {k: str(v) for k, v in asdict(options).items()
                    if k not in ("data", "out", "steps", "device", "save_every", "restart", "progress")}
     fingerprint["data_digest"] = _data_digest(collection)
-    step_options = StepOptions(steps=options.steps, lr=options.lr, seed=options.seed,
+    step_options = StepOptions(steps=options.steps, lr=options.lr, seed=options.seed, warmup=options.warmup,
                                save_every=options.save_every, progress=options.progress)
     with _deterministic():
         return run_steps(task, step_options, run_dir=run_dir, checkpoint=out, fingerprint=fingerprint, log=log)
@@ -174,7 +182,7 @@ class Sam2Task:
 
     # -- one step -----------------------------------------------------------------------------------
 
-    def loss(self, generator: torch.Generator) -> torch.Tensor:
+    def loss(self, generator: torch.Generator, step: int) -> torch.Tensor:
         opts = self.options
         self.model.sam_prompt_encoder.train()
         self.model.sam_mask_decoder.train()  # the memory modules stay in eval mode (sam2_memory: no dropout)
@@ -195,7 +203,9 @@ class Sam2Task:
                                         self.model._use_multimask(True, {"point_labels": labels}))
             total = total + self.group_loss(low, ious, obj, truth[members]) * len(members)
         loss = total / len(items)
-        return loss + self.video.loss(generator) if self.video is not None else loss
+        if self.video is None or step < opts.memory_from:
+            return loss
+        return loss + self.video.loss(generator)
 
     def _prompt(self, mask: torch.Tensor,  # [S, S] bool
                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,7 +28,10 @@ nothing about where it is; random cross-attention reads the whole memory evenly,
 gets the same average of its memory, which a few hundred CPU steps do not undo (``locality_prior``);
 and a batch of objects from different images can be met by segmenting each image's most salient object,
 so a batch holds every object a frame pair shares (``PseudoVideo._draw``), side by side. Otherwise the
-decoder learns to segment one salient object whatever the memory holds.
+decoder learns to segment one salient object whatever the memory holds. And the decoder has to segment a
+boxed object at all before a memory of its masks says anything: from random weights with these losses from
+the first step it could stay hundreds of steps on a loss plateau, so the prompt path can train alone first
+(``Sam2Options.memory_from``).
 
 Trained with the prompt encoder and mask decoder: the memory attention, the memory encoder and the
 object-pointer projections (the image encoder, and ``no_mem_embed``, whose features are cached, stay
