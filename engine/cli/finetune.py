@@ -49,7 +49,6 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     sam.add_argument("--memory-from", type=int, default=0,
                      help="with --train-memory: steps of the prompt path alone before the memory path joins "
                           "(default 0; from random weights ~200 lets the decoder learn to segment first)")
-    sam.add_argument("--warmup", type=int, default=0, help="steps of linear learning-rate warm-up (default 0)")
     sam.set_defaults(command=cmd_sam2)
 
     yolo = tasks.add_parser("yolo", help="YOLOv8-seg through Ultralytics' own trainer",
@@ -88,7 +87,7 @@ def cmd_sam2(args: argparse.Namespace) -> int:
                           steps=steps, batch=args.batch, lr=args.lr, views=args.views, seed=args.seed,
                           device=str(device), save_every=args.save_every, restart=args.restart,
                           box_prompts=args.box_prompts, train_memory=args.train_memory,
-                          memory_from=args.memory_from, warmup=args.warmup, progress=not args.quiet)
+                          memory_from=args.memory_from, progress=not args.quiet)
     result = finetune_sam2(options, log=_log)
     before, after = result.before, result.after
     for key in sorted(after):

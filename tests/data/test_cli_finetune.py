@@ -137,7 +137,6 @@ def test_yolo_counts_in_epochs(tmp_path, labelled_collection, capsys):
 
 
 @pytest.mark.parametrize(("flags", "message"), [
-    (["--warmup", "-1"], "--warmup must be >= 0"),
     (["--train-memory", "--memory-from", "-5"], "memory_from >= 0"),
     (["--image-size", "100"], "multiple of 32"),
 ])

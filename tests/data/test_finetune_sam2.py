@@ -182,21 +182,10 @@ def test_options_are_checked():
         replace(Sam2Options(data=Path("."), out=Path("x.pt"), weights="random"), memory_from=-1)
 
 
-def test_the_learning_rate_warms_up_linearly_then_holds():
-    from engine.data.finetune.common import StepOptions
-    from engine.errors import ConfigError
-
-    options = StepOptions(steps=10, lr=1e-3, warmup=4)
-    assert [options.rate(step) for step in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
-    assert StepOptions(steps=10, lr=1e-3).rate(0) == 1e-3
-    with pytest.raises(ConfigError, match="--warmup"):
-        StepOptions(steps=10, lr=1e-3, warmup=-1)
-
-
 def test_the_memory_path_joins_after_memory_from_steps(labelled_collection, sam2_weights, tmp_path):
     # memory_from == steps: only the prompt path trains; the memory modules keep their weights exactly
     result = finetune_sam2(_options(labelled_collection, tmp_path / "m.pt", sam2_weights, steps=4, box_prompts=1.0,
-                                    train_memory=True, memory_from=4, warmup=2), log=lambda line: None)
+                                    train_memory=True, memory_from=4), log=lambda line: None)
     tuned = torch.load(result.checkpoint, weights_only=True)["model"]
     start = torch.load(sam2_weights, weights_only=True)["model"]
     moved = {key.split(".")[0] for key in start if not torch.equal(tuned[key], start[key])}

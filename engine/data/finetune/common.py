@@ -53,10 +53,6 @@ class StepOptions:
     seed: int = 0
     weight_decay: float = 0.01
     clip_grad: float = 1.0  # gradient norm clip: one odd batch must not undo the pre-trained weights
-    # Steps over which the rate rises linearly to ``lr`` (0: none). Transformers whose layer norm follows
-    # each block (SAM's two-way transformer) start unstable at full rate from random weights (Xiong et al.,
-    # "On Layer Normalization in the Transformer Architecture", ICML 2020)
-    warmup: int = 0
     save_every: int = 50  # steps between state saves (what a kill can lose)
     progress: bool = True
 
@@ -67,13 +63,6 @@ class StepOptions:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
         if self.save_every < 1:
             raise ConfigError(f"save_every must be >= 1, got {self.save_every}")
-        if self.warmup < 0:
-            raise ConfigError(f"--warmup must be >= 0, got {self.warmup}")
-
-    def rate(self, step: int) -> float:
-        """The learning rate of step ``step`` (0-based): a function of the step alone, so a resumed run
-        needs no scheduler state."""
-        return self.lr * min(1.0, (step + 1) / self.warmup) if self.warmup else self.lr
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +143,6 @@ def run_steps(task: StepTask, options: StepOptions, *, run_dir: Path, checkpoint
                disable=not options.progress, dynamic_ncols=True)
     try:
         for step in range(start, options.steps):
-            for group in optimizer.param_groups:
-                group["lr"] = options.rate(step)
             loss = task.loss(generator, step)
             if not torch.isfinite(loss):
                 raise ConfigError(f"{task.name}: the loss became {float(loss)} at step {step}; lower --lr")

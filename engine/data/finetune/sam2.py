@@ -71,7 +71,6 @@ class Sam2Options:
     # losses from the first step it can sit for hundreds of steps on a plateau (masks of IoU ~0.2), while
     # alone it leaves the plateau within ~200 steps of a third of the cost each (benchmarks/RESULTS.md)
     memory_from: int = 0
-    warmup: int = 0  # steps of linear learning-rate warm-up (``StepOptions.warmup``)
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.views < 1 or self.max_points < 1:
@@ -83,8 +82,6 @@ class Sam2Options:
         if not 0.0 <= self.box_prompts <= 1.0 or not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"box_prompts must be in [0, 1] and val_fraction in (0, 1), got {self.box_prompts}, "
                               f"{self.val_fraction}")
-        if self.warmup < 0:
-            raise ConfigError(f"--warmup must be >= 0 steps, got {self.warmup}")
         if self.image_size < 32 or self.image_size % 32:
             raise ConfigError(f"--image-size {self.image_size}: use a multiple of 32 (e.g. 512, 1024)")
 
@@ -112,7 +109,7 @@ def finetune_sam2(options: Sam2Options, *, log=print) -> RunResult:
     fingerprint = {k: str(v) for k, v in asdict(options).items()
                    if k not in ("data", "out", "steps", "device", "save_every", "restart", "progress")}
     fingerprint["data_digest"] = _data_digest(collection)
-    step_options = StepOptions(steps=options.steps, lr=options.lr, seed=options.seed, warmup=options.warmup,
+    step_options = StepOptions(steps=options.steps, lr=options.lr, seed=options.seed,
                                save_every=options.save_every, progress=options.progress)
     with _deterministic():
         return run_steps(task, step_options, run_dir=run_dir, checkpoint=out, fingerprint=fingerprint, log=log)
