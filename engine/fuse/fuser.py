@@ -185,14 +185,15 @@ class Fuser:
     def _match(self, tracks: Tracks | None, dets: Detections) -> list[Decision]:
         """Two stages, then spawning. Stage 1 pairs detections and tracks by mask IoU. Stage 2 pairs
         what is left by box IoU between the detection and where the track is (its mask's box) or was
-        last seen (a lost track's last box): a track that drifted off its object, or lost it behind an
+        last seen (its last box): a track that drifted or jumped off its object, or lost it behind an
         occluder, keeps its id and is re-prompted. Confident detections left over spawn tracks."""
         ids = list(tracks.obj_ids) if tracks is not None else []
         iou = (mask_iou(tracks.masks, dets.masks).cpu().numpy() if ids
                else np.zeros((0, len(dets)), dtype=np.float32))  # [N, M]
         classes, boxes = dets.class_ids.tolist(), dets.boxes.float().cpu()
-        pairs = self._pair_by_masks(ids, iou, classes, self._near_last_box(ids, boxes))
-        pairs += self._pair_by_boxes(tracks, pairs, classes, boxes)
+        near = self._near_last_box(ids, boxes)  # [N, M]: stage 1's tie-break, stage 2's "was last seen"
+        pairs = self._pair_by_masks(ids, iou, classes, near)
+        pairs += self._pair_by_boxes(tracks, pairs, classes, boxes, near)
         scores = dets.scores.tolist()
         decisions: list[Decision] = []
         row = {obj_id: t for t, obj_id in enumerate(ids)}
@@ -245,21 +246,22 @@ class Fuser:
         return near
 
     def _pair_by_boxes(self, tracks: Tracks | None, pairs: list[tuple[int, int, str]], classes: list[int],
-                       boxes: torch.Tensor) -> list[tuple[int, int, str]]:
-        """Stage 2: tracks and detections stage 1 left, paired by box IoU with where each track is or
-        was last seen (the better of the two), within one class: (track id, detection, "reacquire").
-        Where it was counts even while its mask shows something: a mask that jumped to another object
-        (the memory mistook one object for another) shows where the track is not."""
+                       boxes: torch.Tensor, near: np.ndarray) -> list[tuple[int, int, str]]:
+        """Stage 2: tracks and detections stage 1 left, paired by box IoU with where each track is (its
+        mask's box; an empty mask overlaps nothing) or was last seen (``near``), the better of the two,
+        within one class: (track id, detection, "reacquire"). Where it was counts even while its mask
+        shows something: a mask that jumped to another object (the memory mistook one object for
+        another) shows where the track is not."""
         paired_tracks = {obj_id for obj_id, _, _ in pairs}
         paired_dets = {d for _, d, _ in pairs}
-        left_tracks = [i for i in self.tracks if i not in paired_tracks]
+        ids = list(tracks.obj_ids) if tracks is not None else []
+        left = [t for t, obj_id in enumerate(ids) if obj_id not in paired_tracks]
         left_dets = [d for d in range(len(classes)) if d not in paired_dets]
-        where = {i: found for i in left_tracks if (found := self._whereabouts(i, tracks))}
-        if not where or not left_dets:
+        if not left or not left_dets:
             return []
-        known = list(where)
-        overlap = np.stack([np.nan_to_num(box_iou(torch.tensor(where[i]), boxes[left_dets]).numpy(), nan=0.0)
-                            .max(0) for i in known])
+        known = [ids[t] for t in left]
+        now = box_iou(mask_boxes(tracks.masks[left]).cpu(), boxes[left_dets]).numpy()
+        overlap = np.fmax(near[np.ix_(left, left_dets)], now)  # fmax: a NaN (zero-area box) loses
         # Re-acquiring is a guess from geometry alone: only a detection of the track's own class may
         # claim it (two objects leaving by one edge are told apart by class).
         track_class = np.array([self._class_of(i) for i in known])
@@ -287,16 +289,6 @@ class Fuser:
 
     def _class_of(self, obj_id: int) -> int:
         return int(np.argmax(self.tracks[obj_id].class_scores))
-
-    def _whereabouts(self, obj_id: int, tracks: Tracks | None) -> list[list[float]]:
-        """The boxes of where the track is (its current mask) and was last seen; either may be missing."""
-        found = []
-        if tracks is not None and obj_id in tracks.obj_ids:
-            mask = tracks.masks[tracks.obj_ids.index(obj_id)]
-            if bool(mask.any()):
-                found.append(mask_boxes(mask[None])[0].tolist())
-        box = self.tracks[obj_id].last_box
-        return found + [list(box)] if box is not None else found
 
     def _observe(self, obj_id: int, class_id: int, score: float) -> None:
         state = self.tracks[obj_id]
