@@ -139,6 +139,9 @@ class TrackBook:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._tracks: dict[int, _Track] = {}
+        # Tracks a user removed whose removal no result has reported yet: a result of an earlier frame,
+        # handed to the sinks after the removal was applied, must not list them again.
+        self._ended: set[int] = set()
         self.frame: int | None = None
         self.size: tuple[int, int] | None = None  # (height, width) of the latest frame
 
@@ -146,19 +149,20 @@ class TrackBook:
         with self._lock:
             self.frame, self.size = result.frame.index, (result.frame.height, result.frame.width)
             for d in result.decisions:
-                if isinstance(d, (Spawn, Adopt)):
+                if isinstance(d, (Spawn, Adopt)) and d.obj_id not in self._ended:
                     self._tracks.setdefault(d.obj_id, _Track(d.obj_id, d.origin.value))
-                elif isinstance(d, UserPrompt) and d.obj_id is not None:
+                elif isinstance(d, UserPrompt) and d.obj_id is not None and d.obj_id not in self._ended:
                     self._tracks.setdefault(d.obj_id, _Track(d.obj_id, Origin.USER.value))
                 elif isinstance(d, Reidentify):
                     old = self._tracks.pop(d.spawned_id, None)
                     self._tracks[d.obj_id] = _Track(d.obj_id, old.origin if old else Origin.DETECTOR.value)
                 elif isinstance(d, Retire):
                     self._tracks.pop(d.obj_id, None)
+                    self._ended.discard(d.obj_id)
             inst = result.instances
             seen = dict(zip(inst.ids.tolist(), zip(inst.labels, inst.boxes.tolist())))
             if not result.decisions and not any(i in self._tracks for i in seen):
-                self._tracks = {i: _Track(i, Origin.DETECTOR.value) for i in seen}
+                self._tracks = {i: _Track(i, Origin.DETECTOR.value) for i in seen if i not in self._ended}
             for track in self._tracks.values():
                 track.visible = track.id in seen
                 if track.visible:
@@ -171,8 +175,10 @@ class TrackBook:
             self._tracks.setdefault(obj_id, _Track(obj_id, Origin.USER.value))
 
     def ended(self, obj_id: int) -> None:
+        """A user's removal was applied: its track is gone now, whatever results still on their way say."""
         with self._lock:
             self._tracks.pop(obj_id, None)
+            self._ended.add(obj_id)
 
     def snapshot(self) -> dict:
         with self._lock:

@@ -267,3 +267,34 @@ def test_a_track_clicked_in_the_preview_outlives_the_detector_driven_retirement(
     listed = {t["id"]: t for t in preview.api.tracks()["tracks"]}  # what GET /tracks said last
     assert listed[user_id]["origin"] == "user" and not listed[user_id]["visible"]
     assert any(t["origin"] == "detector" for t in listed.values())  # the square's track, for contrast
+
+
+def _late_result(index: int, ids: list[int], decisions: tuple = ()):
+    import torch
+
+    from engine.types import Frame, FrameResult, Instances, StageTimes
+
+    n = len(ids)
+    masks = torch.zeros((n, 8, 8), dtype=torch.bool)
+    inst = Instances(ids=torch.tensor(ids, dtype=torch.int64), class_ids=torch.zeros(n, dtype=torch.int64),
+                     scores=torch.ones(n), boxes=torch.tensor([[1.0, 1.0, 4.0, 4.0]] * n).reshape(n, 4), masks=masks,
+                     labels=("thing",) * n)
+    frame = Frame(image=torch.zeros((8, 8, 3), dtype=torch.uint8), index=index, pts=None, capture_time=0.0)
+    return FrameResult(frame=frame, instances=inst, times=StageTimes(), age_ms=0.0, decisions=decisions)
+
+
+def test_a_removed_track_is_not_listed_again_by_results_that_arrive_after_its_removal():
+    # The sinks get a frame's result after the pipeline has gone on: a removal can be applied (and
+    # answered) before the results of the frames that still showed the track reach the book.
+    from engine.sinks.prompt_api import TrackBook
+    from engine.types import Retire, RetireReason, UserPrompt
+
+    book = TrackBook()
+    book.started(1)
+    book.ended(1)
+    book.update(_late_result(4, [1], (UserPrompt(obj_id=1, points=((2.0, 2.0),), labels=(1,)),)))
+    book.update(_late_result(5, [1]))  # no decisions: the detector-alone rule must not bring it back
+    assert book.snapshot()["tracks"] == []
+    book.update(_late_result(6, [], (Retire(1, RetireReason.USER),)))  # the removal's own frame
+    book.started(2)
+    assert [t["id"] for t in book.snapshot()["tracks"]] == [2]
