@@ -10,8 +10,10 @@
    box prompts: the engine prompts the tracker with boxes), both from the random weights the engine
    collected with;
 4. score: the whole engine with the fine-tuned checkpoints on the held-out scenes (never collected from),
-   against their truth with TrackEval: HOTA, and J (DAVIS region similarity: the mean mask IoU of each
-   object over the frames it is visible in) and J&F; before fine-tuning as well (the random engine).
+   fusing as ``engine.data.synthetic_loop.FUSION`` says (the detection's mask for a matched track; a track
+   no detection confirms is not shown), against their truth with TrackEval: HOTA, and J (DAVIS region
+   similarity: the mean mask IoU of each object over the frames it is visible in) and J&F; before
+   fine-tuning as well (the random engine).
 
     python -m benchmarks.closed_loop      # both cores of a 2-core CPU, one process each; installs the checkpoints
     python -m benchmarks.closed_loop --rank random --seed 1 --no-install --skip-baseline   # the A/B baseline
@@ -41,8 +43,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import environment, write_json
-from engine.data.synthetic_loop import (DETECTOR_IMGSZ, HELD_OUT_SEEDS, MAX_TRACKS, OBJECTS, SIZE, TRACKER_SIZE,
-                                        TRAIN_SEEDS, loop_weights, scene_spec)
+from engine.data.synthetic_loop import (DETECTOR_IMGSZ, FUSION, HELD_OUT_SEEDS, MAX_TRACKS, OBJECTS, SIZE,
+                                        TRACKER_SIZE, TRAIN_SEEDS, loop_weights, scene_spec)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +203,8 @@ def score_scene(settings: LoopSettings, seed: int, detector: str, tracker: str) 
     from engine.eval.results import evaluate_against_scene
     from engine.sources.synthetic import SyntheticScene
 
-    built = build_pipeline(_options(settings, seed, settings.held_out_frames, detector=detector, tracker=tracker))
+    built = build_pipeline(_options(settings, seed, settings.held_out_frames, detector=detector, tracker=tracker,
+                                    **FUSION))
     predicted, size = {}, (SIZE[1], SIZE[0])
     for result in built.pipeline:
         inst = result.instances

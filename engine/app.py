@@ -342,8 +342,10 @@ def _fuser(opts: RunOptions, detector, tracker, built: BuiltPipeline):
             # a track starts from any detection the detector keeps.
             spawn_conf = opts.conf
             built.notes.append(f"random detector weights: tracks start from any detection (--spawn-conf {opts.conf})")
-    return Fuser(FuserConfig(spawn_conf=spawn_conf, max_tracks=opts.max_tracks), names=detector.names,
-                 reid=ReidConfig() if opts.reid else None)
+    config = FuserConfig(spawn_conf=spawn_conf, max_tracks=opts.max_tracks,
+                         detector_mask_weight=opts.detector_mask_weight,
+                         hide_unconfirmed_after=opts.hide_unconfirmed_after)
+    return Fuser(config, names=detector.names, reid=ReidConfig() if opts.reid else None)
 
 
 def _sinks(opts: RunOptions, *, fps: float | None, live: bool, built: BuiltPipeline, labels=None,

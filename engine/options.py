@@ -161,6 +161,15 @@ class RunOptions:
                                       unset="0.5, or --conf on random detector weights",
                                       help="detection confidence that starts a track")
     max_tracks: int = option(32, section="tracker", minimum=1, help="most objects tracked at once")
+    detector_mask_weight: float = option(0.0, section="tracker", minimum=0.0, maximum=1.0,
+                                         help="a tracked object's final mask on a frame its detection matched: "
+                                              "(1 - w) * tracker probability + w * detection mask > 0.5 (0: "
+                                              "the tracker's mask, above 0.5: the detection's)")
+    hide_unconfirmed_after: int | None = option(None, section="tracker", minimum=1,
+                                                unset="shown while the tracker sees it",
+                                                help="leave a tracked object out of the output after this many "
+                                                     "detection frames in a row without its detection (it stays "
+                                                     "tracked)")
     reid: bool = option(True, section="tracker",
                         help="give an object that comes back after its track was retired as lost its old id "
                              "(a bounded gallery of SAM 2 appearance embeddings and object pointers; --no-reid: "

@@ -72,14 +72,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _synthetic_demo(args: argparse.Namespace, overrides: dict) -> int:
     """The first held-out scene of the closed loop, on the loop's fine-tuned checkpoints when the cache
     holds them (random weights otherwise, said loudly), scored against the scene's truth."""
-    from engine.data.synthetic_loop import (DETECTOR_IMGSZ, HELD_OUT_SEEDS, MAX_TRACKS, TRACKER_SIZE, loop_weights,
-                                            scene_spec)
+    from engine.data.synthetic_loop import (DETECTOR_IMGSZ, FUSION, HELD_OUT_SEEDS, MAX_TRACKS, TRACKER_SIZE,
+                                            loop_weights, scene_spec)
     from engine.eval.results import evaluate_against_scene, read_results
     from engine.sources.synthetic import SyntheticScene
 
     spec = scene_spec(HELD_OUT_SEEDS[0], frames=SYNTHETIC_DEMO_FRAMES)
     weights = loop_weights()
-    overrides.update(source=spec, imgsz=DETECTOR_IMGSZ, tracker_size=TRACKER_SIZE, max_tracks=MAX_TRACKS)
+    overrides.update(source=spec, imgsz=DETECTOR_IMGSZ, tracker_size=TRACKER_SIZE, max_tracks=MAX_TRACKS, **FUSION)
     if weights.present:
         overrides.update(weights=str(weights.detector), tracker_weights=str(weights.tracker))
         print(f"streamseg: closed-loop weights: {weights.detector}, {weights.tracker}", file=sys.stderr)

@@ -10,8 +10,16 @@ from engine.errors import ConfigError
 @dataclass(frozen=True, slots=True)
 class FuserConfig:
     # Association: a detection and a track are the same object when their masks overlap this much
-    # (optimal assignment on mask IoU, pairs below the threshold stay unmatched).
+    # (optimal assignment, pairs below the threshold stay unmatched).
     match_iou: float = 0.3
+    # The assignment's cost adds this weight times the box IoU of the detection with where the track was
+    # on the last frame to the mask IoU with where the tracker says it is now: two cues of where the
+    # object is, one from the tracker's memory and one from motion being small between frames. A memory
+    # that mistakes a neighbour for its object moves the mask, not the last box. On the closed loop's
+    # held-out scenes (benchmarks/RESULTS.md, "The closed loop, fourth round") HOTA was 0.43 at 0.001 (a
+    # tie-break only), 0.49 at 0.5, 0.55 at 1.0 and 0.54 at 2.0; on two of its training scenes 0.54,
+    # 0.61 and 0.62 at 0.001, 1.0 and 2.0.
+    last_seen_weight: float = 1.0
     # A matched track whose mask agrees with its detection less than this has drifted: it is
     # re-prompted from the detection's box, on this frame. Tuned by benchmarks/fusion_policy.py
     # (2026-11-24, 6 objects, drift 0.5-1.5 px/frame, jitter 2 px): 0.6 lets masks decay to J&F
@@ -46,13 +54,28 @@ class FuserConfig:
     duplicate_iou: float = 0.8
     # Class and score smoothing over matched detections: weight of the newest observation.
     smoothing: float = 0.3
+    # The final mask of a track matched to a detection on this frame: foreground where
+    # (1 - w) * sigmoid(tracker logit) + w * detection mask > 0.5 (late fusion of the two masks'
+    # probabilities). 0: the tracker's mask; 0.5 or more: the detection's. The default keeps SAM 2's
+    # mask, finer than YOLO's prototypes for trained weights; a tracker worse than its detector (the
+    # closed loop's 10-minute fine-tune: box-prompted IoU 0.66 against the detector's 0.74) wants 0.5.
+    detector_mask_weight: float = 0.0
+    # A track the detector has not confirmed on this many detection frames in a row stays tracked (its
+    # memory goes on; it may be re-acquired) but is left out of the frame's instances. None: always
+    # shown while the tracker sees it; 1: shown only on detection frames that confirm it. A user's track
+    # is always shown.
+    hide_unconfirmed_after: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("match_iou", "reprompt_iou", "spawn_conf", "spawn_max_overlap", "reacquire_box_iou",
-                     "duplicate_iou", "smoothing"):
+                     "duplicate_iou", "smoothing", "detector_mask_weight"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"fusion {name} must be in [0, 1], got {value}")
+        if not 0.0 <= self.last_seen_weight < float("inf"):
+            raise ConfigError(f"fusion last_seen_weight must be finite and >= 0, got {self.last_seen_weight}")
+        if self.hide_unconfirmed_after is not None and self.hide_unconfirmed_after < 1:
+            raise ConfigError(f"fusion hide_unconfirmed_after must be >= 1 or None, got {self.hide_unconfirmed_after}")
         if self.max_tracks < 1:
             raise ConfigError(f"fusion max_tracks must be >= 1, got {self.max_tracks}")
         if self.spawn_after < 1:

@@ -4,21 +4,23 @@ Association never calls the tracker: it returns ``Decision`` values, and the pip
 processor applies them (``engine.interfaces.Fusion`` gives the order). Every frame, after the tracker
 has propagated its objects:
 1. ``associate``: objects association did not start (a user's) are adopted; the frame's detections are
-   associated with the tracked objects by mask IoU (optimal assignment, pairs below ``match_iou`` stay
-   apart, equal IoUs decided by where each track was on the last frame); a matched track whose mask
-   disagrees with its detection (IoU < ``reprompt_iou``) has drifted and is re-prompted from the
-   detection's box, if the detection is of the track's class; detections and tracks left over are
-   paired by box overlap with where each track is or was last seen, and by class: a drifted, jumped
-   or occluded track keeps its id and is re-prompted; a confident
-   detection still left, not covering a tracked object and seen on ``spawn_after`` consecutive
-   detection frames, spawns a new track;
+   associated with the tracked objects by mask IoU plus ``last_seen_weight`` times the box IoU with where
+   each track was on the last frame (optimal assignment, pairs below ``match_iou`` mask IoU stay
+   apart); a matched track whose mask disagrees with its detection (IoU < ``reprompt_iou``) has drifted
+   and is re-prompted from the detection's box, if the detection is of the track's class; detections
+   and tracks left over are paired by box overlap with where each track is or was last seen, and by
+   class: a drifted, jumped or occluded track keeps its id and is re-prompted; a confident detection
+   still left, not covering a tracked object and seen on ``spawn_after`` consecutive detection frames,
+   spawns a new track;
 2. ``retire``, on the masks the prompts produced: two tracks on one object (masks overlapping by
    ``duplicate_iou``) become one; a track with a low object score and no match for ``retire_after``
    frames is retired, and so is one no detection has confirmed for ``retire_unmatched_after``
    detection frames. A user's track is never retired by this policy. With re-identification on
    (``reid``), a track spawned by this policy that matches one retired as lost earlier goes on under
    the retired id (``Reidentify``), on its first frame with a usable embedding;
-3. ``resolve``: the tracks' logits become the frame's non-overlapping instances (``resolve_tracks``).
+3. ``resolve``: the shown tracks (``hide_unconfirmed_after``) become the frame's non-overlapping
+   instances (``resolve_tracks``), a matched track's mask fused with its detection's
+   (``detector_mask_weight``).
 Class labels and scores of a track are smoothed over its matched detections. The visible tracks'
 embeddings and object pointers (``Tracks.embeddings``, ``.pointers``) feed the re-identification
 gallery (``engine.fuse.reid``); a tracker that gives none leaves it idle.
@@ -40,9 +42,6 @@ from engine.ops import mask_boxes, mask_iou
 from engine.types import (Adopt, AssociationEvidence, Decision, Detections, Frame, Instances, Origin, Reidentify, Reprompt,
                           RepromptReason, Retire, RetireReason, Spawn, Tracks)
 
-# Weight of the box IoU with where a track was last seen in stage 1's assignment: enough to decide
-# between equal mask IoUs, too small to outweigh a mask IoU difference that matters
-TIE_BREAK = 1e-3
 # On by default: on benchmarks/reid.py's scenes (objects away 2-5 s, look-alikes entering meanwhile) the
 # gallery recovered 0.955-1.0 of the returns with no false re-identification (benchmarks/RESULTS.md).
 DEFAULT_REID = ReidConfig()
@@ -111,6 +110,7 @@ class Fuser:
         self._candidates: list[_Candidate] = []
         self._frame_index = 0
         self._matched: set[int] = set()  # tracks matched to a detection on the current frame
+        self._paired: dict[int, int] = {}  # track id -> index of its matched detection, current frame
         self._detected = False  # whether the current frame had a detector pass
         self._matched_iou: list[float] = []  # mask IoU of the current frame's detection-track pairs
         self._went_lost = 0  # tracks that went out of sight on the current frame
@@ -119,7 +119,7 @@ class Fuser:
         """Adopt, re-prompt and spawn decisions for this frame, from the step's outputs."""
         self._frame_index = frame.index
         decisions: list[Decision] = self._follow(tracks)
-        self._matched = set()
+        self._matched, self._paired = set(), {}
         self._detected = detections is not None
         self._matched_iou, self._went_lost = [], 0
         if detections is not None and len(detections):
@@ -149,10 +149,17 @@ class Fuser:
             return Instances.empty(frame.height, frame.width, device=frame.image.device)
         states = [self.tracks[i] for i in tracks.obj_ids]
         classes = [int(np.argmax(s.class_scores)) for s in states]
+        hide = self.config.hide_unconfirmed_after
+        shown = [hide is None or s.origin is Origin.USER or s.unmatched < hide for s in states]
+        weight = self.config.detector_mask_weight
+        evidence = None
+        if weight > 0 and detections is not None and self._paired:
+            evidence = [detections.masks[self._paired[i]] if i in self._paired else None for i in tracks.obj_ids]
         instances = resolve_tracks(
             tracks, size=(frame.height, frame.width), device=frame.image.device,
             weights=[max(s.score, 1e-3) for s in states], scores=[s.score for s in states], class_ids=classes,
-            labels=[self.names[c] if c < len(self.names) else str(c) for c in classes])
+            labels=[self.names[c] if c < len(self.names) else str(c) for c in classes], shown=shown,
+            detector_masks=evidence, detector_weight=weight)
         ids, boxes = instances.ids.tolist(), instances.boxes.tolist()
         for obj_id, box in zip(ids, boxes):
             self.tracks[obj_id].last_box = tuple(box)
@@ -208,31 +215,35 @@ class Fuser:
                 else:
                     self.counters.reacquired += 1
             self._matched.add(obj_id)
+            self._paired[obj_id] = d
         paired = {d for _, d, _ in pairs}
         fresh = [d for d in np.argsort(scores)[::-1].tolist()  # most confident first
                  if d not in paired and scores[d] >= self.config.spawn_conf
                  and not (iou.shape[0] and iou[:, d].max() >= self.config.spawn_max_overlap)]
         room = self.config.max_tracks - len(self.tracks)
         for d in self._confirmed(fresh, boxes)[:max(0, room)]:
-            decisions.append(self._spawn(classes[d], scores[d], boxes[d]))
+            spawn = self._spawn(classes[d], scores[d], boxes[d])
+            self._paired[spawn.obj_id] = d
+            decisions.append(spawn)
         return decisions
 
     def _pair_by_masks(self, ids: list[int], iou: np.ndarray,  # [N, M]
                        classes: list[int], near: np.ndarray) -> list[tuple[int, int, str]]:
-        """Stage 1: (track id, detection, "match" | "drift") by optimal assignment on mask IoU; ``near``
-        [N, M] (box IoU with where each track was last seen) breaks ties only: two tracks whose memory
-        sent both to one object have the same mask, and the detection there belongs to the one that was
-        there on the last frame (the other goes on to stage 2 and finds its own object)."""
+        """Stage 1: (track id, detection, "match" | "drift") by optimal assignment on mask IoU plus
+        ``last_seen_weight`` times ``near`` [N, M] (box IoU with where each track was last seen): a
+        track whose memory sent its mask onto a neighbour keeps the detection where it was, and the
+        other track there goes on to stage 2 and finds its own object."""
         cfg = self.config
-        if ids:
-            # A pair that agrees (IoU >= reprompt_iou) needs no class agreement: classes flicker. A
-            # weaker pair would re-prompt the track onto the detection, moving its identity: only a
-            # detection of the track's own class may do that.
-            track_class = np.array([self._class_of(i) if i in self.tracks and self.tracks[i].matches
-                                    else -1 for i in ids])
-            other = (track_class[:, None] != np.array(classes)[None, :]) & (track_class[:, None] >= 0)
-            iou = np.where(other & (iou < cfg.reprompt_iou), 0.0, iou)
-        chosen = _assign(iou + TIE_BREAK * near, 0.0) if ids else []
+        if not ids:
+            return []
+        # A pair that agrees (IoU >= reprompt_iou) needs no class agreement: classes flicker. A weaker
+        # pair would re-prompt the track onto the detection, moving its identity: only a detection of
+        # the track's own class may do that.
+        track_class = np.array([self._class_of(i) if i in self.tracks and self.tracks[i].matches
+                                else -1 for i in ids])
+        other = (track_class[:, None] != np.array(classes)[None, :]) & (track_class[:, None] >= 0)
+        iou = np.where(other & (iou < cfg.reprompt_iou), 0.0, iou)
+        chosen = _assign(iou + cfg.last_seen_weight * near, 0.0)
         return [(ids[t], d, "drift" if iou[t, d] < cfg.reprompt_iou else "match")
                 for t, d in chosen if iou[t, d] >= cfg.match_iou]
 
@@ -369,6 +380,8 @@ class Fuser:
             if spawned in self._matched:
                 self._matched.discard(spawned)
                 self._matched.add(old)
+            if spawned in self._paired:
+                self._paired[old] = self._paired.pop(spawned)
             self.reid.renamed(spawned, old)
             self.counters.reidentified += 1
             decisions.append(Reidentify(old, spawned_id=spawned, similarity=similarity,

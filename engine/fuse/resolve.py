@@ -4,7 +4,10 @@ This is what makes the JSONL contract (``engine.sinks.jsonl``: no overlapping ma
 - Tracked objects (``resolve_tracks``): their low-resolution logits go through ``fuse_logits``, which
   upsamples them as the tracker does and gives each pixel to the object with the largest
   ``weight * sigmoid(logit)`` among those whose logit is > 0 there. Pixels come from SAM 2, which
-  segments finer than YOLO's 160x160 prototypes.
+  segments finer than YOLO's 160x160 prototypes. Where the policy fuses a track's mask with its matched
+  detection's (``detector_weight`` > 0), that track's probability becomes
+  ``(1 - w) * sigmoid(logit) + w * detection`` at frame resolution and ``fuse_masks`` decides on the
+  probabilities (> 0.5 is foreground, the largest ``weight * probability`` wins).
 - Detections alone (``resolve_detections``, ``--tracker none``): a pixel two detections claim goes to the
   more confident one. Only where two boxes intersect is any pixel compared, so a frame whose detections do
   not touch costs a box test and no copy: the detector-only path stays as fast as the detector.
@@ -15,15 +18,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
-from engine.ops import fuse_logits
+from engine.ops import fuse_logits, fuse_masks, mask_boxes
 from engine.ops.fuse_logits import split_id_map
 from engine.types import Detections, Instances, Tracks
 
 
 def resolve_tracks(tracks: Tracks, *, size: tuple[int, int], device: torch.device,
                    weights: Sequence[float], scores: Sequence[float], class_ids: Sequence[int],
-                   labels: Sequence[str]) -> Instances:
+                   labels: Sequence[str], shown: Sequence[bool] | None = None,
+                   detector_masks: Sequence[torch.Tensor | None] | None = None,
+                   detector_weight: float = 0.0) -> Instances:
     """The visible tracked objects (object score > 0) as non-overlapping instances.
 
     Args:
@@ -32,18 +38,30 @@ def resolve_tracks(tracks: Tracks, *, size: tuple[int, int], device: torch.devic
         device: where the instances go (the frame's device).
         weights: [N] > 0, each object's weight in the per-pixel rule (its fused confidence).
         scores, class_ids, labels: [N] each, what each object's instance reports.
+        shown: [N], False for an object to leave out even while visible; None: all.
+        detector_masks: [N], each object's matched detection mask ([H, W] bool) or None.
+        detector_weight: w in [0, 1], the detection masks' weight in the late fusion of the module
+            docstring; 0 (or no masks): the tracker's masks alone. Above 0 the visible objects' logits are
+            upsampled to [V, H, W] float32 at once.
     Returns:
         Instances of the visible objects whose resolved mask is not empty, in ``tracks`` order; boxes are
         those of the resolved masks (pixel edges).
     """
     height, width = size
-    visible = [k for k, s in enumerate(tracks.scores.reshape(-1).tolist()) if s > 0]
+    visible = [k for k, s in enumerate(tracks.scores.reshape(-1).tolist()) if s > 0 and (shown is None or shown[k])]
     if not visible:
         return Instances.empty(height, width, device=device)
     logits = torch.stack([tracks.logits[k].to(device).float() for k in visible])  # [V, h, w]
     weight = torch.tensor([weights[k] for k in visible], dtype=torch.float32, device=device)
-    id_map = fuse_logits(logits, weight, size=(height, width))  # [H, W] index into visible
-    masks, boxes = split_id_map(id_map, logits)
+    evidence = [detector_masks[k] for k in visible] if detector_masks is not None and detector_weight > 0 else []
+    if any(m is not None for m in evidence):
+        probabilities = _late_fusion(logits, evidence, detector_weight, size=(height, width))
+        id_map = fuse_masks(probabilities, weight, probabilities=True)
+        masks = id_map[None] == torch.arange(len(visible), device=id_map.device, dtype=id_map.dtype)[:, None, None]
+        boxes = mask_boxes(masks)
+    else:
+        id_map = fuse_logits(logits, weight, size=(height, width))  # [H, W] index into visible
+        masks, boxes = split_id_map(id_map, logits)
     keep = (boxes[:, 2] > boxes[:, 0]).nonzero().flatten().tolist()  # an empty mask has a zero box
     if not keep:
         return Instances.empty(height, width, device=device)
@@ -55,6 +73,19 @@ def resolve_tracks(tracks: Tracks, *, size: tuple[int, int], device: torch.devic
         boxes=boxes[keep].to(device), masks=masks[keep].to(device),
         labels=tuple(labels[k] for k in kept),
     )
+
+
+def _late_fusion(logits: torch.Tensor,  # [V, h, w] float32
+                 evidence: list[torch.Tensor | None],  # [V] of [H, W] bool or None
+                 weight: float, *, size: tuple[int, int]) -> torch.Tensor:  # [V, H, W] float32 in [0, 1]
+    """Each object's foreground probability at frame resolution: the tracker's (its logits upsampled as
+    the tracker does), mixed with its detection's mask where it has one."""
+    probabilities = torch.sigmoid(F.interpolate(logits[:, None], size=size, mode="bilinear",
+                                                align_corners=False)[:, 0])
+    for k, mask in enumerate(evidence):
+        if mask is not None:
+            probabilities[k] = (1.0 - weight) * probabilities[k] + weight * mask.to(probabilities)
+    return probabilities
 
 
 def resolve_detections(detections: Detections) -> Instances:

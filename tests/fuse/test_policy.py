@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from engine.errors import ConfigError
 from engine.fuse import Fuser, FuserConfig
 from engine.types import Adopt, Detections, Frame, Origin, Reprompt, RepromptReason, Retire, RetireReason, Spawn
 from tests.doubles import FusionHarness, MaskTracker
@@ -205,3 +206,57 @@ def test_the_decisions_of_a_frame_are_typed_and_in_the_order_they_were_applied()
                                 Retire(2, RetireReason.LOST))
     assert trk.removed == [2] and Adopt not in {type(d) for d in result.decisions}
     assert Origin.DETECTOR is fuser.tracks[1].origin
+
+
+def test_a_memory_that_jumps_onto_a_neighbour_does_not_take_its_detection():
+    # Track 1's mask jumps onto object 2 and overlaps its detection more (IoU 0.82) than track 2's own,
+    # slightly drifted mask does (0.67). Where each track was on the last frame decides: track 2 keeps
+    # its object and track 1 is re-acquired where it was. As a tie-break only, the ids swap.
+    def run_with(weight: float):
+        fuser, trk, run = _policy(FuserConfig(spawn_after=1, last_seen_weight=weight))
+        _step(run, _dets(((5, 5, 25, 25), 0, 0.95), ((35, 5, 55, 25), 0, 0.9)))  # ids by confidence
+        trk.masks[1], trk.masks[2] = _box_mask(33, 5, 53, 25), _box_mask(39, 5, 59, 25)
+        return _step(run, _dets(((6, 5, 26, 25), 0, 0.9), ((35, 5, 55, 25), 0, 0.9)), i=1), fuser
+
+    out, fuser = run_with(FuserConfig().last_seen_weight)
+    assert dict(zip(out.ids.tolist(), out.boxes[:, 0].tolist())) == {1: 6.0, 2: 35.0}
+    assert fuser.counters.spawned == 2 and fuser.counters.reacquired == 1
+    out, fuser = run_with(1e-3)
+    assert dict(zip(out.ids.tolist(), out.boxes[:, 0].tolist()))[1] > 30  # track 1 took object 2's place
+
+
+def test_a_track_no_detection_confirms_is_hidden_but_kept_until_one_does():
+    fuser, trk, run = _policy(FuserConfig(spawn_after=1, hide_unconfirmed_after=1))
+    _step(run, _dets(((5, 5, 25, 25), 0, 0.9)))
+    assert _step(run, _dets(), i=1).ids.tolist() == []  # the tracker still sees it; no detection does
+    assert 1 in fuser.tracks and trk.removed == [] and trk.masks[1].any()
+    assert _step(run, _dets(((6, 5, 26, 25), 0, 0.9)), i=2).ids.tolist() == [1]  # confirmed again: same id
+    fuser, trk, run = _policy(FuserConfig(spawn_after=1))  # the default shows it throughout
+    _step(run, _dets(((5, 5, 25, 25), 0, 0.9)))
+    assert _step(run, _dets(), i=1).ids.tolist() == [1]
+
+
+def test_a_users_track_is_shown_though_no_detection_confirms_it():
+    fuser, trk, run = _policy(FuserConfig(spawn_after=1, hide_unconfirmed_after=1))
+    trk.add_object(7, box=(30, 10, 50, 30))  # a user's click, adopted on the next step
+    assert _step(run, _dets(), i=0).ids.tolist() == [7]
+    assert _step(run, _dets(), i=1).ids.tolist() == [7]
+
+
+def test_a_matched_track_shows_its_detections_mask_when_the_detector_decides():
+    def second_frame(weight: float):
+        fuser, trk, run = _policy(FuserConfig(spawn_after=1, detector_mask_weight=weight))
+        _step(run, _dets(((5, 5, 25, 25), 0, 0.9)))
+        trk.masks[1] = _box_mask(6, 5, 26, 25)  # the tracker's mask, IoU 0.9 with the next detection
+        return _step(run, _dets(((5, 5, 25, 25), 0, 0.9)), i=1)
+
+    assert second_frame(0.0).boxes.tolist() == [[6.0, 5.0, 26.0, 25.0]]
+    assert second_frame(1.0).boxes.tolist() == [[5.0, 5.0, 25.0, 25.0]]
+
+
+@pytest.mark.parametrize("field, value", [("last_seen_weight", -1.0), ("last_seen_weight", float("inf")),
+                                          ("last_seen_weight", float("nan")), ("detector_mask_weight", 1.5),
+                                          ("hide_unconfirmed_after", 0)])
+def test_bad_fusion_settings_are_refused_by_name(field, value):
+    with pytest.raises(ConfigError, match=f"fusion {field} must be"):
+        FuserConfig(**{field: value})

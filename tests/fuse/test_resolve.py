@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.fuse import DetectionsOnly, TracksOnly, resolve_detections
+from engine.fuse import DetectionsOnly, TracksOnly, resolve_detections, resolve_tracks
 from engine.types import Detections, Frame, Tracks
 
 H, W = 40, 60
@@ -71,3 +71,34 @@ def test_tracker_only_objects_are_resolved_by_object_score_and_hidden_ones_are_l
     assert not (out.masks[0] & out.masks[1]).any()
     assert out.masks[1][10, 25]  # the surer object (score 5) keeps the shared pixels
     assert out.scores.tolist() == torch.sigmoid(torch.tensor([2.0, 5.0])).tolist()
+
+
+def _resolve(tracks: Tracks, evidence, weight: float, shown=None):
+    n = len(tracks.obj_ids)
+    return resolve_tracks(tracks, size=(H, W), device=torch.device("cpu"), weights=[1.0] * n, scores=[1.0] * n,
+                          class_ids=[0] * n, labels=["thing"] * n, shown=shown, detector_masks=evidence,
+                          detector_weight=weight)
+
+
+def test_late_fusion_mixes_an_unsure_tracker_mask_with_its_detection_and_weight_zero_is_the_tracker():
+    # The tracker is unsure (logit 0.5: probability 0.62) over columns 5-30 and sure (+8) nowhere; the
+    # detection covers columns 10-40. At w = 0.3 a pixel is foreground where 0.7 p + 0.3 m > 0.5: inside
+    # the detection (0.74 over the tracker's mask, 0.30 off it: no) and nowhere outside it (0.44).
+    logits = torch.where(_box_mask(5, 5, 30, 30), 0.5, -8.0)[None]
+    tracks = Tracks(obj_ids=[3], masks=(logits > 0), logits=logits, scores=torch.tensor([1.0]))
+    detection = _box_mask(10, 5, 40, 30)
+    assert _resolve(tracks, [detection], 0.3).boxes.tolist() == [[10.0, 5.0, 30.0, 30.0]]
+    assert _resolve(tracks, [detection], 0.0).boxes.tolist() == [[5.0, 5.0, 30.0, 30.0]]
+    assert _resolve(tracks, [None], 0.3).boxes.tolist() == [[5.0, 5.0, 30.0, 30.0]]  # no detection: the tracker's
+    assert _resolve(tracks, [detection], 1.0).boxes.tolist() == [[10.0, 5.0, 40.0, 30.0]]  # the detection's
+
+
+def test_fused_masks_stay_disjoint_and_hidden_objects_are_left_out():
+    masks = torch.stack([_box_mask(5, 5, 30, 30), _box_mask(25, 5, 50, 30), _box_mask(50, 30, 60, 40)])
+    tracks = Tracks(obj_ids=[1, 2, 3], masks=masks, logits=torch.where(masks, 8.0, -8.0),
+                    scores=torch.tensor([1.0, 1.0, 1.0]))
+    # Object 1's detection reaches into object 2 (and past the tracker's masks); object 2 has none
+    out = _resolve(tracks, [_box_mask(5, 5, 40, 30), None, None], 1.0, shown=[True, True, False])
+    assert out.ids.tolist() == [1, 2] and int(out.masks.sum(0).max()) == 1
+    assert out.masks[0][10, 35] and not out.masks[1][10, 35]  # equal weights: the lower index wins
+    assert out.masks[1][10, 45]
