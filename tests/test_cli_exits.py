@@ -20,9 +20,17 @@ ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("decode", "detect", "track", "fuse", "render", "total", "age")
 
 
+# ``python -m engine``, with Ctrl-C as a user's shell gives it. A child inherits an ignored or blocked
+# SIGINT from the process that starts it, and Python then never raises KeyboardInterrupt; what ran
+# before in the test worker must not decide whether this command sees the user's Ctrl-C.
+_AS_FROM_A_SHELL = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                    "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); sys.argv[0] = 'engine'; "
+                    "runpy.run_module('engine', run_name='__main__', alter_sys=True)")
+
+
 def _start(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}  # conftest points STREAMSEG_CACHE at an empty folder
-    return subprocess.Popen([sys.executable, "-m", "engine", "run", *args, "--detector", "none",
+    return subprocess.Popen([sys.executable, "-c", _AS_FROM_A_SHELL, "run", *args, "--detector", "none",
                              "--tracker", "none", "--quiet"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
 
