@@ -109,7 +109,6 @@ class Fuser:
         self._next_id = 1
         self._candidates: list[_Candidate] = []
         self._frame_index = 0
-        self._matched: set[int] = set()  # tracks matched to a detection on the current frame
         self._paired: dict[int, int] = {}  # track id -> index of its matched detection, current frame
         self._detected = False  # whether the current frame had a detector pass
         self._matched_iou: list[float] = []  # mask IoU of the current frame's detection-track pairs
@@ -119,7 +118,7 @@ class Fuser:
         """Adopt, re-prompt and spawn decisions for this frame, from the step's outputs."""
         self._frame_index = frame.index
         decisions: list[Decision] = self._follow(tracks)
-        self._matched, self._paired = set(), {}
+        self._paired = {}
         self._detected = detections is not None
         self._matched_iou, self._went_lost = [], 0
         if detections is not None and len(detections):
@@ -214,7 +213,6 @@ class Fuser:
                     self.counters.reprompted += 1
                 else:
                     self.counters.reacquired += 1
-            self._matched.add(obj_id)
             self._paired[obj_id] = d
         paired = {d for _, d, _ in pairs}
         fresh = [d for d in np.argsort(scores)[::-1].tolist()  # most confident first
@@ -319,7 +317,6 @@ class Fuser:
         self.tracks[obj_id] = TrackState(id=obj_id, born=self._frame_index, class_scores=class_scores,
                                          score=score, matches=1)
         self.counters.spawned += 1
-        self._matched.add(obj_id)
         if self.reid is not None:
             self.reid.spawned(obj_id)
         return Spawn(obj_id, class_id=class_id, score=score, box=_box(box))
@@ -336,7 +333,7 @@ class Fuser:
         masks = torch.stack([current[i].logits > 0 for i in ids])  # [N, h, w] low-res
         iou = mask_iou(masks, masks).cpu().numpy()
         np.fill_diagonal(iou, 0.0)
-        matched = self._matched
+        matched = self._paired
         rank = {i: (self.tracks[i].origin is Origin.USER, i in matched, self.tracks[i].matches, -i) for i in ids}
         decisions: list[Decision] = []
         for a, b in zip(*np.nonzero(np.triu(iou >= self.config.duplicate_iou))):
@@ -346,7 +343,7 @@ class Fuser:
                 if self.tracks[loser].origin is Origin.USER:
                     continue
                 decisions.append(self._retire(current, loser, RetireReason.DUPLICATE))
-                matched.discard(loser)
+                matched.pop(loser, None)
                 self.counters.merged += 1
         return decisions
 
@@ -377,9 +374,6 @@ class Fuser:
             state.id = old
             self.tracks[old] = state
             current[old] = current.pop(spawned)
-            if spawned in self._matched:
-                self._matched.discard(spawned)
-                self._matched.add(old)
             if spawned in self._paired:
                 self._paired[old] = self._paired.pop(spawned)
             self.reid.renamed(spawned, old)
@@ -412,7 +406,7 @@ class Fuser:
         decisions: list[Decision] = []
         for obj_id in list(current):
             state = self.tracks[obj_id]
-            if obj_id in self._matched:
+            if obj_id in self._paired:
                 continue
             if self._detected:
                 state.unmatched += 1
