@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from benchmarks.common import OUT, environment
-from engine.data.refine import REFINE_METHODS, label_map, refine_masks
+from engine.refine import REFINE_METHODS, label_map, refine_masks
 from engine.eval import evaluate
 from engine.eval.fusion import frame_masks
 from engine.sources.synthetic import SyntheticScene

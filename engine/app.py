@@ -46,7 +46,7 @@ class BuiltPipeline:
 # stream's own.
 MODEL_OPTIONS = ("device", "seed", "detector", "weights", "backend", "conf", "iou", "imgsz", "segmenter",
                  "segmenter_weights", "segment_encoder", "segment_labels", "segment_every", "segment_imgsz",
-                 "tracker", "tracker_weights", "tracker_size", "tracker_encoder", "random_fallback")
+                 "tracker", "tracker_weights", "tracker_size", "tracker_encoder", "refine", "random_fallback")
 
 
 def model_key(opts: RunOptions) -> tuple:
@@ -64,12 +64,13 @@ class SharedModels:
     tracker: object | None  # a tracker on the shared model, never stepped itself
     segmenter: object | None = None
     labels: object | None = None  # the segmenter's label set (the panoptic writer's categories)
+    refiner: object | None = None  # boundary refinement of every stream's final masks (--refine)
     random_weights: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
     def shared(self) -> SharedStages:
-        return SharedStages(detector=self.detector, segmenter=self.segmenter)
+        return SharedStages(detector=self.detector, segmenter=self.segmenter, refiner=self.refiner)
 
     def tracker_for_stream(self):
         """A tracker with empty memory on the shared model (and its exported image encoder), or None."""
@@ -92,7 +93,7 @@ def load_models(opts: RunOptions) -> SharedModels:
     segmenter = _segmenter(opts, segmenter_weights, device, built)
     tracker = _tracker(opts, device, built)
     return SharedModels(device=device, detector=detector, tracker=tracker, segmenter=segmenter, labels=labels,
-                        random_weights=built.random_weights, notes=built.notes)
+                        refiner=_refiner(opts), random_weights=built.random_weights, notes=built.notes)
 
 
 @dataclass(slots=True)
@@ -161,15 +162,24 @@ def build_pipeline(opts: RunOptions) -> BuiltPipeline:
         with torch_threads(split.tracker) if split else nullcontext():  # the encoder's runtime takes its share
             tracker = _tracker(opts, device, built)
         fuser = _fuser(opts, detector, tracker, built)
+        refiner = _refiner(opts)
     except BaseException:
         for sink in sinks:
             sink.close()
         source.close()
         raise
-    built.pipeline = Pipeline(source, shared=SharedStages(detector=detector, segmenter=segmenter), tracker=tracker,
+    built.pipeline = Pipeline(source, shared=SharedStages(detector=detector, segmenter=segmenter, refiner=refiner),
+                              tracker=tracker,
                               fuser=fuser, sinks=sinks, prompts=prompts, device=device,
                               detect_every=opts.detect_every, max_frames=opts.max_frames, overlap=split)
     return built
+
+
+def _refiner(opts: RunOptions):
+    """The refine stage (``--refine``), or None; a missing library fails here, before the first frame."""
+    from engine.refine import load_refiner
+
+    return load_refiner(opts.refine)
 
 
 def _thread_split(opts: RunOptions, device, built: BuiltPipeline) -> ThreadSplit | None:

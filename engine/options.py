@@ -12,7 +12,7 @@ option is one field here. Values come from the defaults, then the file, then the
     [segmenter]              # the semantic ("stuff") stage: model, weights, labels, cadence, input size
     [tracker]                # the tracker, the fusion's track cap and spawn threshold, prompts
     [collect]                # the uncertainty collector: the frames worth labelling, and their exports
-    device, seed, max_frames # top-level keys
+    device, seed, refine, max_frames  # top-level keys
 
 A bad file (unknown section or key, wrong type, value out of range) is one ConfigError line naming the
 file, the key and the allowed values. A ``[[streams]]`` array of tables (one per stream, each with its
@@ -212,6 +212,10 @@ class RunOptions:
                            help="on a CPU, detect the next frame on its own threads (a quarter of the cores, at "
                                 "least one) while this one is tracked; it pays where the tracker gains little "
                                 "from more threads (slower on 2 cores: benchmarks/RESULTS.md); a frame more latency")
+    refine: str = option("none", section="", choices=("none", "crf", "guided"),
+                         help="refine the final masks' boundaries on the frame: crf (a dense CRF, pydensecrf2; "
+                              "~0.14 s a 320x240 frame on one CPU core) or guided (OpenCV's guided filter, ~0.02 s); "
+                              "needs the 'data' extra")
     seed: int = option(0, section="", help="seed for random weights")
     max_frames: int | None = option(None, section="", minimum=1, unset="every frame",
                                     help="stop after N frames")

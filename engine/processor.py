@@ -11,9 +11,11 @@ A call runs the stages of ``engine.types.Stage`` in their order, each timed on o
   batch), then the stream's queued user prompts are applied to the frame just stepped;
 - fuse: association decides (``Fusion.associate``), the decisions are applied to the tracker, the
   retirement policy decides on the updated tracks (``Fusion.retire``) and its decisions are applied,
-  then ``Fusion.resolve`` makes the frame's non-overlapping instances; with a semantic map, the panoptic
-  resolution (``engine.fuse.PanopticFusion``) lays them over its stuff. Applying a decision is tracker
+  then ``Fusion.resolve`` makes the frame's non-overlapping instances. Applying a decision is tracker
   work and is timed as "track";
+- refine: with a refiner (``engine.refine``, ``--refine``), the instances' boundaries are refined on the
+  frame; then, with a semantic map, the panoptic resolution (``engine.fuse.PanopticFusion``) lays the
+  final instances over its stuff (fusion work, timed as "fuse");
 - render: the overlay picture (the stuff layer under the instances), when asked for.
 
 Asked for (``evidence=True``; the loops ask when a sink has ``wants_evidence``), each result also carries
@@ -36,7 +38,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from engine.errors import ConfigError, StreamsegError, UnknownTrackError
-from engine.interfaces import Detector, Fusion, PromptableTracker, ReportsAssociation
+from engine.interfaces import Detector, Fusion, PromptableTracker, Refiner, ReportsAssociation
 from engine.metrics import LatencyTable
 from engine.prompts import PromptQueue
 from engine.render import draw
@@ -108,10 +110,12 @@ class SharedStages:
 
     ``segmenter``: the semantic stage (``engine.segment.load_segmenter``, or any object with its
     ``labels``, ``every`` and call on frames); it runs on every ``segmenter.every``-th frame of each stream.
+    ``refiner``: boundary refinement of every frame's final instances (``engine.refine.BoundaryRefiner``).
     """
 
     detector: Detector | None = None
     segmenter: SemanticSegmenter | None = None
+    refiner: Refiner | None = None
 
     @classmethod
     def of(cls, shared: SharedStages | None, detector: Detector | None) -> SharedStages:
@@ -160,6 +164,7 @@ class FrameProcessor:
         self.shared = shared
         self.detector = shared.detector
         self.segmenter = shared.segmenter
+        self.refiner = shared.refiner
         self.panoptic = None
         if self.segmenter is not None:
             from engine.fuse import PanopticFusion
@@ -173,7 +178,7 @@ class FrameProcessor:
         self.calls = 0
         steps: dict[Stage, Callable[[list[_Work], StageClock], None]] = {
             Stage.DETECT: self._detect, Stage.SEGMENT: self._segment, Stage.TRACK: self._track,
-            Stage.FUSE: self._fuse, Stage.RENDER: self._render,
+            Stage.FUSE: self._fuse, Stage.REFINE: self._refine, Stage.RENDER: self._render,
         }
         missing = [s.value for s in Stage if s is not Stage.DECODE and s not in steps]
         if missing:
@@ -272,10 +277,16 @@ class FrameProcessor:
                 w.tracks = apply_decisions(w.stream, retired, w.tracks)
             w.instances = fusion.resolve(w.frame, w.detections, w.tracks)
             w.decisions += decided + retired
-            if w.semantic is not None:
-                w.panoptic, w.stuff = self.panoptic(w.frame.index, w.instances, w.semantic)
             if self.evidence:
                 w.evidence = frame_evidence(w.frame, w.detections, w.tracks, w.decisions, fusion)
+
+    def _refine(self, work: list[_Work], clock: StageClock) -> None:
+        for w in work:
+            if self.refiner is not None:
+                w.instances = self.refiner(w.frame.image, w.instances)
+            if w.semantic is not None:
+                with clock.section(Stage.FUSE):
+                    w.panoptic, w.stuff = self.panoptic(w.frame.index, w.instances, w.semantic)
 
     def _render(self, work: list[_Work], clock: StageClock) -> None:
         if self.render:

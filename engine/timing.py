@@ -21,6 +21,7 @@ class Stage(str, Enum):
     SEGMENT = "segment"  # the semantic model on the frames it is due on (every k-th), the last map reused between
     TRACK = "track"  # the tracker's step, and every prompt applied to it (decisions, user prompts)
     FUSE = "fuse"  # association and overlap resolution
+    REFINE = "refine"  # boundary refinement of the final masks (--refine), when asked for
     RENDER = "render"  # the overlay picture, when a sink or the caller asked for it
 
     @classmethod

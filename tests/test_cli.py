@@ -95,7 +95,7 @@ def test_run_writes_video_and_jsonl_and_prints_the_latency_table(tmp_path, bedro
     assert proc.returncode == 0, proc.stderr
     assert "12 frames in" in proc.stdout
     table = proc.stdout.split("12 frames in", 1)[1]
-    for stage in ("decode", "detect", "segment", "track", "fuse", "render", "total", "age"):
+    for stage in ("decode", "detect", "segment", "track", "fuse", "refine", "render", "total", "age"):
         assert f"\n{stage} " in table, proc.stdout
     assert _frames(out) == (12, (960, 540))
     lines = [json.loads(line) for line in jsonl.read_text().splitlines()]

@@ -17,7 +17,7 @@ import av
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("decode", "detect", "track", "fuse", "render", "total", "age")
+STAGES = ("decode", "detect", "track", "fuse", "refine", "render", "total", "age")
 
 
 # ``python -m engine``, with Ctrl-C as a user's shell gives it. A child inherits an ignored or blocked

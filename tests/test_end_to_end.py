@@ -87,7 +87,7 @@ def test_streamseg_run_over_rtsp_writes_video_and_jsonl_with_stage_times(tmp_pat
     frames = [r["frame"] for r in records]
     assert frames == sorted(set(frames))  # live: newest frame wins, so indices may skip, never repeat
     for record in records:
-        assert set(record["times_ms"]) == {"decode", "detect", "segment", "track", "fuse", "render", "total", "overlapped"}
+        assert set(record["times_ms"]) == {"decode", "detect", "segment", "track", "fuse", "refine", "render", "total", "overlapped"}
         assert record["times_ms"]["total"] > 0 and record["age_ms"] >= record["times_ms"]["total"]
         masks = _decode_masks(record)  # COCO RLE that pycocotools reads
         assert len(masks) == len(record["instances"])

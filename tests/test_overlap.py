@@ -85,7 +85,7 @@ def test_detection_runs_beside_tracking_and_the_times_add_up():
     assert all(r.times.detect >= 60.0 for r in results)
     assert sum(r.times.overlapped > 0 for r in results[1:]) >= 3  # the next frame was decoded in time
     for r in results:
-        own = sum(r.times[s] for s in ("detect", "segment", "track", "fuse", "render"))
+        own = sum(r.times[s] for s in ("detect", "segment", "track", "fuse", "refine", "render"))
         # the clock's marks end before the call does, and a frame whose detection was still queued
         # when its call began waited longer than the detector ran: the stages never exceed this sum
         assert own <= r.times.total + r.times.overlapped + 1.0

@@ -1,5 +1,6 @@
 """The data engine: choose the frames worth labelling from a stream, export them for labelling tools and
-trainers, fine-tune the engine's networks on them, and refine mask boundaries.
+trainers, and fine-tune the engine's networks on them (boundary refinement of final masks is a stage of
+the engine: ``engine.refine``, ``--refine``).
 
 - ``uncertainty``: a frame's uncertainty score from the engine's own evidence (``FrameEvidence``).
 - ``selector``: the top-k-per-window frame selector with spacing and a budget, in bounded memory.
@@ -7,7 +8,6 @@ trainers, fine-tune the engine's networks on them, and refine mask boundaries.
 - ``labels``: putting an annotator's labels into a collection; the synthetic scenes' truth as annotator.
 - ``dataset``: reading a collection back for training, with clear errors for bad ones.
 - ``finetune``: SAM 2 (mask decoder + prompt encoder, frozen image encoder) and YOLOv8-seg fine-tuning.
-- ``refine``: boundary refinement of final masks (dense CRF, guided filter).
 
 This folder also holds package data: the demo clip (see README.md).
 """

@@ -13,7 +13,7 @@ Each line is one JSON object (keys in this order, all present on every line)::
                 "label": "road",       # one entry per stuff class present, in class order; class_id is
                 "area": 51234,         # the label set's class index, area the mask's pixels
                 "mask": {"size": [h, w], "counts": "<COCO compressed RLE>"}}],
-     "times_ms": {"decode": ..., "detect": ..., "segment": ..., "track": ..., "fuse": ..., "render": ...,
+     "times_ms": {"decode": ..., "detect": ..., "segment": ..., "track": ..., "fuse": ..., "refine": ..., "render": ...,
                   "total": ..., "overlapped": ...},  # engine.types.Stage, in order, then total and the
                                        # stage time that ran beside the previous frame (engine.overlap)
      "age_ms": 41.7,                   # capture to hand-out, wall clock

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.data.refine import CrfConfig, GuidedConfig, label_map, refine_instances, refine_masks
+from engine.refine import CrfConfig, GuidedConfig, label_map, refine_instances, refine_masks
 from engine.errors import BackendError, ConfigError
 from engine.sources.synthetic import SyntheticScene
 

@@ -27,7 +27,7 @@ def test_record_has_the_documented_shape_and_masks_decode_with_pycocotools():
     assert list(record) == ["frame", "pts", "capture_time", "instances", "times_ms", "age_ms",
                             "decisions", "session", "quality"]
     assert record["frame"] == 12 and record["pts"] == pytest.approx(0.4)
-    assert list(record["times_ms"]) == ["decode", "detect", "segment", "track", "fuse", "render", "total", "overlapped"]
+    assert list(record["times_ms"]) == ["decode", "detect", "segment", "track", "fuse", "refine", "render", "total", "overlapped"]
     first = record["instances"][0]
     assert list(first) == ["id", "class_id", "label", "score", "box", "mask"]
     assert (first["id"], first["class_id"], first["label"], first["score"]) == (3, 2, "car", 0.91)

@@ -12,7 +12,9 @@ the refined masks still never overlap, and each instance keeps its id, class and
   guide, then the most likely label per pixel. Linear time in pixels per label: fast enough for live use.
 - ``none``: the masks as they are.
 
-Costs and what each buys at 640x480 are in benchmarks/RESULTS.md (``python -m benchmarks.refine``).
+In the engine it is the ``refine`` stage (``streamseg run --refine crf|guided``): ``BoundaryRefiner`` on
+every frame's resolved instances, before the panoptic resolution and the sinks. Costs and what each buys
+are in benchmarks/RESULTS.md (``python -m benchmarks.refine``; the closed loop's held-out scenes).
 """
 
 from __future__ import annotations
@@ -79,6 +81,35 @@ def refine_masks(image: np.ndarray,  # [H, W, 3] uint8 RGB
     return refined[None] == np.arange(1, len(masks) + 1)[:, None, None]
 
 
+@dataclass(frozen=True, slots=True)
+class BoundaryRefiner:
+    """The engine's refine stage (``engine.interfaces.Refiner``): ``refine_instances`` with one method and
+    its parameters. Built before the first frame, so a missing library is a BackendError then, naming the
+    package to install; ``method`` "none" is a ConfigError here (no refiner is the pipeline's "none")."""
+
+    method: str
+    crf: CrfConfig = CrfConfig()
+    guided: GuidedConfig = GuidedConfig()
+
+    def __post_init__(self) -> None:
+        if self.method not in REFINE_METHODS or self.method == "none":
+            raise ConfigError(f"refine method {self.method!r}: a refiner runs one of "
+                              f"{', '.join(m for m in REFINE_METHODS if m != 'none')}")
+        _LIBRARIES[self.method]()
+
+    def __call__(self, image: torch.Tensor, instances: Instances) -> Instances:
+        """``image``: [H, W, 3] uint8 RGB, any device; the instances' masks at its size."""
+        return refine_instances(image, instances, self.method, crf=self.crf, guided=self.guided)
+
+
+def load_refiner(method: str) -> BoundaryRefiner | None:
+    """``--refine``: None for "none", else a ``BoundaryRefiner``; ConfigError naming the choices for any
+    other name, BackendError when the method's library is missing."""
+    if method not in REFINE_METHODS:
+        raise ConfigError(f"--refine {method!r}: choose one of {', '.join(REFINE_METHODS)}")
+    return None if method == "none" else BoundaryRefiner(method)
+
+
 def refine_instances(image: torch.Tensor, instances: Instances, method: str, **configs) -> Instances:
     """``refine_masks`` on a frame's final instances ([H, W, 3] uint8 image); boxes follow the new masks."""
     if method == "none" or len(instances) == 0:
@@ -97,12 +128,31 @@ def label_map(masks: np.ndarray) -> np.ndarray:  # [N, H, W] bool -> [H, W] int3
     return labels
 
 
-def _crf(image: np.ndarray, labels: np.ndarray, count: int, cfg: CrfConfig) -> np.ndarray:
+def _densecrf():
+    """pydensecrf's CRF class and unary helper; BackendError naming the package when it is missing."""
     try:
         import pydensecrf.densecrf as dcrf
         from pydensecrf.utils import unary_from_labels
     except ImportError:
         raise BackendError("--refine crf needs pydensecrf: pip install pydensecrf2 (or the 'data' extra)") from None
+    return dcrf, unary_from_labels
+
+
+def _ximgproc():
+    """OpenCV with its contrib modules; BackendError naming the package when they are missing."""
+    import cv2
+
+    if not hasattr(cv2, "ximgproc"):
+        raise BackendError("--refine guided needs OpenCV's contrib modules: pip install "
+                           f"opencv-contrib-python-headless=={cv2.__version__} (or the 'data' extra)")
+    return cv2
+
+
+_LIBRARIES = {"crf": _densecrf, "guided": _ximgproc}
+
+
+def _crf(image: np.ndarray, labels: np.ndarray, count: int, cfg: CrfConfig) -> np.ndarray:
+    dcrf, unary_from_labels = _densecrf()
     height, width = labels.shape
     crf = dcrf.DenseCRF2D(width, height, count)
     crf.setUnaryEnergy(unary_from_labels(labels, count, gt_prob=cfg.gt_prob, zero_unsure=False))
@@ -114,11 +164,7 @@ def _crf(image: np.ndarray, labels: np.ndarray, count: int, cfg: CrfConfig) -> n
 
 
 def _guided(image: np.ndarray, labels: np.ndarray, count: int, cfg: GuidedConfig) -> np.ndarray:
-    import cv2
-
-    if not hasattr(cv2, "ximgproc"):
-        raise BackendError("--refine guided needs OpenCV's contrib modules: pip install "
-                           f"opencv-contrib-python-headless=={cv2.__version__} (or the 'data' extra)")
+    cv2 = _ximgproc()
     flt = cv2.ximgproc.createGuidedFilter(np.ascontiguousarray(image), cfg.radius, cfg.eps)
     scores = np.stack([flt.filter((labels == k).astype(np.float32)) for k in range(count)])
     return scores.argmax(0)
