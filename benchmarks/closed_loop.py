@@ -10,18 +10,23 @@
    box prompts: the engine prompts the tracker with boxes), both from the random weights the engine
    collected with;
 4. score: the whole engine with the fine-tuned checkpoints on the held-out scenes (never collected from),
-   fusing as ``engine.data.synthetic_loop.FUSION`` says (the detection's mask for a matched track; a track
-   no detection confirms is not shown), against their truth with TrackEval: HOTA, and J (DAVIS region
-   similarity: the mean mask IoU of each object over the frames it is visible in) and J&F; before
-   fine-tuning as well (the random engine).
+   making its masks as ``engine.data.synthetic_loop.LOOP_OPTIONS`` says (the detection's mask for a matched
+   track; a track no detection confirms is not shown; a dense CRF on the final masks), against their truth
+   with TrackEval: HOTA, and J (DAVIS region similarity: the mean mask IoU of each object over the frames it
+   is visible in) and J&F; before fine-tuning as well (the random engine).
 
     python -m benchmarks.closed_loop      # both cores of a 2-core CPU, one process each; installs the checkpoints
-    python -m benchmarks.closed_loop --rank random --seed 1 --no-install --skip-baseline   # the A/B baseline
+    python -m benchmarks.closed_loop --rank random --seed 1 --no-install   # the A/B baseline
 
 Each phase runs its independent jobs side by side in ``--workers`` processes of one torch thread (scenes
-are collected into folders of their own and merged; the two fine-tunes need only the labelled collection);
-two torch threads in one process run these sizes no faster than one (benchmarks/RESULTS.md), so the
-second core does more as a second process. Phases report wall time and the CPU time of every process.
+are collected into folders of their own and merged; the two fine-tunes need only the labelled collection):
+one thread a process wastes no time handing work between threads. No core is left idle while work remains:
+the scenes beyond a whole round of workers are collected after it, sharing the cores as torch threads,
+and when YOLOv8-seg's fine-tune ends, SAM 2's takes the freed core as a second thread (between two steps:
+the same steps, only faster). Phases report wall time and the CPU time of every process.
+
+The random engine's own score (``--baseline``, ~3 min) is not part of the loop: it is the starting point,
+measured once (benchmarks/RESULTS.md: HOTA ~0.01).
 
 The checkpoints go to ``<cache>/closed_loop/`` (``engine.data.synthetic_loop.loop_weights``), where
 ``streamseg demo --scene synthetic`` finds them; the work (collection, runs) to ``<cache>/closed_loop/work-*``.
@@ -43,7 +48,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import environment, write_json
-from engine.data.synthetic_loop import (DETECTOR_IMGSZ, FUSION, HELD_OUT_SEEDS, MAX_TRACKS, OBJECTS, SIZE,
+from engine.data.synthetic_loop import (DETECTOR_IMGSZ, HELD_OUT_SEEDS, LOOP_OPTIONS, MAX_TRACKS, OBJECTS, SIZE,
                                         TRACKER_SIZE, TRAIN_SEEDS, loop_weights, scene_spec)
 
 
@@ -115,11 +120,34 @@ def _worker_start(threads: int) -> None:
     os.environ.setdefault("YOLO_OFFLINE", "1")
 
 
-def _in_parallel(settings: LoopSettings, jobs: dict) -> dict:
-    """{key: (function, *args)} run on the phase's workers; {key: result}."""
+def _in_parallel(settings: LoopSettings, jobs: dict, *, done: dict | None = None) -> dict:
+    """{key: (function, *args)} run on the phase's workers; {key: result}. ``done``: {key: callback} called
+    (in this process) with the job's future when it ends."""
     with _workers(settings) as pool:
         futures = {key: pool.submit(*job) for key, job in jobs.items()}
+        for key, callback in (done or {}).items():
+            futures[key].add_done_callback(callback)
         return {key: future.result() for key, future in futures.items()}
+
+
+def _in_rounds(settings: LoopSettings, jobs: dict) -> dict:
+    """{key: (function, *args)} whose function takes the torch threads to use as its last argument: whole
+    rounds of ``workers`` jobs side by side at ``threads`` each, then the jobs left over side by side with
+    the cores shared among them (three scenes on two cores: two, then one on both cores)."""
+    keys, results = list(jobs), {}
+    whole = len(keys) - len(keys) % settings.workers
+    results.update(_in_parallel(settings, {k: (*jobs[k], settings.threads) for k in keys[:whole]}))
+    rest = keys[whole:]
+    if rest:
+        share = max(settings.threads, settings.workers * settings.threads // len(rest))
+        results.update(_in_parallel(settings, {k: (*jobs[k], share) for k in rest}))
+    return results
+
+
+def _use_threads(threads: int) -> None:
+    """A worker's torch threads for the job it runs now (its pool started it with ``settings.threads``)."""
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 def _options(settings: LoopSettings, seed: int, frames: int, *, detector: str, tracker: str, **extra):
@@ -138,15 +166,16 @@ def collect(settings: LoopSettings, folder: Path) -> dict:
     seeds = settings.train_seeds
     shares = [settings.budget // len(seeds) + (k < settings.budget % len(seeds)) for k in range(len(seeds))]
     parts = {seed: folder.parent / "parts" / f"s{seed}" for seed in seeds}
-    kept = _in_parallel(settings, {seed: (collect_scene, settings, seed, parts[seed], share)
-                                   for seed, share in zip(seeds, shares)})
+    kept = _in_rounds(settings, {seed: (collect_scene, settings, seed, parts[seed], share)
+                                 for seed, share in zip(seeds, shares)})
     merge_collections(list(parts.values()), folder)
     return kept
 
 
-def collect_scene(settings: LoopSettings, seed: int, folder: Path, budget: int) -> int:
+def collect_scene(settings: LoopSettings, seed: int, folder: Path, budget: int, threads: int) -> int:
     from engine.app import build_pipeline
 
+    _use_threads(threads)
     opts = _options(settings, seed, settings.train_frames, detector="random", tracker="random",
                     collect=folder, collect_budget=budget, collect_window=settings.window,
                     collect_per_window=settings.per_window, collect_spacing=settings.spacing,
@@ -176,17 +205,29 @@ def finetune_detector(settings: LoopSettings, folder: Path, out: Path) -> dict:
     return metrics | {"wall_s": round(time.perf_counter() - started, 1)}
 
 
-def finetune_tracker(settings: LoopSettings, folder: Path, out: Path) -> dict:
+def finetune_tracker(settings: LoopSettings, folder: Path, out: Path, cores_free: Path) -> dict:
+    """SAM 2's fine-tune; from the step after ``cores_free`` appears (the detector's fine-tune ended) it
+    runs on every worker's threads."""
+    import functools
+
     from engine.data.finetune.sam2 import Sam2Options, finetune_sam2
 
     started = time.perf_counter()
     result = finetune_sam2(Sam2Options(data=folder, out=out, weights="random", image_size=TRACKER_SIZE,
                                        steps=settings.sam2_steps, batch=settings.sam2_batch, lr=settings.sam2_lr,
                                        views=settings.sam2_views, box_prompts=1.0, seed=settings.seed, train_memory=True,
-                                       memory_from=settings.sam2_memory_from, save_every=100, restart=True, progress=False))
+                                       memory_from=settings.sam2_memory_from, save_every=100, restart=True, progress=False),
+                           between_steps=functools.partial(_take_freed_cores, cores_free,
+                                                           settings.workers * settings.threads))
     return {"before": result.before, "after": result.after,
             "loss_first10": sum(result.losses[:10]) / 10, "loss_last10": sum(result.losses[-10:]) / 10,
             "wall_s": round(time.perf_counter() - started, 1)}
+
+
+def _take_freed_cores(flag: Path, threads: int, step: int) -> None:
+    if torch.get_num_threads() < threads and flag.exists():
+        torch.set_num_threads(threads)
+        print(f"SAM 2 fine-tune: {threads} threads from step {step} on (the detector's fine-tune ended)", flush=True)
 
 
 def score(settings: LoopSettings, *, detector: str, tracker: str) -> dict:
@@ -206,7 +247,7 @@ def score_scene(settings: LoopSettings, seed: int, detector: str, tracker: str) 
     from engine.sources.synthetic import SyntheticScene
 
     built = build_pipeline(_options(settings, seed, settings.held_out_frames, detector=detector, tracker=tracker,
-                                    **FUSION))
+                                    **LOOP_OPTIONS))
     predicted, size = {}, (SIZE[1], SIZE[0])
     for result in built.pipeline:
         inst = result.instances
@@ -236,8 +277,10 @@ def run(settings: LoopSettings, *, work: Path, install: Path | None, baseline: b
     with _phase(timings, "label"):
         record["labelled"] = label(settings, folder)
     with _phase(timings, "fine-tune YOLOv8-seg and SAM 2"):
+        cores_free = work / "detector-done"
         tuned = _in_parallel(settings, {"yolo": (finetune_detector, settings, folder, yolo_out),
-                                        "sam2": (finetune_tracker, settings, folder, sam_out)})
+                                        "sam2": (finetune_tracker, settings, folder, sam_out, cores_free)},
+                             done={"yolo": lambda _: cores_free.touch()})
         record.update(tuned)
     with _phase(timings, "score fine-tuned"):
         record["after"] = score(settings, detector=str(yolo_out), tracker=str(sam_out))
@@ -281,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--held-out-frames", type=int, default=LoopSettings().held_out_frames)
     parser.add_argument("--workers", type=int, default=LoopSettings().workers,
                         help="processes side by side (one per core; 1: every job in turn)")
-    parser.add_argument("--skip-baseline", action="store_true", help="do not score the random engine")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also score the random engine on the held-out scenes first (~3 min; not part of the loop)")
     parser.add_argument("--no-install", action="store_true", help="leave the checkpoints in the work folder")
     parser.add_argument("--out", type=Path, default=None, help="the JSON (default: benchmarks/out/closed_loop-*.json)")
     args = parser.parse_args(argv)
@@ -294,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                             sam2_steps=args.sam2_steps, held_out_frames=args.held_out_frames,
                             train_frames=args.train_frames, workers=args.workers)
     work = cache_dir() / "closed_loop" / f"work-{args.rank}-{args.seed}"
-    record = run(settings, work=work, install=None if args.no_install else cache_dir(), baseline=not args.skip_baseline)
+    record = run(settings, work=work, install=None if args.no_install else cache_dir(), baseline=args.baseline)
     record["environment"] = environment()
     path = write_json(f"closed_loop-{args.rank}-{args.seed}", record, out=args.out)
     _print(record)

@@ -1,20 +1,26 @@
 """Does the uncertainty score pick better frames to label than chance? Same budget, three seeds.
 
 The second round of the closed loop: the engine on the closed loop's fine-tuned checkpoints
-(``benchmarks.closed_loop``) runs once over the training scenes with several collectors as its sinks: one
-ranking frames by uncertainty and one per seed ranking them at random, each with the same windows,
-spacing and budget. Each collection is labelled from the scenes' truth and SAM 2 is fine-tuned on it from
-the same checkpoint (box prompts, frozen image encoder, the seed's sampling); every result is scored the
-same way: the tracker (``engine.track``) prompted with the exact box of every object on held-out frames,
-mean mask IoU at frame resolution. The uncertainty arm's frames are fixed (the engine is deterministic);
-its three runs differ in the fine-tune's seed, the random arm's in both.
+(``benchmarks.closed_loop``) runs once over each training scene with several collectors as its sinks: one
+ranking frames by uncertainty and one per seed ranking them at random, each with the same window, spacing
+and budget. The window is the whole scene and it keeps ``per_window`` frames of it, so the ranking decides
+which moments of the scene get labelled (with a window per kept frame, as a live collector's short windows
+give, every arm keeps one frame of each stretch of a second and the ranking only moves it within that
+stretch, where frames look alike). Each collection is labelled from the scenes' truth and SAM 2 is
+fine-tuned on it from the same checkpoint (box prompts, frozen image encoder, the seed's sampling); every
+result is scored the same way: the tracker (``engine.track``) prompted with the exact box of every object
+on held-out frames, mean mask IoU at frame resolution. The uncertainty arm's frames are fixed (the engine is
+deterministic); its three runs differ in the fine-tune's seed, the random arm's in both. Scenes are
+collected, and the arms fine-tuned, side by side in ``--workers`` processes of one torch thread
+(``benchmarks.closed_loop``'s scheduling).
 
-    python -m benchmarks.selection [--budget 20] [--seeds 0 1 2] [--steps 300]
+    python -m benchmarks.selection [--per-scene 7] [--seeds 0 1 2] [--steps 300] [--workers 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -30,10 +36,9 @@ from engine.data.synthetic_loop import (DETECTOR_IMGSZ, HELD_OUT_SEEDS, MAX_TRAC
 
 @dataclass(frozen=True, slots=True)
 class SelectionSettings:
-    budget: int = 20  # frames kept in all, per arm
-    window: int = 30
-    spacing: int = 10
-    train_frames: int = 200
+    per_scene: int = 7  # frames kept per training scene, per arm (21 in all)
+    spacing: int = 10  # frames between two kept frames
+    train_frames: int = 140  # per training scene, as the closed loop collects them; one window each
     seeds: tuple[int, ...] = (0, 1, 2)
     steps: int = 300
     lr: float = 3e-4  # fine-tuning trained weights: lower than from random
@@ -42,32 +47,52 @@ class SelectionSettings:
     eval_every: int = 10  # held-out frames scored: every 10th
     eval_frames: int = 100
     threads: int = 1
+    workers: int = 2
+
+    @property
+    def budget(self) -> int:
+        return self.per_scene * len(TRAIN_SEEDS)
+
+
+def _arms(settings: SelectionSettings) -> dict[str, tuple[str, int]]:
+    """{arm: (rank, seed)}: the uncertainty arm and one random arm per seed."""
+    return {"uncertainty": ("uncertainty", 0), **{f"random-{s}": ("random", s) for s in settings.seeds}}
 
 
 def collect(settings: SelectionSettings, work: Path) -> dict[str, Path]:
-    """One engine pass per training scene feeding every arm's collector."""
+    """Every training scene through the engine once (scenes side by side), feeding every arm's collector
+    into a folder per arm and scene; then each arm's folders merged."""
+    from benchmarks.closed_loop import _in_rounds
+    from engine.data.collector import merge_collections
+
+    _in_rounds(settings, {seed: (collect_scene, settings, seed, work / "parts") for seed in TRAIN_SEEDS})
+    folders = {arm: work / arm for arm in _arms(settings)}
+    for arm, folder in folders.items():
+        merge_collections([work / "parts" / f"{arm}-s{seed}" for seed in TRAIN_SEEDS], folder)
+    return folders
+
+
+def collect_scene(settings: SelectionSettings, seed: int, parts: Path, threads: int) -> None:
+    from benchmarks.closed_loop import _use_threads
     from engine.app import build_pipeline
     from engine.data import Collector, CollectorConfig, SelectorConfig
     from engine.options import RunOptions
     from engine.pipeline import Pipeline
 
+    _use_threads(threads)
     weights = loop_weights()
-    arms = {"uncertainty": ("uncertainty", 0), **{f"random-{s}": ("random", s) for s in settings.seeds}}
-    folders = {arm: work / arm for arm in arms}
-    selector = SelectorConfig(window=settings.window, per_window=1, min_spacing=settings.spacing,
-                              budget=settings.budget)
-    for seed in TRAIN_SEEDS:
-        opts = RunOptions(source=scene_spec(seed, settings.train_frames), weights=str(weights.detector),
-                          tracker_weights=str(weights.tracker), imgsz=DETECTOR_IMGSZ, tracker_size=TRACKER_SIZE,
-                          tracker_encoder="torch", max_tracks=MAX_TRACKS, device="cpu")
-        p = build_pipeline(opts).pipeline
-        collectors = [Collector(folders[arm], names=p.detector.names,
-                                config=CollectorConfig(selector=selector, rank=rank, seed=s + 1000 * seed,
-                                                       prefix=f"s{seed}_", val_every=0))
-                      for arm, (rank, s) in arms.items()]
-        Pipeline(p.source, shared=p.processor.shared, tracker=p.tracker, fuser=p.fuser, sinks=collectors,
-                 device=p.device).run()
-    return folders
+    selector = SelectorConfig(window=settings.train_frames, per_window=settings.per_scene,
+                              min_spacing=settings.spacing, budget=settings.per_scene)
+    opts = RunOptions(source=scene_spec(seed, settings.train_frames), weights=str(weights.detector),
+                      tracker_weights=str(weights.tracker), imgsz=DETECTOR_IMGSZ, tracker_size=TRACKER_SIZE,
+                      tracker_encoder="torch", max_tracks=MAX_TRACKS, device="cpu")
+    p = build_pipeline(opts).pipeline
+    collectors = [Collector(parts / f"{arm}-s{seed}", names=p.detector.names,
+                            config=CollectorConfig(selector=selector, rank=rank, seed=s + 1000 * seed,
+                                                   prefix=f"s{seed}_", val_every=0))
+                  for arm, (rank, s) in _arms(settings).items()]
+    Pipeline(p.source, shared=p.processor.shared, tracker=p.tracker, fuser=p.fuser, sinks=collectors,
+             device=p.device).run()
 
 
 def label(settings: SelectionSettings, folders: dict[str, Path]) -> None:
@@ -104,30 +129,38 @@ def prompted_iou(settings: SelectionSettings, checkpoint: Path) -> float:
     return float(np.mean(ious))
 
 
-def run(settings: SelectionSettings, work: Path) -> dict:
+def finetune_arm(settings: SelectionSettings, folder: Path, seed: int, out: Path) -> float:
+    """SAM 2 fine-tuned on one arm's collection from the loop's checkpoint; its held-out prompted IoU."""
     from engine.data.finetune.sam2 import Sam2Options, finetune_sam2
+
+    finetune_sam2(Sam2Options(data=folder, out=out, weights=str(loop_weights().tracker), image_size=TRACKER_SIZE,
+                              steps=settings.steps, batch=settings.batch, lr=settings.lr, views=settings.views,
+                              box_prompts=1.0, seed=seed, restart=True, progress=False, save_every=settings.steps))
+    return prompted_iou(settings, out)
+
+
+def run(settings: SelectionSettings, work: Path) -> dict:
+    from benchmarks.closed_loop import _in_parallel
 
     torch.set_num_threads(settings.threads)
     start = loop_weights().tracker
-    t0, cpu0 = time.perf_counter(), time.process_time()
+    t0 = time.perf_counter()
+    if work.exists():  # a collector resumes into an existing folder: the frames must be this run's
+        shutil.rmtree(work)
     folders = collect(settings, work)
     label(settings, folders)
-    record: dict = {"settings": asdict(settings), "start": str(start), "before": prompted_iou(settings, start),
-                    "runs": {}}
+    record: dict = {"settings": asdict(settings) | {"budget": settings.budget}, "start": str(start),
+                    "before": prompted_iou(settings, start), "runs": {}}
+    jobs = {}
     for arm, folder in folders.items():
-        seeds = settings.seeds if arm == "uncertainty" else (int(arm.split("-")[1]),)
-        for seed in seeds:
-            out = work / f"{arm}-ft{seed}.pt"
-            finetune_sam2(Sam2Options(data=folder, out=out, weights=str(start), image_size=TRACKER_SIZE,
-                                      steps=settings.steps, batch=settings.batch, lr=settings.lr,
-                                      views=settings.views, box_prompts=1.0, seed=seed, restart=True,
-                                      progress=False, save_every=settings.steps))
-            record["runs"][f"{arm.split('-')[0]}/seed{seed}"] = prompted_iou(settings, out)
-            print(arm, seed, record["runs"][f"{arm.split('-')[0]}/seed{seed}"], flush=True)
+        kind = arm.split("-")[0]
+        for seed in settings.seeds if arm == "uncertainty" else (int(arm.split("-")[1]),):
+            jobs[f"{kind}/seed{seed}"] = (finetune_arm, settings, folder, seed, work / f"{arm}-ft{seed}.pt")
+    record["runs"] = _in_parallel(settings, jobs)
     for kind in ("uncertainty", "random"):
         values = [v for k, v in record["runs"].items() if k.startswith(kind)]
         record[kind] = {"mean": statistics.mean(values), "stdev": statistics.stdev(values), "runs": values}
-    record["total"] = {"wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(time.process_time() - cpu0, 1)}
+    record["total"] = {"wall_s": round(time.perf_counter() - t0, 1)}
     return record
 
 
@@ -135,14 +168,21 @@ def main(argv: list[str] | None = None) -> int:
     from engine.weights import cache_dir
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget", type=int, default=SelectionSettings().budget)
+    parser.add_argument("--per-scene", type=int, default=SelectionSettings().per_scene,
+                        help="frames kept per training scene and arm")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SelectionSettings().seeds))
     parser.add_argument("--steps", type=int, default=SelectionSettings().steps)
+    parser.add_argument("--workers", type=int, default=SelectionSettings().workers,
+                        help="processes side by side (one per core)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if not loop_weights().present:
         raise SystemExit("no closed-loop checkpoints in the cache: run python -m benchmarks.closed_loop first")
-    settings = SelectionSettings(budget=args.budget, seeds=tuple(args.seeds), steps=args.steps)
+    if args.workers < 1 or args.per_scene < 1 or args.per_scene * SelectionSettings().spacing > SelectionSettings().train_frames:
+        parser.error(f"--workers {args.workers}, --per-scene {args.per_scene}: give 1 or more, and at most "
+                     f"{SelectionSettings().train_frames // SelectionSettings().spacing} frames a scene")
+    settings = SelectionSettings(per_scene=args.per_scene, seeds=tuple(args.seeds), steps=args.steps,
+                                 workers=args.workers)
     work = cache_dir() / "closed_loop" / "selection"
     record = run(settings, work)
     record["environment"] = environment()
@@ -151,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind in ("uncertainty", "random"):
         r = record[kind]
         print(f"{kind:<12} {r['mean']:.3f} +- {r['stdev']:.3f}  ({', '.join(f'{v:.3f}' for v in r['runs'])})")
-    print(f"{record['total']['wall_s']} s wall, {record['total']['cpu_s']} s CPU; JSON: {path}")
+    print(f"{record['total']['wall_s']} s wall; JSON: {path}")
     return 0
 
 

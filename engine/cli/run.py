@@ -72,21 +72,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _synthetic_demo(args: argparse.Namespace, overrides: dict) -> int:
     """The first held-out scene of the closed loop, on the loop's fine-tuned checkpoints when the cache
     holds them (random weights otherwise, said loudly), scored against the scene's truth."""
-    from engine.data.synthetic_loop import (DETECTOR_IMGSZ, FUSION, HELD_OUT_SEEDS, MAX_TRACKS, TRACKER_SIZE,
+    from engine.data.synthetic_loop import (DETECTOR_IMGSZ, HELD_OUT_SEEDS, LOOP_OPTIONS, MAX_TRACKS, TRACKER_SIZE,
                                             loop_weights, scene_spec)
     from engine.eval.results import evaluate_against_scene, read_results
     from engine.sources.synthetic import SyntheticScene
 
     spec = scene_spec(HELD_OUT_SEEDS[0], frames=SYNTHETIC_DEMO_FRAMES)
     weights = loop_weights()
-    overrides.update(source=spec, imgsz=DETECTOR_IMGSZ, tracker_size=TRACKER_SIZE, max_tracks=MAX_TRACKS, **FUSION)
+    overrides.update(LOOP_OPTIONS, source=spec, imgsz=DETECTOR_IMGSZ, tracker_size=TRACKER_SIZE, max_tracks=MAX_TRACKS)
     if weights.present:
         overrides.update(weights=str(weights.detector), tracker_weights=str(weights.tracker))
         print(f"streamseg: closed-loop weights: {weights.detector}, {weights.tracker}", file=sys.stderr)
     else:
-        overrides.update(weights="random", tracker_weights="random")
+        # refining random masks shows nothing, and the CRF's library comes with the 'data' extra (the loop's)
+        overrides.update(weights="random", tracker_weights="random", refine="none")
         print(f"streamseg: no closed-loop weights in {weights.detector.parent}; build them with "
-              "`python -m benchmarks.closed_loop` (about 30 minutes of a 2-core CPU). Running on random weights.",
+              "`python -m benchmarks.closed_loop` (about 26 minutes of a 2-core CPU). Running on random weights.",
               file=sys.stderr)
     options = from_args(args, overrides=overrides)
     code = _execute(options, quiet=args.quiet)

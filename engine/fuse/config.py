@@ -59,7 +59,7 @@ class FuserConfig:
     # probabilities). 0: the tracker's mask; above 0.5: the detection's. The default keeps SAM 2's mask,
     # finer than YOLO's prototypes for trained weights; a tracker worse than its detector (the closed
     # loop's 10-minute fine-tune: box-prompted IoU 0.66, where the best detection mask per object
-    # averages 0.74) wants the detection's (engine.data.synthetic_loop.FUSION: 1.0).
+    # averages 0.74) wants the detection's (engine.data.synthetic_loop.LOOP_OPTIONS: 1.0).
     detector_mask_weight: float = 0.0
     # A track the detector has not confirmed on this many detection frames in a row stays tracked (its
     # memory goes on; it may be re-acquired) but is left out of the frame's instances. None: always

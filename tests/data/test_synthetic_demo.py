@@ -43,3 +43,37 @@ def test_without_checkpoints_the_synthetic_demo_says_how_to_build_them_and_runs_
     assert proc.returncode == 0, proc.stderr
     assert "python -m benchmarks.closed_loop" in proc.stderr and "RANDOM WEIGHTS" in proc.stderr
     _quality_line(proc.stdout)
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("present, refine", [(True, "crf"), (False, "none")], ids=["checkpoints", "random"])
+def test_the_synthetic_demo_makes_its_masks_as_the_loop_scores_them(tmp_path, monkeypatch, present, refine):
+    """On the loop's checkpoints the demo runs with the loop's LOOP_OPTIONS (the CRF included); on random
+    weights without the refinement (nothing to refine, and its library is the 'data' extra's)."""
+    import engine.cli.run as run
+    from engine.cli import main
+    from engine.data.synthetic_loop import LOOP_OPTIONS
+
+    monkeypatch.setenv("STREAMSEG_CACHE", str(tmp_path))
+    if present:
+        weights = loop_weights(tmp_path)
+        weights.detector.parent.mkdir(parents=True)
+        weights.detector.write_bytes(b"checkpoint")  # never loaded: the run stops before building
+        weights.tracker.write_bytes(b"checkpoint")
+    seen = []
+
+    def stop(options, *, quiet):
+        seen.append(options)
+        raise _Stop
+
+    monkeypatch.setattr(run, "_execute", stop)
+    with pytest.raises(_Stop):
+        main(["demo", "--scene", "synthetic", "--out-dir", str(tmp_path / "out")])
+    (options,) = seen
+    assert options.refine == refine
+    assert options.detector_mask_weight == LOOP_OPTIONS["detector_mask_weight"]
+    assert options.hide_unconfirmed_after == LOOP_OPTIONS["hide_unconfirmed_after"]
+    assert (options.weights == str(loop_weights(tmp_path).detector)) is present

@@ -117,9 +117,12 @@ def atomic_save(obj, path: Path) -> None:
 
 
 def run_steps(task: StepTask, options: StepOptions, *, run_dir: Path, checkpoint: Path,
-              fingerprint: dict, log: Callable[[str], None] = print) -> RunResult:
+              fingerprint: dict, log: Callable[[str], None] = print,
+              between_steps: Callable[[int], None] | None = None) -> RunResult:
     """Fine-tune ``task`` for ``options.steps`` AdamW steps, resuming from ``run_dir/state.pt`` when it
-    holds a run with the same ``fingerprint`` (the settings that change the result, except steps)."""
+    holds a run with the same ``fingerprint`` (the settings that change the result, except steps).
+    ``between_steps(step)`` runs on this thread before each step (what a caller may change between steps
+    without changing the result, such as the torch threads once other work has freed cores)."""
     generator = torch.Generator().manual_seed(options.seed)
     optimizer = torch.optim.AdamW(task.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     state = _load_state(run_dir, fingerprint)
@@ -143,6 +146,8 @@ def run_steps(task: StepTask, options: StepOptions, *, run_dir: Path, checkpoint
                disable=not options.progress, dynamic_ncols=True)
     try:
         for step in range(start, options.steps):
+            if between_steps is not None:
+                between_steps(step)
             loss = task.loss(generator, step)
             if not torch.isfinite(loss):
                 raise ConfigError(f"{task.name}: the loss became {float(loss)} at step {step}; lower --lr")

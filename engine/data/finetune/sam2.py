@@ -86,8 +86,9 @@ class Sam2Options:
             raise ConfigError(f"--image-size {self.image_size}: use a multiple of 32 (e.g. 512, 1024)")
 
 
-def finetune_sam2(options: Sam2Options, *, log=print) -> RunResult:
-    """Fine-tune and write ``options.out``; the run folder (``OUT.run``) holds state, views and report."""
+def finetune_sam2(options: Sam2Options, *, log=print, between_steps=None) -> RunResult:
+    """Fine-tune and write ``options.out``; the run folder (``OUT.run``) holds state, views and report.
+    ``between_steps``: see ``common.run_steps``."""
     from engine.track.model import build_model
 
     collection = read_collection(options.data)
@@ -112,7 +113,8 @@ def finetune_sam2(options: Sam2Options, *, log=print) -> RunResult:
     step_options = StepOptions(steps=options.steps, lr=options.lr, seed=options.seed,
                                save_every=options.save_every, progress=options.progress)
     with _deterministic():
-        return run_steps(task, step_options, run_dir=run_dir, checkpoint=out, fingerprint=fingerprint, log=log)
+        return run_steps(task, step_options, run_dir=run_dir, checkpoint=out, fingerprint=fingerprint, log=log,
+                         between_steps=between_steps)
 
 
 def split_samples(collection: Collection, val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
