@@ -169,8 +169,7 @@ def build_pipeline(opts: RunOptions) -> BuiltPipeline:
         source.close()
         raise
     built.pipeline = Pipeline(source, shared=SharedStages(detector=detector, segmenter=segmenter, refiner=refiner),
-                              tracker=tracker,
-                              fuser=fuser, sinks=sinks, prompts=prompts, device=device,
+                              tracker=tracker, fuser=fuser, sinks=sinks, prompts=prompts, device=device,
                               detect_every=opts.detect_every, max_frames=opts.max_frames, overlap=split)
     return built
 

@@ -88,7 +88,7 @@ class Refiner(Protocol):
     """Boundary refinement of a frame's final instances (``engine.refine.BoundaryRefiner``): the same
     instances, in order, with their masks' edges moved onto the picture's, still not overlapping."""
 
-    method: str  # what it runs, for the latency table and the JSONL ("crf", "guided")
+    method: str  # what it runs ("crf", "guided")
 
     def __call__(self, image: torch.Tensor, instances: Instances) -> Instances:
         """``image``: the frame, [H, W, 3] uint8 RGB; ``instances``: its resolved instances."""

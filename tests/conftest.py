@@ -23,6 +23,23 @@ os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(os.environ.get("TMPDIR", "/tmp
 os.environ["STREAMSEG_CACHE"] = tempfile.mkdtemp(prefix="streamseg-test-cache-")
 atexit.register(shutil.rmtree, os.environ["STREAMSEG_CACHE"], ignore_errors=True)
 
+
+
+def _a_share_of_the_cores_per_worker() -> None:
+    """Under pytest-xdist, each worker's torch (and the commands its tests start, through OMP_NUM_THREADS)
+    computes on its share of the cores: at torch's default every worker takes every core, and two workers on
+    two cores then run four threads that wait on each other (benchmarks/RESULTS.md: runs several times
+    slower on this project's 2-core machine)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers < 2:
+        return
+    share = max(1, len(os.sched_getaffinity(0)) // workers)
+    os.environ["OMP_NUM_THREADS"] = str(share)
+    torch.set_num_threads(share)
+
+
+_a_share_of_the_cores_per_worker()
+
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; none is present")
 
 
