@@ -26,7 +26,7 @@ and when YOLOv8-seg's fine-tune ends, SAM 2's takes the freed core as a second t
 the same steps, only faster). Phases report wall time and the CPU time of every process.
 
 The random engine's own score (``--baseline``, ~3 min) is not part of the loop: it is the starting point,
-measured once (benchmarks/RESULTS.md: HOTA ~0.01).
+measured in earlier rounds (benchmarks/RESULTS.md: HOTA 0.001, J 0.217).
 
 The checkpoints go to ``<cache>/closed_loop/`` (``engine.data.synthetic_loop.loop_weights``), where
 ``streamseg demo --scene synthetic`` finds them; the work (collection, runs) to ``<cache>/closed_loop/work-*``.
