@@ -36,18 +36,16 @@ The JSON (settings, every phase's wall and CPU seconds, every score, the machine
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import resource
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import environment, write_json
+from benchmarks.common import environment, in_parallel, in_rounds, use_threads, write_json
 from engine.data.synthetic_loop import (DETECTOR_IMGSZ, HELD_OUT_SEEDS, LOOP_OPTIONS, MAX_TRACKS, OBJECTS, SIZE,
                                         TRACKER_SIZE, TRAIN_SEEDS, loop_weights, scene_spec)
 
@@ -108,48 +106,6 @@ def _phase(timings: dict, name: str):
     return _Timer()
 
 
-def _workers(settings: LoopSettings) -> ProcessPoolExecutor:
-    """A pool for one phase. Spawned, not forked (torch's thread pools do not survive a fork), and shut down
-    with the phase, so its processes are reaped and their CPU time counted."""
-    return ProcessPoolExecutor(max_workers=settings.workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_start, initargs=(settings.threads,))
-
-
-def _worker_start(threads: int) -> None:
-    torch.set_num_threads(threads)
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-
-
-def _in_parallel(settings: LoopSettings, jobs: dict, *, done: dict | None = None) -> dict:
-    """{key: (function, *args)} run on the phase's workers; {key: result}. ``done``: {key: callback} called
-    (in this process) with the job's future when it ends."""
-    with _workers(settings) as pool:
-        futures = {key: pool.submit(*job) for key, job in jobs.items()}
-        for key, callback in (done or {}).items():
-            futures[key].add_done_callback(callback)
-        return {key: future.result() for key, future in futures.items()}
-
-
-def _in_rounds(settings: LoopSettings, jobs: dict) -> dict:
-    """{key: (function, *args)} whose function takes the torch threads to use as its last argument: whole
-    rounds of ``workers`` jobs side by side at ``threads`` each, then the jobs left over side by side with
-    the cores shared among them (three scenes on two cores: two, then one on both cores)."""
-    keys, results = list(jobs), {}
-    whole = len(keys) - len(keys) % settings.workers
-    results.update(_in_parallel(settings, {k: (*jobs[k], settings.threads) for k in keys[:whole]}))
-    rest = keys[whole:]
-    if rest:
-        share = max(settings.threads, settings.workers * settings.threads // len(rest))
-        results.update(_in_parallel(settings, {k: (*jobs[k], share) for k in rest}))
-    return results
-
-
-def _use_threads(threads: int) -> None:
-    """A worker's torch threads for the job it runs now (its pool started it with ``settings.threads``)."""
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-
-
 def _options(settings: LoopSettings, seed: int, frames: int, *, detector: str, tracker: str, **extra):
     from engine.options import RunOptions
 
@@ -166,7 +122,7 @@ def collect(settings: LoopSettings, folder: Path) -> dict:
     seeds = settings.train_seeds
     shares = [settings.budget // len(seeds) + (k < settings.budget % len(seeds)) for k in range(len(seeds))]
     parts = {seed: folder.parent / "parts" / f"s{seed}" for seed in seeds}
-    kept = _in_rounds(settings, {seed: (collect_scene, settings, seed, parts[seed], share)
+    kept = in_rounds(settings, {seed: (collect_scene, settings, seed, parts[seed], share)
                                  for seed, share in zip(seeds, shares)})
     merge_collections(list(parts.values()), folder)
     return kept
@@ -175,7 +131,7 @@ def collect(settings: LoopSettings, folder: Path) -> dict:
 def collect_scene(settings: LoopSettings, seed: int, folder: Path, budget: int, threads: int) -> int:
     from engine.app import build_pipeline
 
-    _use_threads(threads)
+    use_threads(threads)
     opts = _options(settings, seed, settings.train_frames, detector="random", tracker="random",
                     collect=folder, collect_budget=budget, collect_window=settings.window,
                     collect_per_window=settings.per_window, collect_spacing=settings.spacing,
@@ -233,7 +189,7 @@ def _take_freed_cores(flag: Path, threads: int, step: int) -> None:
 def score(settings: LoopSettings, *, detector: str, tracker: str) -> dict:
     """The whole engine on the held-out scenes (side by side): per scene and mean HOTA, DetA, AssA, J, J&F,
     ID switches."""
-    scenes = _in_parallel(settings, {seed: (score_scene, settings, seed, detector, tracker)
+    scenes = in_parallel(settings, {seed: (score_scene, settings, seed, detector, tracker)
                                      for seed in settings.held_out_seeds})
     keys = ("hota", "deta", "assa", "j", "f", "j_and_f")
     mean = {k: sum(s[k] for s in scenes.values()) / len(scenes) for k in keys}
@@ -278,7 +234,7 @@ def run(settings: LoopSettings, *, work: Path, install: Path | None, baseline: b
         record["labelled"] = label(settings, folder)
     with _phase(timings, "fine-tune YOLOv8-seg and SAM 2"):
         cores_free = work / "detector-done"
-        tuned = _in_parallel(settings, {"yolo": (finetune_detector, settings, folder, yolo_out),
+        tuned = in_parallel(settings, {"yolo": (finetune_detector, settings, folder, yolo_out),
                                         "sam2": (finetune_tracker, settings, folder, sam_out, cores_free)},
                              done={"yolo": lambda _: cores_free.touch()})
         record.update(tuned)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import multiprocessing
 import os
 import platform
+from concurrent.futures import ProcessPoolExecutor
 from importlib import metadata
 from pathlib import Path
 
@@ -79,3 +81,50 @@ def write_json(name: str, payload: dict, *, out: Path | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str))
     return path
+
+
+# -- side-by-side jobs: one spawned process per core ---------------------------------------------------------
+# ``settings`` below is any object with ``workers`` (processes side by side) and ``threads`` (torch threads
+# each): the closed loop's and the selection benchmark's settings.
+
+
+def _workers(settings) -> ProcessPoolExecutor:
+    """A pool for one phase. Spawned, not forked (torch's thread pools do not survive a fork), and shut down
+    with the phase, so its processes are reaped and their CPU time counted."""
+    return ProcessPoolExecutor(max_workers=settings.workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_start, initargs=(settings.threads,))
+
+
+def _worker_start(threads: int) -> None:
+    torch.set_num_threads(threads)
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+
+
+def in_parallel(settings, jobs: dict, *, done: dict | None = None) -> dict:
+    """{key: (function, *args)} run on the phase's workers; {key: result}. ``done``: {key: callback} called
+    (in this process) with the job's future when it ends."""
+    with _workers(settings) as pool:
+        futures = {key: pool.submit(*job) for key, job in jobs.items()}
+        for key, callback in (done or {}).items():
+            futures[key].add_done_callback(callback)
+        return {key: future.result() for key, future in futures.items()}
+
+
+def in_rounds(settings, jobs: dict) -> dict:
+    """{key: (function, *args)} whose function takes the torch threads to use as its last argument: whole
+    rounds of ``workers`` jobs side by side at ``threads`` each, then the jobs left over side by side with
+    the cores shared among them (three scenes on two cores: two, then one on both cores)."""
+    keys, results = list(jobs), {}
+    whole = len(keys) - len(keys) % settings.workers
+    results.update(in_parallel(settings, {k: (*jobs[k], settings.threads) for k in keys[:whole]}))
+    rest = keys[whole:]
+    if rest:
+        share = max(settings.threads, settings.workers * settings.threads // len(rest))
+        results.update(in_parallel(settings, {k: (*jobs[k], share) for k in rest}))
+    return results
+
+
+def use_threads(threads: int) -> None:
+    """A worker's torch threads for the job it runs now (its pool started it with ``settings.threads``)."""
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)

@@ -12,7 +12,7 @@ result is scored the same way: the tracker (``engine.track``) prompted with the 
 on held-out frames, mean mask IoU at frame resolution. The uncertainty arm's frames are fixed (the engine is
 deterministic); its three runs differ in the fine-tune's seed, the random arm's in both. Scenes are
 collected, and the arms fine-tuned, side by side in ``--workers`` processes of one torch thread
-(``benchmarks.closed_loop``'s scheduling).
+(``benchmarks.common.in_rounds``, ``in_parallel``).
 
     python -m benchmarks.selection [--per-scene 7] [--seeds 0 1 2] [--steps 300] [--workers 2]
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import environment, write_json
+from benchmarks.common import environment, in_parallel, in_rounds, use_threads, write_json
 from engine.data.synthetic_loop import (DETECTOR_IMGSZ, HELD_OUT_SEEDS, MAX_TRACKS, OBJECTS, SIZE, TRACKER_SIZE,
                                         TRAIN_SEEDS, loop_weights, scene_spec)
 
@@ -62,10 +62,9 @@ def _arms(settings: SelectionSettings) -> dict[str, tuple[str, int]]:
 def collect(settings: SelectionSettings, work: Path) -> dict[str, Path]:
     """Every training scene through the engine once (scenes side by side), feeding every arm's collector
     into a folder per arm and scene; then each arm's folders merged."""
-    from benchmarks.closed_loop import _in_rounds
     from engine.data.collector import merge_collections
 
-    _in_rounds(settings, {seed: (collect_scene, settings, seed, work / "parts") for seed in TRAIN_SEEDS})
+    in_rounds(settings, {seed: (collect_scene, settings, seed, work / "parts") for seed in TRAIN_SEEDS})
     folders = {arm: work / arm for arm in _arms(settings)}
     for arm, folder in folders.items():
         merge_collections([work / "parts" / f"{arm}-s{seed}" for seed in TRAIN_SEEDS], folder)
@@ -73,13 +72,12 @@ def collect(settings: SelectionSettings, work: Path) -> dict[str, Path]:
 
 
 def collect_scene(settings: SelectionSettings, seed: int, parts: Path, threads: int) -> None:
-    from benchmarks.closed_loop import _use_threads
     from engine.app import build_pipeline
     from engine.data import Collector, CollectorConfig, SelectorConfig
     from engine.options import RunOptions
     from engine.pipeline import Pipeline
 
-    _use_threads(threads)
+    use_threads(threads)
     weights = loop_weights()
     selector = SelectorConfig(window=settings.train_frames, per_window=settings.per_scene,
                               min_spacing=settings.spacing, budget=settings.per_scene)
@@ -140,8 +138,6 @@ def finetune_arm(settings: SelectionSettings, folder: Path, seed: int, out: Path
 
 
 def run(settings: SelectionSettings, work: Path) -> dict:
-    from benchmarks.closed_loop import _in_parallel
-
     torch.set_num_threads(settings.threads)
     start = loop_weights().tracker
     t0 = time.perf_counter()
@@ -152,11 +148,10 @@ def run(settings: SelectionSettings, work: Path) -> dict:
     record: dict = {"settings": asdict(settings) | {"budget": settings.budget}, "start": str(start),
                     "before": prompted_iou(settings, start), "runs": {}}
     jobs = {}
-    for arm, folder in folders.items():
-        kind = arm.split("-")[0]
-        for seed in settings.seeds if arm == "uncertainty" else (int(arm.split("-")[1]),):
-            jobs[f"{kind}/seed{seed}"] = (finetune_arm, settings, folder, seed, work / f"{arm}-ft{seed}.pt")
-    record["runs"] = _in_parallel(settings, jobs)
+    for arm, (rank, seed) in _arms(settings).items():
+        for ft_seed in settings.seeds if rank == "uncertainty" else (seed,):
+            jobs[f"{rank}/seed{ft_seed}"] = (finetune_arm, settings, folders[arm], ft_seed, work / f"{arm}-ft{ft_seed}.pt")
+    record["runs"] = in_parallel(settings, jobs)
     for kind in ("uncertainty", "random"):
         values = [v for k, v in record["runs"].items() if k.startswith(kind)]
         record[kind] = {"mean": statistics.mean(values), "stdev": statistics.stdev(values), "runs": values}

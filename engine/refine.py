@@ -66,8 +66,7 @@ def refine_masks(image: np.ndarray,  # [H, W, 3] uint8 RGB
                  guided: GuidedConfig = GuidedConfig()) -> np.ndarray:  # -> [N, H, W] bool, not overlapping
     """Refined masks, in the same order. Raises ConfigError for an unknown method and BackendError when
     its library is missing."""
-    if method not in REFINE_METHODS:
-        raise ConfigError(f"--refine {method!r}: choose one of {', '.join(REFINE_METHODS)}")
+    _check_method(method)
     if masks.ndim != 3 or image.shape != (*masks.shape[1:], 3) or image.dtype != np.uint8:
         raise ValueError(f"refine_masks needs a [H, W, 3] uint8 image and [N, H, W] masks, got "
                          f"{image.shape} {image.dtype} and {masks.shape}")
@@ -105,9 +104,13 @@ class BoundaryRefiner:
 def load_refiner(method: str) -> BoundaryRefiner | None:
     """``--refine``: None for "none", else a ``BoundaryRefiner``; ConfigError naming the choices for any
     other name, BackendError when the method's library is missing."""
+    _check_method(method)
+    return None if method == "none" else BoundaryRefiner(method)
+
+
+def _check_method(method: str) -> None:
     if method not in REFINE_METHODS:
         raise ConfigError(f"--refine {method!r}: choose one of {', '.join(REFINE_METHODS)}")
-    return None if method == "none" else BoundaryRefiner(method)
 
 
 def refine_instances(image: torch.Tensor, instances: Instances, method: str, **configs) -> Instances:
