@@ -52,6 +52,11 @@ class FuserConfig:
     # wrong object, which the tracker then also finds again): the one with fewer matched detections
     # is retired.
     duplicate_iou: float = 0.8
+    # A track back in sight after being lost whose mask lies this much inside the mask of a track seen
+    # for longer has found that track's object, not its own (SAM 2's memory mistakes a neighbour of the
+    # same look for the lost object): it is retired as lost, into the re-identification gallery. Lower
+    # than duplicate_iou because the returned mask often covers only part of the object it jumped onto.
+    return_overlap: float = 0.5
     # Class and score smoothing over matched detections: weight of the newest observation.
     smoothing: float = 0.3
     # The final mask of a track matched to a detection on this frame: foreground where
@@ -69,7 +74,7 @@ class FuserConfig:
 
     def __post_init__(self) -> None:
         for name in ("match_iou", "reprompt_iou", "spawn_conf", "spawn_max_overlap", "reacquire_box_iou",
-                     "duplicate_iou", "smoothing", "detector_mask_weight"):
+                     "duplicate_iou", "return_overlap", "smoothing", "detector_mask_weight"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"fusion {name} must be in [0, 1], got {value}")

@@ -12,10 +12,13 @@ has propagated its objects:
    class: a drifted, jumped or occluded track keeps its id and is re-prompted; a confident detection
    still left, not covering a tracked object and seen on ``spawn_after`` consecutive detection frames,
    spawns a new track;
-2. ``retire``, on the masks the prompts produced: two tracks on one object (masks overlapping by
-   ``duplicate_iou``) become one; a track with a low object score and no match for ``retire_after``
-   frames is retired, and so is one no detection has confirmed for ``retire_unmatched_after``
-   detection frames. A user's track is never retired by this policy. With re-identification on
+2. ``retire``, on the masks the prompts produced: a track shown before but not on the last frame whose
+   mask comes back ``return_overlap`` inside the mask of a track shown on the last frame has taken that
+   track's object for its own (SAM 2's memory mistook a neighbour for its lost object): it claimed no
+   detection on this frame and is retired as lost, into the re-identification gallery; two tracks on
+   one object (masks overlapping by ``duplicate_iou``) become one; a track with a low object score and
+   no match for ``retire_after`` frames is retired, and so is one no detection has confirmed for
+   ``retire_unmatched_after`` detection frames. A user's track is never retired by this policy. With re-identification on
    (``reid``), a track spawned by this policy that matches one retired as lost earlier goes on under
    the retired id (``Reidentify``), on its first frame with a usable embedding;
 3. ``resolve``: the shown tracks (``hide_unconfirmed_after``) become the frame's non-overlapping
@@ -60,6 +63,9 @@ class TrackState:
     last_box: tuple[float, float, float, float] | None = None  # where it was last visible
     matches: int = 0
     origin: Origin = Origin.DETECTOR
+    seen: bool = False  # whether it has been among the frame's instances yet
+    visible: bool = False  # whether it was among the last frame's instances
+    visible_since: int = 0  # frame index its last run of frames among the instances began on
 
 
 @dataclass(slots=True)
@@ -113,11 +119,13 @@ class Fuser:
         self._detected = False  # whether the current frame had a detector pass
         self._matched_iou: list[float] = []  # mask IoU of the current frame's detection-track pairs
         self._went_lost = 0  # tracks that went out of sight on the current frame
+        self._jumped: set[int] = set()  # tracks whose memory took another track's object, current frame
 
     def associate(self, frame: Frame, detections: Detections | None, tracks: Tracks | None) -> list[Decision]:
         """Adopt, re-prompt and spawn decisions for this frame, from the step's outputs."""
         self._frame_index = frame.index
         decisions: list[Decision] = self._follow(tracks)
+        self._jumped = self._find_jumps(tracks)
         self._paired = {}
         self._detected = detections is not None
         self._matched_iou, self._went_lost = [], 0
@@ -140,6 +148,9 @@ class Fuser:
             for i, obj_id in enumerate(tracks.obj_ids):
                 current[obj_id] = _Output(logits=tracks.logits[i], score=scores[i])
         decisions: list[Decision] = self._reidentify(frame, tracks, current)
+        for obj_id in sorted(self._jumped & current.keys()):
+            decisions.append(self._retire(current, obj_id, RetireReason.LOST))
+            self.counters.retired += 1
         return decisions + self._drop_duplicates(current) + self._update_lifecycle(current)
 
     def resolve(self, frame: Frame, detections: Detections | None, tracks: Tracks | None) -> Instances:
@@ -160,11 +171,21 @@ class Fuser:
             labels=[self.names[c] if c < len(self.names) else str(c) for c in classes], shown=shown,
             detector_masks=evidence, detector_weight=weight)
         ids, boxes = instances.ids.tolist(), instances.boxes.tolist()
+        self._note_visibility(ids)
         for obj_id, box in zip(ids, boxes):
             self.tracks[obj_id].last_box = tuple(box)
         if self.reid is not None:
             self.reid.observe(self._sightings(frame, tracks, ids, boxes), time=_seconds(frame))
         return instances
+
+    def _note_visibility(self, shown: list[int]) -> None:
+        """Each track's run of frames among the instances (``visible``, ``visible_since``)."""
+        shown_now = set(shown)
+        for obj_id, state in self.tracks.items():
+            if obj_id in shown_now and not state.visible:
+                state.visible_since = self._frame_index
+            state.visible = obj_id in shown_now
+            state.seen |= state.visible
 
     # -- association ----------------------------------------------------------------------------
 
@@ -196,6 +217,8 @@ class Fuser:
         ids = list(tracks.obj_ids) if tracks is not None else []
         iou = (mask_iou(tracks.masks, dets.masks).cpu().numpy() if ids
                else np.zeros((0, len(dets)), dtype=np.float32))  # [N, M]
+        # A track about to be retired as jumped claims no detection: the track it jumped onto does.
+        iou[[t for t, obj_id in enumerate(ids) if obj_id in self._jumped]] = 0.0
         classes, boxes = dets.class_ids.tolist(), dets.boxes.float().cpu()
         near = self._near_last_box(ids, boxes)  # [N, M]: stage 1's tie-break, stage 2's "was last seen"
         pairs = self._pair_by_masks(ids, iou, classes, near)
@@ -264,7 +287,7 @@ class Fuser:
         paired_tracks = {obj_id for obj_id, _, _ in pairs}
         paired_dets = {d for _, d, _ in pairs}
         ids = list(tracks.obj_ids) if tracks is not None else []
-        left = [t for t, obj_id in enumerate(ids) if obj_id not in paired_tracks]
+        left = [t for t, obj_id in enumerate(ids) if obj_id not in paired_tracks and obj_id not in self._jumped]
         left_dets = [d for d in range(len(classes)) if d not in paired_dets]
         if not left or not left_dets:
             return []
@@ -323,27 +346,49 @@ class Fuser:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
+    def _find_jumps(self, tracks: Tracks | None) -> set[int]:
+        """Tracks shown before but not on the last frame (gone, hidden or unconfirmed) whose mask now
+        lies ``return_overlap`` inside the mask of a track shown on the last frame: the memory took that
+        track's object for its own, which is elsewhere (out of the frame, hidden). They are retired as
+        lost, into the re-identification gallery, for when their own object comes back; until then they
+        claim no detection. A user's track is never one of them."""
+        if tracks is None or len(tracks.obj_ids) < 2:
+            return set()
+        states = [self.tracks.get(i) for i in tracks.obj_ids]
+        gone = np.array([s is not None and s.seen and not s.visible and s.origin is Origin.DETECTOR for s in states])
+        shown = np.array([s is not None and s.visible for s in states])
+        if not gone.any() or not shown.any():
+            return set()
+        scores = tracks.scores.reshape(-1)
+        inside = _containment((tracks.logits > 0) & (scores > 0)[:, None, None])  # [N, N]
+        jumped = (inside[np.ix_(gone, shown)] >= self.config.return_overlap).any(axis=1)
+        return {obj_id for obj_id, j in zip(np.array(tracks.obj_ids)[gone].tolist(), jumped.tolist()) if j}
+
     def _drop_duplicates(self, current: dict[int, _Output]) -> list[Decision]:
         """Retire all but one of any tracks whose current masks overlap by ``duplicate_iou``: keep a
-        user's track, else the one matched this frame, else the one with more matched detections, else
-        the older. Two of a user's tracks are both kept: the user asked for each."""
+        user's track, else the one shown on the last frame and for longer, else the one matched this
+        frame, else the one with more matched detections, else the older. A loser shown before but not
+        on the last frame is retired as lost (``_find_jumps`` says why). Two of a user's tracks are both
+        kept: the user asked for each."""
         ids = [i for i, c in current.items() if c.score > 0]
         if len(ids) < 2:
             return []
         masks = torch.stack([current[i].logits > 0 for i in ids])  # [N, h, w] low-res
         iou = mask_iou(masks, masks).cpu().numpy()
         np.fill_diagonal(iou, 0.0)
-        matched = self._paired
-        rank = {i: (self.tracks[i].origin is Origin.USER, i in matched, self.tracks[i].matches, -i) for i in ids}
+        states = {i: self.tracks[i] for i in ids}
+        rank = {i: (s.origin is Origin.USER, s.visible, -s.visible_since, i in self._paired, s.matches, -i)
+                for i, s in states.items()}
         decisions: list[Decision] = []
         for a, b in zip(*np.nonzero(np.triu(iou >= self.config.duplicate_iou))):
             first, second = ids[a], ids[b]
             if first in current and second in current:
-                loser = min(first, second, key=rank.__getitem__)
-                if self.tracks[loser].origin is Origin.USER:
+                loser = states[min(first, second, key=rank.__getitem__)]
+                if loser.origin is Origin.USER:
                     continue
-                decisions.append(self._retire(current, loser, RetireReason.DUPLICATE))
-                matched.pop(loser, None)
+                gone = loser.seen and not loser.visible
+                decisions.append(self._retire(current, loser.id, RetireReason.LOST if gone else RetireReason.DUPLICATE))
+                self._paired.pop(loser.id, None)
                 self.counters.merged += 1
         return decisions
 
@@ -433,6 +478,16 @@ def _seconds(frame: Frame) -> float:
 def _box(box: torch.Tensor) -> tuple[float, float, float, float]:
     x1, y1, x2, y2 = (float(v) for v in box.tolist())
     return x1, y1, x2, y2
+
+
+def _containment(masks: torch.Tensor) -> np.ndarray:
+    """[N, N] float: the share of mask i's pixels inside mask j (0 for an empty mask i; 0 on the
+    diagonal). ``masks``: [N, h, w] bool."""
+    flat = masks.flatten(1).float()
+    inter = flat @ flat.T
+    share = (inter / flat.sum(1, keepdim=True).clamp_min(1.0)).cpu().numpy()
+    np.fill_diagonal(share, 0.0)
+    return share
 
 
 def _assign(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:

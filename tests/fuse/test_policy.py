@@ -225,6 +225,34 @@ def test_a_memory_that_jumps_onto_a_neighbour_does_not_take_its_detection():
     assert dict(zip(out.ids.tolist(), out.boxes[:, 0].tolist()))[1] > 30  # track 1 took object 2's place
 
 
+def test_a_gone_track_whose_memory_comes_back_on_a_tracked_object_is_retired_as_lost():
+    # Object 1 leaves (its track hidden), then track 1's memory finds part of object 2 instead: its mask
+    # lies inside track 2's, too small a part for the duplicate rule (IoU 0.68 < duplicate_iou). Track 2
+    # keeps its detection and id; track 1 is retired as lost (into the re-identification gallery, for
+    # when object 1 comes back) and claims nothing on the way out.
+    fuser, trk, run = _policy(FuserConfig(spawn_after=1))
+    _step(run, _dets(((5, 5, 25, 25), 0, 0.95), ((35, 5, 55, 25), 0, 0.9)))
+    trk.hidden.add(1)
+    assert _step(run, _dets(((35, 5, 55, 25), 0, 0.9)), i=1).ids.tolist() == [2]
+    trk.hidden.discard(1)
+    trk.masks[1], trk.masks[2] = _box_mask(40, 5, 55, 25), _box_mask(33, 5, 55, 25)
+    result = run.step(_dets(((35, 5, 55, 25), 0, 0.9)), 2)
+    assert Retire(1, RetireReason.LOST) in result.decisions and trk.removed == [1]
+    assert result.instances.ids.tolist() == [2] and fuser.counters.reacquired == 0
+    assert not any(isinstance(d, Reprompt) for d in result.decisions)
+
+
+def test_a_track_back_in_sight_on_its_own_object_keeps_its_id():
+    # The same return where no other track is: the memory found its object again, nothing is retired.
+    fuser, trk, run = _policy(FuserConfig(spawn_after=1))
+    _step(run, _dets(((5, 5, 25, 25), 0, 0.95), ((35, 5, 55, 25), 0, 0.9)))
+    trk.hidden.add(1)
+    _step(run, _dets(((35, 5, 55, 25), 0, 0.9)), i=1)
+    trk.hidden.discard(1)
+    out = _step(run, _dets(((5, 5, 25, 25), 0, 0.9), ((35, 5, 55, 25), 0, 0.9)), i=2)
+    assert out.ids.tolist() == [1, 2] and trk.removed == []
+
+
 def test_a_track_no_detection_confirms_is_hidden_but_kept_until_one_does():
     fuser, trk, run = _policy(FuserConfig(spawn_after=1, hide_unconfirmed_after=1))
     _step(run, _dets(((5, 5, 25, 25), 0, 0.9)))
