@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -46,6 +48,30 @@ def streamseg(*args: str, timeout: float = 180, env: dict | None = None) -> subp
     env = {**(env if env is not None else os.environ), "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=ROOT)
+
+
+def streamseg_in_process(*args: str) -> subprocess.CompletedProcess:
+    """``streamseg ARGS`` through ``engine.cli.main`` in this process, from the repository root: its exit
+    code and what it prints, without a new interpreter importing torch and the stack again (5-10 s a call
+    on a loaded 2-core machine). For the tables of user mistakes, which end before any model runs; the
+    same mistakes end a real process the same way (``streamseg``, here and in tests/test_cli_exits.py),
+    and an exception main does not turn into its one line fails the test here as it would print a
+    traceback there."""
+    from engine.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(ROOT), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's usage errors exit 2 with the usage on stderr
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess(["streamseg", *args], code, out.getvalue(), err.getvalue())
+
+
+def test_a_user_mistake_ends_a_real_process_as_it_ends_main_in_process(tmp_path):
+    args = ("run", str(tmp_path / "missing.mp4"))
+    real, here = streamseg(*args), streamseg_in_process(*args)
+    assert (real.returncode, _user_error(real)) == (here.returncode, _user_error(here))
 
 
 def _user_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
@@ -133,7 +159,7 @@ def test_user_mistakes_end_in_one_clear_line(tmp_path, bedroom_clip, args, needl
     if "cuda" in needles and shutil.which("nvidia-smi"):
         pytest.skip("a CUDA device may be present here")
     args = [a.format(tmp=tmp_path, clip=bedroom_clip) for a in args]
-    _user_error(streamseg(*args), *needles)
+    _user_error(streamseg_in_process(*args), *needles)
     assert not (tmp_path / "no").exists()
 
 

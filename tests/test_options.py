@@ -13,7 +13,7 @@ from engine.options import (RunOptions, flag_of, from_args, key_of, read_config,
                             user_fields)
 from engine.prompt_syntax import format_prompt
 from engine.types import UserPrompt
-from tests.test_cli import ROOT, _user_error, streamseg
+from tests.test_cli import ROOT, _user_error, streamseg, streamseg_in_process
 
 EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.toml") if p.name != "serve.toml")  # serve: tests/fleet
 
@@ -126,7 +126,7 @@ BAD_FILES = [
 def test_a_bad_config_file_is_one_line_naming_the_file_the_key_and_the_allowed_values(tmp_path, text, needles):
     config = tmp_path / "bad.toml"
     config.write_text(text)
-    _user_error(streamseg("run", "--config", str(config), "synthetic:frames=2"), str(config), *needles)
+    _user_error(streamseg_in_process("run", "--config", str(config), "synthetic:frames=2"), str(config), *needles)
     with pytest.raises(ConfigError):  # the same from the API
         read_config(config)
 

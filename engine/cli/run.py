@@ -87,7 +87,7 @@ def _synthetic_demo(args: argparse.Namespace, overrides: dict) -> int:
         # refining random masks shows nothing, and the CRF's library comes with the 'data' extra (the loop's)
         overrides.update(weights="random", tracker_weights="random", refine="none")
         print(f"streamseg: no closed-loop weights in {weights.detector.parent}; build them with "
-              "`python -m benchmarks.closed_loop` (about 26 minutes of a 2-core CPU). Running on random weights.",
+              "`python -m benchmarks.closed_loop` (about 27 minutes of a 2-core CPU). Running on random weights.",
               file=sys.stderr)
     options = from_args(args, overrides=overrides)
     code = _execute(options, quiet=args.quiet)

@@ -11,7 +11,7 @@ import torch
 from pycocotools import mask as mask_util
 
 from tests.checkpoints import write_segmenter_checkpoint
-from tests.test_cli import _user_error, streamseg
+from tests.test_cli import _user_error, streamseg, streamseg_in_process
 
 SPEC = "synthetic:seed=5,frames=2,size=160x120,objects=3,stuff=1"
 NO_NETWORKS = ("--detector", "none", "--tracker", "none")
@@ -94,5 +94,5 @@ def test_bad_segmenter_options_are_one_line_and_write_nothing(tmp_path, deeplab_
     args = [f.format(**values) for f in flags]
     out = tmp_path / "panoptic-out"
     extra = [] if "--panoptic-dir" in args or "--segmenter" not in args else ["--panoptic-dir", str(out)]
-    _user_error(streamseg("run", SPEC, *NO_NETWORKS, *args, *extra, "--quiet"), *needles)
+    _user_error(streamseg_in_process("run", SPEC, *NO_NETWORKS, *args, *extra, "--quiet"), *needles)
     assert not out.exists() and not (tmp_path / "out").exists()
