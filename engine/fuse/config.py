@@ -49,12 +49,15 @@ class FuserConfig:
     # last visible box at least this much (mask IoU cannot match: the track's mask is empty).
     reacquire_box_iou: float = 0.3
     # Two tracks whose masks overlap this much follow one object (a lost track re-acquired onto the
-    # wrong object, which the tracker then also finds again): the one with fewer matched detections
-    # is retired.
+    # wrong object, which the tracker then also finds again): one is retired, keeping a user's track,
+    # else the one shown on the last frame and for longer, else the one matched on this frame, else the
+    # one with more matched detections, else the older. A loser not shown on the last frame is retired
+    # as lost (into the re-identification gallery), the others as duplicates.
     duplicate_iou: float = 0.8
     # A track shown before but not on the last frame whose mask comes back this much inside the mask of
-    # a track shown on the last frame has found that track's object, not its own (SAM 2's memory takes a
-    # neighbour for the lost object): it is retired as lost, into the re-identification gallery. A share
+    # a track shown on the last frame (of its class, or with no detection of its own class there: an
+    # object inside another, a bag a person carries, stays) has found that track's object, not its own
+    # (SAM 2's memory takes a neighbour for the lost object): it is retired as lost, into the re-identification gallery. A share
     # of the returning mask, not an IoU: such a mask often covers only part of the object it jumped onto.
     # On the closed loop's training scenes (fifth round's checkpoints) HOTA went from 0.748 / 0.776
     # without the rule to 0.865 / 0.818 with it (benchmarks/RESULTS.md, "The closed loop, sixth round").

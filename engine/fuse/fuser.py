@@ -12,11 +12,13 @@ has propagated its objects:
    class: a drifted, jumped or occluded track keeps its id and is re-prompted; a confident detection
    still left, not covering a tracked object and seen on ``spawn_after`` consecutive detection frames,
    spawns a new track;
-2. ``retire``, on the masks the prompts produced: a track shown before but not on the last frame whose
-   mask comes back ``return_overlap`` inside the mask of a track shown on the last frame has taken that
-   track's object for its own (SAM 2's memory mistook a neighbour for its lost object): it claimed no
-   detection on this frame and is retired as lost, into the re-identification gallery; two tracks on
-   one object (masks overlapping by ``duplicate_iou``) become one; a track with a low object score and
+   Before any of that, a track shown before but not on the last frame whose propagated mask comes back
+   ``return_overlap`` inside the mask of a track shown on the last frame (of its class, or with no
+   detection of its own class where it is) has taken that track's object for its own (SAM 2's memory
+   mistook a neighbour for its lost object): it claims no detection on this frame;
+2. ``retire``, on the masks the prompts produced: such a jumped track is retired as lost, into the
+   re-identification gallery; two tracks on one object (masks overlapping by ``duplicate_iou``) become
+   one; a track with a low object score and
    no match for ``retire_after`` frames is retired, and so is one no detection has confirmed for
    ``retire_unmatched_after`` detection frames. A user's track is never retired by this policy. With re-identification on
    (``reid``), a track spawned by this policy that matches one retired as lost earlier goes on under
@@ -82,7 +84,7 @@ class FusionCounters:
     reprompted: int = 0
     reacquired: int = 0
     retired: int = 0
-    merged: int = 0  # duplicates retired
+    merged: int = 0  # duplicates retired (as lost when not shown on the last frame); jumped tracks count in retired
     adopted: int = 0  # objects a user added
     reidentified: int = 0  # spawned tracks given a retired id back
 
@@ -125,7 +127,7 @@ class Fuser:
         """Adopt, re-prompt and spawn decisions for this frame, from the step's outputs."""
         self._frame_index = frame.index
         decisions: list[Decision] = self._follow(tracks)
-        self._jumped = self._find_jumps(tracks)
+        self._jumped = self._find_jumps(tracks, detections)
         self._paired = {}
         self._detected = detections is not None
         self._matched_iou, self._went_lost = [], 0
@@ -217,11 +219,12 @@ class Fuser:
         ids = list(tracks.obj_ids) if tracks is not None else []
         iou = (mask_iou(tracks.masks, dets.masks).cpu().numpy() if ids
                else np.zeros((0, len(dets)), dtype=np.float32))  # [N, M]
-        # A track about to be retired as jumped claims no detection: the track it jumped onto does.
-        iou[[t for t, obj_id in enumerate(ids) if obj_id in self._jumped]] = 0.0
         classes, boxes = dets.class_ids.tolist(), dets.boxes.float().cpu()
         near = self._near_last_box(ids, boxes)  # [N, M]: stage 1's tie-break, stage 2's "was last seen"
-        pairs = self._pair_by_masks(ids, iou, classes, near)
+        # A track about to be retired as jumped claims no detection: the track it jumped onto does.
+        jumped = [t for t, obj_id in enumerate(ids) if obj_id in self._jumped]
+        iou[jumped], near[jumped] = 0.0, 0.0
+        pairs = [p for p in self._pair_by_masks(ids, iou, classes, near) if p[0] not in self._jumped]
         pairs += self._pair_by_boxes(tracks, pairs, classes, boxes, near)
         scores = dets.scores.tolist()
         decisions: list[Decision] = []
@@ -346,10 +349,11 @@ class Fuser:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def _find_jumps(self, tracks: Tracks | None) -> set[int]:
+    def _find_jumps(self, tracks: Tracks | None, detections: Detections | None) -> set[int]:
         """Tracks shown before but not on the last frame (gone, hidden or unconfirmed) whose mask now
-        lies ``return_overlap`` inside the mask of a track shown on the last frame: the memory took that
-        track's object for its own, which is elsewhere (out of the frame, hidden). They are retired as
+        lies ``return_overlap`` inside the mask of a track shown on the last frame, of their class or
+        with no detection of their own class confirming them there: the memory took that track's object
+        for its own, which is elsewhere (out of the frame, hidden). They are retired as
         lost, into the re-identification gallery, for when their own object comes back; until then they
         claim no detection. A user's track is never one of them."""
         if tracks is None or len(tracks.obj_ids) < 2:
@@ -361,7 +365,16 @@ class Fuser:
             return set()
         scores = tracks.scores.reshape(-1)
         inside = _containment((tracks.logits > 0) & (scores > 0)[:, None, None])  # [N, N]
-        jumped = (inside[np.ix_(gone, shown)] >= self.config.return_overlap).any(axis=1)
+        # A look-alike (same class) is a jump; inside a track of another class it is one unless a
+        # detection of its own class confirms it there (a bag a person carries, inside the person's mask).
+        cls = np.array([self._class_of(s.id) if s is not None else -1 for s in states])
+        same = cls[gone][:, None] == cls[shown][None, :]
+        confirmed = np.zeros(len(states), dtype=bool)
+        if detections is not None and len(detections):
+            own = cls[:, None] == detections.class_ids.cpu().numpy()[None, :]
+            confirmed = ((mask_iou(tracks.masks, detections.masks).cpu().numpy() >= self.config.match_iou) & own).any(1)
+        jumped = ((inside[np.ix_(gone, shown)] >= self.config.return_overlap)
+                  & (same | ~confirmed[gone][:, None])).any(axis=1)
         return {obj_id for obj_id, j in zip(np.array(tracks.obj_ids)[gone].tolist(), jumped.tolist()) if j}
 
     def _drop_duplicates(self, current: dict[int, _Output]) -> list[Decision]:
@@ -377,8 +390,9 @@ class Fuser:
         iou = mask_iou(masks, masks).cpu().numpy()
         np.fill_diagonal(iou, 0.0)
         states = {i: self.tracks[i] for i in ids}
-        rank = {i: (s.origin is Origin.USER, s.visible, -s.visible_since, i in self._paired, s.matches, -i)
-                for i, s in states.items()}
+        # Among tracks not shown on the last frame, an old run of shown frames says nothing: 0 for all.
+        rank = {i: (s.origin is Origin.USER, s.visible, -s.visible_since if s.visible else 0, i in self._paired,
+                    s.matches, -i) for i, s in states.items()}
         decisions: list[Decision] = []
         for a, b in zip(*np.nonzero(np.triu(iou >= self.config.duplicate_iou))):
             first, second = ids[a], ids[b]
@@ -406,7 +420,7 @@ class Fuser:
         gallery of lost tracks; a match goes on under the retired id from this frame."""
         if self.reid is None or tracks is None or tracks.embeddings is None:
             return []
-        rows = [i for i, obj_id in enumerate(tracks.obj_ids) if current[obj_id].score > 0
+        rows = [i for i, obj_id in enumerate(tracks.obj_ids) if current[obj_id].score > 0 and obj_id not in self._jumped
                 and obj_id in self.tracks and self.tracks[obj_id].origin is Origin.DETECTOR]
         boxes = mask_boxes(tracks.masks[rows]).tolist() if rows else []
         visible = [(tracks.obj_ids[i], box) for i, box in zip(rows, boxes) if box[2] > box[0]]

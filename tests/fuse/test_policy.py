@@ -242,6 +242,27 @@ def test_a_gone_track_whose_memory_comes_back_on_a_tracked_object_is_retired_as_
     assert not any(isinstance(d, Reprompt) for d in result.decisions)
 
 
+def test_a_gone_track_inside_a_tracked_object_of_another_class_stays_where_its_detection_confirms_it():
+    # A small object of another class inside a big one's mask (a bag a person carries), back after one
+    # frame out of the instances. A detection of its class where its mask is: it is there, it stays and
+    # takes the detection. No such detection: its memory found the person, and it is retired as lost.
+    def back(bag_detected: bool):
+        fuser, trk, run = _policy(FuserConfig(spawn_after=1))
+        # the bag (id 1, the more confident: it keeps its pixels where the masks overlap) inside the person (2)
+        assert _step(run, _dets(((5, 5, 55, 35), 0, 0.9), ((20, 10, 30, 20), 1, 0.95))).ids.tolist() == [1, 2]
+        trk.hidden.add(1)
+        assert _step(run, _dets(((5, 5, 55, 35), 0, 0.9)), i=1).ids.tolist() == [2]
+        trk.hidden.discard(1)
+        dets = [((5, 5, 55, 35), 0, 0.9)] + ([((20, 10, 30, 20), 1, 0.95)] if bag_detected else [])
+        return run.step(_dets(*dets), 2), trk
+
+    result, trk = back(bag_detected=True)
+    assert trk.removed == [] and not any(isinstance(d, Retire) for d in result.decisions)
+    assert result.instances.ids.tolist() == [1, 2]
+    result, trk = back(bag_detected=False)
+    assert Retire(1, RetireReason.LOST) in result.decisions and result.instances.ids.tolist() == [2]
+
+
 def test_a_track_back_in_sight_on_its_own_object_keeps_its_id():
     # The same return where no other track is: the memory found its object again, nothing is retired.
     fuser, trk, run = _policy(FuserConfig(spawn_after=1))
