@@ -57,8 +57,9 @@ class FuserConfig:
     # A track shown before but not on the last frame whose mask comes back this much inside the mask of
     # a track shown on the last frame (of its class, or with no detection of its own class there: an
     # object inside another, a bag a person carries, stays) has found that track's object, not its own
-    # (SAM 2's memory takes a neighbour for the lost object): it is retired as lost, into the re-identification gallery. A share
-    # of the returning mask, not an IoU: such a mask often covers only part of the object it jumped onto.
+    # (SAM 2's memory takes a neighbour for the lost object): it is retired as lost, into the
+    # re-identification gallery. A share of the returning mask, not an IoU: such a mask often covers only
+    # part of the object it jumped onto.
     # On the closed loop's training scenes (fifth round's checkpoints) HOTA went from 0.748 / 0.776
     # without the rule to 0.865 / 0.818 with it (benchmarks/RESULTS.md, "The closed loop, sixth round").
     return_overlap: float = 0.5

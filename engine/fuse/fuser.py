@@ -18,11 +18,11 @@ has propagated its objects:
    mistook a neighbour for its lost object): it claims no detection on this frame;
 2. ``retire``, on the masks the prompts produced: such a jumped track is retired as lost, into the
    re-identification gallery; two tracks on one object (masks overlapping by ``duplicate_iou``) become
-   one; a track with a low object score and
-   no match for ``retire_after`` frames is retired, and so is one no detection has confirmed for
-   ``retire_unmatched_after`` detection frames. A user's track is never retired by this policy. With re-identification on
-   (``reid``), a track spawned by this policy that matches one retired as lost earlier goes on under
-   the retired id (``Reidentify``), on its first frame with a usable embedding;
+   one; a track with a low object score and no match for ``retire_after`` frames is retired, and so is
+   one no detection has confirmed for ``retire_unmatched_after`` detection frames. A user's track is
+   never retired by this policy. With re-identification on (``reid``), a track spawned by this policy
+   that matches one retired as lost earlier goes on under the retired id (``Reidentify``), on its first
+   frame with a usable embedding;
 3. ``resolve``: the shown tracks (``hide_unconfirmed_after``) become the frame's non-overlapping
    instances (``resolve_tracks``), a matched track's mask fused with its detection's
    (``detector_mask_weight``).
@@ -68,6 +68,11 @@ class TrackState:
     seen: bool = False  # whether it has been among the frame's instances yet
     visible: bool = False  # whether it was among the last frame's instances
     visible_since: int = 0  # frame index its last run of frames among the instances began on
+
+    @property
+    def gone(self) -> bool:
+        """Shown before, but not on the last frame (out of sight, hidden or unconfirmed)."""
+        return self.seen and not self.visible
 
 
 @dataclass(slots=True)
@@ -127,12 +132,16 @@ class Fuser:
         """Adopt, re-prompt and spawn decisions for this frame, from the step's outputs."""
         self._frame_index = frame.index
         decisions: list[Decision] = self._follow(tracks)
-        self._jumped = self._find_jumps(tracks, detections)
+        iou = None  # [N, M] mask IoU of tracks and detections, for the jump check and matching
+        if detections is not None and len(detections):
+            iou = (mask_iou(tracks.masks, detections.masks).cpu().numpy() if tracks is not None and tracks.obj_ids
+                   else np.zeros((0, len(detections)), dtype=np.float32))
+        self._jumped = self._find_jumps(tracks, detections, iou)
         self._paired = {}
         self._detected = detections is not None
         self._matched_iou, self._went_lost = [], 0
-        if detections is not None and len(detections):
-            decisions += self._match(tracks, detections)
+        if iou is not None:
+            decisions += self._match(tracks, detections, iou)
         return decisions
 
     def association_evidence(self) -> AssociationEvidence:
@@ -211,14 +220,13 @@ class Fuser:
                 adopted.append(Adopt(obj_id, Origin.USER))
         return adopted
 
-    def _match(self, tracks: Tracks | None, dets: Detections) -> list[Decision]:
+    def _match(self, tracks: Tracks | None, dets: Detections, iou: np.ndarray) -> list[Decision]:
         """Two stages, then spawning. Stage 1 pairs detections and tracks by mask IoU. Stage 2 pairs
         what is left by box IoU between the detection and where the track is (its mask's box) or was
         last seen (its last box): a track that drifted or jumped off its object, or lost it behind an
-        occluder, keeps its id and is re-prompted. Confident detections left over spawn tracks."""
+        occluder, keeps its id and is re-prompted. Confident detections left over spawn tracks. ``iou``:
+        [N, M] mask IoU of the tracks and detections (rows of jumped tracks are zeroed here)."""
         ids = list(tracks.obj_ids) if tracks is not None else []
-        iou = (mask_iou(tracks.masks, dets.masks).cpu().numpy() if ids
-               else np.zeros((0, len(dets)), dtype=np.float32))  # [N, M]
         classes, boxes = dets.class_ids.tolist(), dets.boxes.float().cpu()
         near = self._near_last_box(ids, boxes)  # [N, M]: stage 1's tie-break, stage 2's "was last seen"
         # A track about to be retired as jumped claims no detection: the track it jumped onto does.
@@ -349,17 +357,19 @@ class Fuser:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def _find_jumps(self, tracks: Tracks | None, detections: Detections | None) -> set[int]:
+    def _find_jumps(self, tracks: Tracks | None, detections: Detections | None,
+                    iou: np.ndarray | None) -> set[int]:
         """Tracks shown before but not on the last frame (gone, hidden or unconfirmed) whose mask now
         lies ``return_overlap`` inside the mask of a track shown on the last frame, of their class or
         with no detection of their own class confirming them there: the memory took that track's object
-        for its own, which is elsewhere (out of the frame, hidden). They are retired as
-        lost, into the re-identification gallery, for when their own object comes back; until then they
-        claim no detection. A user's track is never one of them."""
+        for its own, which is elsewhere (out of the frame, hidden). They are retired as lost, into the
+        re-identification gallery, for when their own object comes back; until then they claim no
+        detection. A user's track is never one of them. ``iou``: [N, M] mask IoU of the tracks
+        and ``detections``, None without detections."""
         if tracks is None or len(tracks.obj_ids) < 2:
             return set()
         states = [self.tracks.get(i) for i in tracks.obj_ids]
-        gone = np.array([s is not None and s.seen and not s.visible and s.origin is Origin.DETECTOR for s in states])
+        gone = np.array([s is not None and s.gone and s.origin is Origin.DETECTOR for s in states])
         shown = np.array([s is not None and s.visible for s in states])
         if not gone.any() or not shown.any():
             return set()
@@ -370,9 +380,9 @@ class Fuser:
         cls = np.array([self._class_of(s.id) if s is not None else -1 for s in states])
         same = cls[gone][:, None] == cls[shown][None, :]
         confirmed = np.zeros(len(states), dtype=bool)
-        if detections is not None and len(detections):
+        if iou is not None:
             own = cls[:, None] == detections.class_ids.cpu().numpy()[None, :]
-            confirmed = ((mask_iou(tracks.masks, detections.masks).cpu().numpy() >= self.config.match_iou) & own).any(1)
+            confirmed = ((iou >= self.config.match_iou) & own).any(1)
         jumped = ((inside[np.ix_(gone, shown)] >= self.config.return_overlap)
                   & (same | ~confirmed[gone][:, None])).any(axis=1)
         return {obj_id for obj_id, j in zip(np.array(tracks.obj_ids)[gone].tolist(), jumped.tolist()) if j}
@@ -400,8 +410,8 @@ class Fuser:
                 loser = states[min(first, second, key=rank.__getitem__)]
                 if loser.origin is Origin.USER:
                     continue
-                gone = loser.seen and not loser.visible
-                decisions.append(self._retire(current, loser.id, RetireReason.LOST if gone else RetireReason.DUPLICATE))
+                reason = RetireReason.LOST if loser.gone else RetireReason.DUPLICATE
+                decisions.append(self._retire(current, loser.id, reason))
                 self._paired.pop(loser.id, None)
                 self.counters.merged += 1
         return decisions
