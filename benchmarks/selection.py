@@ -1,25 +1,37 @@
-"""Does the uncertainty score pick better frames to label than chance? Same budget, three seeds.
+"""Does the uncertainty score pick better frames to label than chance? One budget, several cameras, seeds.
 
-The second round of the closed loop: the engine on the closed loop's fine-tuned checkpoints
-(``benchmarks.closed_loop``) runs once over each training scene with several collectors as its sinks: one
-ranking frames by uncertainty and one per seed ranking them at random, each with the same window, spacing
-and budget. The window is the whole scene and it keeps ``per_window`` frames of it, so the ranking decides
-which moments of the scene get labelled (with a window per kept frame, as a live collector's short windows
-give, every arm keeps one frame of each stretch of a second and the ranking only moves it within that
-stretch, where frames look alike). Each collection is labelled from the scenes' truth and SAM 2 is
-fine-tuned on it from the same checkpoint (box prompts, frozen image encoder, the seed's sampling); every
-result is scored the same way: the tracker (``engine.track``) prompted with the exact box of every object
-on held-out frames, mean mask IoU at frame resolution. The uncertainty arm's frames are fixed (the engine is
-deterministic); its three runs differ in the fine-tune's seed, the random arm's in both. Scenes are
-collected, and the arms fine-tuned, side by side in ``--workers`` processes of one torch thread
-(``benchmarks.common.in_rounds``, ``in_parallel``).
+The engine on the closed loop's fine-tuned checkpoints (``benchmarks.closed_loop``) watches a pool of
+cameras (synthetic scenes) once, with one collector per camera and arm: one keeps the camera's most
+uncertain frames, one per seed keeps random ones, each ``spacing`` frames apart and as many as the spacing
+allows. One labelling budget is then spent across the cameras (``merge_collections(top=...)``): the
+uncertainty arm takes the ``budget`` most uncertain frames of all, a random arm a seeded draw of the same
+number. Each arm is labelled from the scenes' truth and SAM 2 is fine-tuned on it from the same checkpoint
+(box prompts, frozen image encoder, the seed's sampling). Every result is scored the same way: the tracker
+(``engine.track``) prompted with the exact box of every object on frames of held-out cameras of the same
+kinds, mean mask IoU per camera, then the mean over cameras (each camera counts once, however many
+objects it shows).
 
-    python -m benchmarks.selection [--per-scene 7] [--seeds 0 1 2] [--steps 300] [--workers 2]
+Pools (``--pool``):
+
+- ``cameras`` (default): six cameras the checkpoints never saw, two each with 3, 6 and 12 objects (a
+  quiet, an ordinary and a busy street); the loop trained on 6-object scenes only, so the busy cameras
+  are where it is weakest (held-out prompted IoU ~0.57 against ~0.70), as a fleet's new cameras are.
+  Held out: the loop's held-out seeds at the same three object counts.
+- ``loop``: the loop's own three training scenes (which the checkpoints were trained on, densely) and
+  its two held-out scenes.
+
+The uncertainty arm's frames are fixed (the engine is deterministic); its runs differ in the fine-tune's
+seed, the random arm's in both; run k of each arm uses fine-tune seed k, so the arms are also compared in
+pairs. Cameras are collected, and the arms fine-tuned, side by side in ``--workers`` processes of one
+torch thread (``benchmarks.common.in_rounds``, ``in_parallel``).
+
+    python -m benchmarks.selection [--pool cameras|loop] [--budget 21] [--seeds 0 1 2] [--steps 300]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import time
@@ -30,28 +42,66 @@ import numpy as np
 import torch
 
 from benchmarks.common import environment, in_parallel, in_rounds, use_threads, write_json
-from engine.data.synthetic_loop import (DETECTOR_IMGSZ, HELD_OUT_SEEDS, MAX_TRACKS, OBJECTS, SIZE, TRACKER_SIZE,
-                                        TRAIN_SEEDS, loop_weights, scene_spec)
+from engine.data.synthetic_loop import (DETECTOR_IMGSZ, HELD_OUT_SEEDS, OBJECTS, SIZE, TRACKER_SIZE, TRAIN_SEEDS,
+                                        loop_weights)
+
+
+@dataclass(frozen=True, slots=True)
+class Camera:
+    """One synthetic scene of the pool: ``seed`` and how many objects move in it."""
+
+    seed: int
+    objects: int
+
+    @property
+    def name(self) -> str:
+        return f"s{self.seed}o{self.objects}"
+
+    def spec(self, frames: int) -> str:
+        return f"synthetic:seed={self.seed},frames={frames},size={SIZE[0]}x{SIZE[1]},objects={self.objects}"
+
+    def scene(self, frames: int):
+        from engine.sources.synthetic import SyntheticScene
+
+        return SyntheticScene(seed=self.seed, frames=frames, width=SIZE[0], height=SIZE[1], objects=self.objects)
+
+
+POOLS: dict[str, tuple[tuple[Camera, ...], tuple[Camera, ...]]] = {  # {pool: (collected from, held out)}
+    "cameras": (tuple(Camera(seed, n) for seed, n in ((301, 3), (302, 3), (303, 6), (304, 6), (305, 12), (306, 12))),
+                tuple(Camera(seed, n) for n in (3, 6, 12) for seed in HELD_OUT_SEEDS)),
+    "loop": (tuple(Camera(seed, OBJECTS) for seed in TRAIN_SEEDS), tuple(Camera(seed, OBJECTS) for seed in HELD_OUT_SEEDS)),
+}
 
 
 @dataclass(frozen=True, slots=True)
 class SelectionSettings:
-    per_scene: int = 7  # frames kept per training scene, per arm (21 in all)
-    spacing: int = 10  # frames between two kept frames
-    train_frames: int = 140  # per training scene, as the closed loop collects them; one window each
+    pool: str = "cameras"
+    budget: int = 21  # frames labelled per arm, over all cameras
+    spacing: int = 10  # frames between two frames kept from one camera
+    train_frames: int = 140  # per camera; one window each
     seeds: tuple[int, ...] = (0, 1, 2)
     steps: int = 300
     lr: float = 3e-4  # fine-tuning trained weights: lower than from random
     batch: int = 8
     views: int = 2
+    max_tracks: int = 16  # the busiest cameras show 12 objects: every one of them gets a track
     eval_every: int = 10  # held-out frames scored: every 10th
     eval_frames: int = 100
     threads: int = 1
     workers: int = 2
 
     @property
-    def budget(self) -> int:
-        return self.per_scene * len(TRAIN_SEEDS)
+    def cameras(self) -> tuple[Camera, ...]:
+        return POOLS[self.pool][0]
+
+    @property
+    def held_out(self) -> tuple[Camera, ...]:
+        return POOLS[self.pool][1]
+
+    @property
+    def per_camera(self) -> int:
+        """Frames each camera's collectors keep: as many as ``spacing`` allows in one window."""
+        return self.train_frames // self.spacing
 
 
 def _arms(settings: SelectionSettings) -> dict[str, tuple[str, int]]:
@@ -60,18 +110,19 @@ def _arms(settings: SelectionSettings) -> dict[str, tuple[str, int]]:
 
 
 def collect(settings: SelectionSettings, work: Path) -> dict[str, Path]:
-    """Every training scene through the engine once (scenes side by side), feeding every arm's collector
-    into a folder per arm and scene; then each arm's folders merged."""
+    """Every camera through the engine once (side by side), feeding every arm's collector into a folder per
+    arm and camera; then each arm's budget spent across its cameras' folders."""
     from engine.data.collector import merge_collections
 
-    in_rounds(settings, {seed: (collect_scene, settings, seed, work / "parts") for seed in TRAIN_SEEDS})
+    in_rounds(settings, {cam.name: (collect_camera, settings, cam, work / "parts") for cam in settings.cameras})
     folders = {arm: work / arm for arm in _arms(settings)}
-    for arm, folder in folders.items():
-        merge_collections([work / "parts" / f"{arm}-s{seed}" for seed in TRAIN_SEEDS], folder)
+    for arm, (rank, seed) in _arms(settings).items():
+        merge_collections([work / "parts" / f"{arm}-{cam.name}" for cam in settings.cameras], folders[arm],
+                          top=settings.budget, rank=rank, seed=seed)
     return folders
 
 
-def collect_scene(settings: SelectionSettings, seed: int, parts: Path, threads: int) -> None:
+def collect_camera(settings: SelectionSettings, cam: Camera, parts: Path, threads: int) -> None:
     from engine.app import build_pipeline
     from engine.data import Collector, CollectorConfig, SelectorConfig
     from engine.options import RunOptions
@@ -79,15 +130,16 @@ def collect_scene(settings: SelectionSettings, seed: int, parts: Path, threads: 
 
     use_threads(threads)
     weights = loop_weights()
-    selector = SelectorConfig(window=settings.train_frames, per_window=settings.per_scene,
-                              min_spacing=settings.spacing, budget=settings.per_scene)
-    opts = RunOptions(source=scene_spec(seed, settings.train_frames), weights=str(weights.detector),
+    keep = settings.per_camera
+    selector = SelectorConfig(window=settings.train_frames, per_window=keep, min_spacing=settings.spacing,
+                              budget=keep)
+    opts = RunOptions(source=cam.spec(settings.train_frames), weights=str(weights.detector),
                       tracker_weights=str(weights.tracker), imgsz=DETECTOR_IMGSZ, tracker_size=TRACKER_SIZE,
-                      tracker_encoder="torch", max_tracks=MAX_TRACKS, device="cpu")
+                      tracker_encoder="torch", max_tracks=settings.max_tracks, device="cpu")
     p = build_pipeline(opts).pipeline
-    collectors = [Collector(parts / f"{arm}-s{seed}", names=p.detector.names,
-                            config=CollectorConfig(selector=selector, rank=rank, seed=s + 1000 * seed,
-                                                   prefix=f"s{seed}_", val_every=0))
+    collectors = [Collector(parts / f"{arm}-{cam.name}", names=p.detector.names,
+                            config=CollectorConfig(selector=selector, rank=rank, seed=s + 1000 * cam.seed,
+                                                   prefix=f"{cam.name}_", val_every=0))
                   for arm, (rank, s) in _arms(settings).items()]
     Pipeline(p.source, shared=p.processor.shared, tracker=p.tracker, fuser=p.fuser, sinks=collectors,
              device=p.device).run()
@@ -97,22 +149,29 @@ def label(settings: SelectionSettings, folders: dict[str, Path]) -> None:
     from engine.data.labels import relabel, scenes_truth
     from engine.sources.synthetic import SyntheticScene
 
-    scenes = {f"s{seed}_": SyntheticScene(seed=seed, frames=settings.train_frames, width=SIZE[0], height=SIZE[1],
-                                          objects=OBJECTS) for seed in TRAIN_SEEDS}
+    scenes = {f"{cam.name}_": cam.scene(settings.train_frames) for cam in settings.cameras}
     for folder in folders.values():
         relabel(folder, scenes_truth(scenes), names=SyntheticScene.class_names)
 
 
-def prompted_iou(settings: SelectionSettings, checkpoint: Path) -> float:
-    """Mean mask IoU of the tracker prompted with each held-out object's exact box (objects of 50 px or more)."""
-    from engine.sources.synthetic import SyntheticScene
+def chosen_per_camera(settings: SelectionSettings, folder: Path) -> dict[str, int]:
+    """{camera: frames of it in the arm's collection}: where the budget went."""
+    names = [Path(json.loads(line)["file"]).name
+             for line in (folder / "collection.jsonl").read_text().splitlines() if line.strip()]
+    return {cam.name: sum(n.startswith(f"{cam.name}_") for n in names) for cam in settings.cameras}
+
+
+def prompted_iou(settings: SelectionSettings, checkpoint: Path) -> dict:
+    """The tracker prompted with each held-out object's exact box (objects of 50 px or more): mean mask IoU
+    per held-out camera (``cameras``), their mean (``mean``: each camera counts once) and the mean over
+    all objects (``objects``)."""
     from engine.track import TrackerConfig, load_tracker
 
     tracker = load_tracker("sam2.1_hiera_t", weights=str(checkpoint), image_size=TRACKER_SIZE, device="cpu",
                            options=TrackerConfig(image_size=TRACKER_SIZE, encoder_backend="torch"))
-    ious, next_id = [], 1
-    for seed in HELD_OUT_SEEDS:
-        scene = SyntheticScene(seed=seed, frames=settings.eval_frames, width=SIZE[0], height=SIZE[1], objects=OBJECTS)
+    per_camera, next_id = {}, 1
+    for cam in settings.held_out:
+        scene, ious = cam.scene(settings.eval_frames), []
         for i in range(0, settings.eval_frames, settings.eval_every):
             tracker.step(scene.render(i))
             for mask in scene.ground_truth(i).masks:
@@ -124,10 +183,13 @@ def prompted_iou(settings: SelectionSettings, checkpoint: Path) -> float:
                 ious.append(float((got & mask).sum() / (got | mask).sum()))
                 tracker.remove_object(next_id)
                 next_id += 1
-    return float(np.mean(ious))
+        per_camera[cam.name] = ious
+    return {"mean": float(np.mean([np.mean(v) for v in per_camera.values()])),
+            "objects": float(np.mean([x for v in per_camera.values() for x in v])),
+            "cameras": {name: float(np.mean(v)) for name, v in per_camera.items()}}
 
 
-def finetune_arm(settings: SelectionSettings, folder: Path, seed: int, out: Path) -> float:
+def finetune_arm(settings: SelectionSettings, folder: Path, seed: int, out: Path) -> dict:
     """SAM 2 fine-tuned on one arm's collection from the loop's checkpoint; its held-out prompted IoU."""
     from engine.data.finetune.sam2 import Sam2Options, finetune_sam2
 
@@ -137,6 +199,20 @@ def finetune_arm(settings: SelectionSettings, folder: Path, seed: int, out: Path
     return prompted_iou(settings, out)
 
 
+def summarise(settings: SelectionSettings, runs: dict[str, dict]) -> dict:
+    """Per arm: mean and stdev of the runs' camera-mean IoU; and run k of one arm against run k of the
+    other (same fine-tune seed): the mean and stdev of those differences and how many favour uncertainty."""
+    out: dict = {}
+    for kind in ("uncertainty", "random"):
+        values = [runs[f"{kind}/seed{s}"]["mean"] for s in settings.seeds]
+        out[kind] = {"mean": statistics.mean(values), "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
+                     "runs": values}
+    diffs = [a - b for a, b in zip(out["uncertainty"]["runs"], out["random"]["runs"], strict=True)]
+    out["paired"] = {"mean": statistics.mean(diffs), "stdev": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
+                     "uncertainty_ahead": sum(d > 0 for d in diffs), "pairs": len(diffs)}
+    return out
+
+
 def run(settings: SelectionSettings, work: Path) -> dict:
     torch.set_num_threads(settings.threads)
     start = loop_weights().tracker
@@ -144,48 +220,55 @@ def run(settings: SelectionSettings, work: Path) -> dict:
     if work.exists():  # a collector resumes into an existing folder: the frames must be this run's
         shutil.rmtree(work)
     folders = collect(settings, work)
+    collected = time.perf_counter() - t0
     label(settings, folders)
-    record: dict = {"settings": asdict(settings) | {"budget": settings.budget}, "start": str(start),
-                    "before": prompted_iou(settings, start), "runs": {}}
+    record: dict = {"settings": asdict(settings), "start": str(start), "before": prompted_iou(settings, start),
+                    "chosen": {arm: chosen_per_camera(settings, f) for arm, f in folders.items()}}
     jobs = {}
     for arm, (rank, seed) in _arms(settings).items():
         for ft_seed in settings.seeds if rank == "uncertainty" else (seed,):
             jobs[f"{rank}/seed{ft_seed}"] = (finetune_arm, settings, folders[arm], ft_seed, work / f"{arm}-ft{ft_seed}.pt")
     record["runs"] = in_parallel(settings, jobs)
-    for kind in ("uncertainty", "random"):
-        values = [v for k, v in record["runs"].items() if k.startswith(kind)]
-        record[kind] = {"mean": statistics.mean(values), "stdev": statistics.stdev(values), "runs": values}
-    record["total"] = {"wall_s": round(time.perf_counter() - t0, 1)}
+    record |= summarise(settings, record["runs"])
+    record["total"] = {"wall_s": round(time.perf_counter() - t0, 1), "collect_s": round(collected, 1)}
     return record
 
 
 def main(argv: list[str] | None = None) -> int:
     from engine.weights import cache_dir
 
+    defaults = SelectionSettings()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--per-scene", type=int, default=SelectionSettings().per_scene,
-                        help="frames kept per training scene and arm")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(SelectionSettings().seeds))
-    parser.add_argument("--steps", type=int, default=SelectionSettings().steps)
-    parser.add_argument("--workers", type=int, default=SelectionSettings().workers,
+    parser.add_argument("--pool", choices=sorted(POOLS), default=defaults.pool,
+                        help="cameras: six new scenes of 3, 6 and 12 objects; loop: the loop's training scenes")
+    parser.add_argument("--budget", type=int, default=defaults.budget, help="frames labelled per arm, all cameras")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(defaults.seeds))
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--workers", type=int, default=defaults.workers,
                         help="processes side by side (one per core)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if not loop_weights().present:
         raise SystemExit("no closed-loop checkpoints in the cache: run python -m benchmarks.closed_loop first")
-    if args.workers < 1 or args.per_scene < 1 or args.per_scene * SelectionSettings().spacing > SelectionSettings().train_frames:
-        parser.error(f"--workers {args.workers}, --per-scene {args.per_scene}: give 1 or more, and at most "
-                     f"{SelectionSettings().train_frames // SelectionSettings().spacing} frames a scene")
-    settings = SelectionSettings(per_scene=args.per_scene, seeds=tuple(args.seeds), steps=args.steps,
+    most = defaults.per_camera * len(POOLS[args.pool][0])
+    if args.workers < 1 or args.steps < 1 or not 1 <= args.budget <= most or len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--workers {args.workers}, --steps {args.steps}, --budget {args.budget}, --seeds "
+                     f"{' '.join(map(str, args.seeds))}: give 1 or more workers and steps, a budget from 1 to {most} "
+                     f"frames (the pool's {len(POOLS[args.pool][0])} cameras keep {defaults.per_camera} each), "
+                     "and distinct seeds")
+    settings = SelectionSettings(pool=args.pool, budget=args.budget, seeds=tuple(args.seeds), steps=args.steps,
                                  workers=args.workers)
-    work = cache_dir() / "closed_loop" / "selection"
-    record = run(settings, work)
+    record = run(settings, cache_dir() / "closed_loop" / "selection")
     record["environment"] = environment()
     path = write_json("selection", record, out=args.out)
-    print(f"\nprompted mask IoU on held-out frames: start {record['before']:.3f}")
+    print(f"\nprompted mask IoU on held-out cameras (mean over cameras): start {record['before']['mean']:.3f}")
     for kind in ("uncertainty", "random"):
         r = record[kind]
         print(f"{kind:<12} {r['mean']:.3f} +- {r['stdev']:.3f}  ({', '.join(f'{v:.3f}' for v in r['runs'])})")
+    d = record["paired"]
+    print(f"paired (same fine-tune seed): uncertainty - random {d['mean']:+.3f} +- {d['stdev']:.3f}, "
+          f"ahead in {d['uncertainty_ahead']} of {d['pairs']}")
+    print(f"budget spent per camera: {record['chosen']['uncertainty']} (uncertainty)")
     print(f"{record['total']['wall_s']} s wall; JSON: {path}")
     return 0
 

@@ -297,42 +297,62 @@ class Collector:
         return _AtomicFile(self.folder / relative, binary=binary)
 
 
-def merge_collections(sources: Sequence[str | os.PathLike], into: str | os.PathLike) -> int:
+def merge_collections(sources: Sequence[str | os.PathLike], into: str | os.PathLike, *, top: int | None = None,
+                      rank: str = "uncertainty", seed: int = 0) -> int:
     """Add the kept frames of collections ``sources`` to the collection ``into`` (new, empty or existing):
     images and YOLO labels copied, journal lines appended, the COCO, Label Studio and YAML files rebuilt.
     What lets several streams or processes collect at once, each into its own folder, and train on one.
     Returns the frames in ``into`` afterwards; the sources are left as they were.
 
+    ``top`` spends one labelling budget across the sources: only the ``top`` frames ranked highest over
+    all of them are added (each source's journal order is kept), so cameras that collected apart compete
+    for it and a busy camera's hard frames can take the place of a quiet camera's easy ones. ``rank``
+    orders them as ``CollectorConfig.rank`` does: by the uncertainty each frame was kept with, or by a
+    draw seeded with ``seed`` (the baseline: every frame equally likely). ``top=None`` adds every frame.
+
     Raises:
         SinkError: a source is not a collection, two collections hold a frame of the same file name (give
             each run its own ``prefix``), or ``into`` cannot be written.
+        ConfigError: ``top`` below 0 or an unknown ``rank``.
     """
+    if (top is not None and top < 0) or rank not in RANKS:
+        raise ConfigError(f"merging collections needs top >= 0 and rank in {RANKS}; got top={top}, rank={rank!r}")
     into = Path(into)
     target = Collector(into)  # checks (and repairs) the target before anything is copied
     if not target._opened:
         target._open()
-    for source in map(Path, sources):
-        journal = source / JOURNAL
-        if not journal.is_file():
-            raise SinkError(f"{source} holds no {JOURNAL}: it is not a streamseg collection; merge collection folders")
-        for record in _read_journal(journal):
-            stem = Path(record["file"]).stem
-            if stem in target._stems:
-                raise SinkError(f"{into} already holds frame {stem} (from {source}); give each run its own "
-                                "file-name prefix (--collect-prefix) before merging")
-            target._stems.add(stem)
-            for relative in (record["file"], _label_file(record["split"], stem)):
-                try:
-                    data = (source / relative).read_bytes()
-                except OSError as exc:
-                    raise SinkError(f"cannot read {source / relative}: {exc.strerror}; the collection is "
-                                    "incomplete") from None
-                target._atomic_write(relative, data)
-            for inst in record["instances"]:
-                target._name(int(inst["class_id"]), inst["label"])
-            target._append_journal(json.dumps(record, separators=(",", ":")) + "\n")
+    records = [(source, record) for source in map(Path, sources) for record in _source_records(source)]
+    if top is not None and top < len(records):
+        keys = ([r["uncertainty"]["total"] for _, r in records] if rank == "uncertainty"
+                else np.random.default_rng(seed).random(len(records)).tolist())
+        chosen = set(sorted(range(len(records)), key=lambda k: -keys[k])[:top])
+        records = [r for k, r in enumerate(records) if k in chosen]
+    for source, record in records:
+        stem = Path(record["file"]).stem
+        if stem in target._stems:
+            raise SinkError(f"{into} already holds frame {stem} (from {source}); give each run its own "
+                            "file-name prefix (--collect-prefix) before merging")
+        target._stems.add(stem)
+        for relative in (record["file"], _label_file(record["split"], stem)):
+            try:
+                data = (source / relative).read_bytes()
+            except OSError as exc:
+                raise SinkError(f"cannot read {source / relative}: {exc.strerror}; the collection is "
+                                "incomplete") from None
+            target._atomic_write(relative, data)
+        for inst in record["instances"]:
+            target._name(int(inst["class_id"]), inst["label"])
+        target._append_journal(json.dumps(record, separators=(",", ":")) + "\n")
     target._write_views()
     return len(target._stems)  # one stem per frame: the target's own and the ones merged
+
+
+def _source_records(source: Path) -> list[dict]:
+    """A collection's journal records (small: no pixels), read whole so a budget can rank them together."""
+    journal = source / JOURNAL
+    if not journal.is_file():
+        raise SinkError(f"{source} holds no {JOURNAL}: it is not a streamseg collection; merge collection folders")
+    return list(_read_journal(journal))
 
 
 class _AtomicFile:

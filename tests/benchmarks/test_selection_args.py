@@ -1,5 +1,5 @@
-"""The selection benchmark's command line refuses settings it cannot run before any work starts, and its
-collectors rank whole scenes (the ranking picks the moments, not a frame within each second)."""
+"""The selection benchmark's command line refuses settings it cannot run before any work starts; every arm
+labels the same number of frames, chosen from the same cameras, and the held-out cameras are never collected."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ from benchmarks import selection
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--workers", "0"], "--workers 0"),
-    (["--per-scene", "15"], "at most 14 frames a scene"),
+    (["--workers", "0"], "give 1 or more workers"),
+    (["--budget", "85"], "a budget from 1 to 84 frames (the pool's 6 cameras keep 14 each)"),
+    (["--pool", "loop", "--budget", "43"], "a budget from 1 to 42 frames"),
+    (["--seeds", "1", "1"], "distinct seeds"),
+    (["--pool", "street"], "invalid choice: 'street'"),
 ])
 def test_settings_it_cannot_run_are_refused_in_one_line(argv, message, capsys, monkeypatch):
     monkeypatch.setattr(selection, "loop_weights", lambda: type("W", (), {"present": True})())
@@ -22,8 +25,23 @@ def test_settings_it_cannot_run_are_refused_in_one_line(argv, message, capsys, m
     assert message in err[-1] and not any("Traceback" in line for line in err)
 
 
-def test_every_arm_keeps_the_same_number_of_frames_from_one_window_per_scene():
-    settings = selection.SelectionSettings()
-    assert settings.budget == settings.per_scene * len(selection.TRAIN_SEEDS)
-    assert settings.per_scene * settings.spacing <= settings.train_frames  # the selector accepts it
+@pytest.mark.parametrize("pool", sorted(selection.POOLS))
+def test_every_arm_draws_the_same_budget_from_cameras_it_is_not_scored_on(pool):
+    settings = selection.SelectionSettings(pool=pool)
+    assert settings.per_camera * settings.spacing <= settings.train_frames  # the selector accepts it
+    assert settings.budget <= settings.per_camera * len(settings.cameras)
     assert set(selection._arms(settings)) == {"uncertainty", *(f"random-{s}" for s in settings.seeds)}
+    assert not {c.name for c in settings.cameras} & {c.name for c in settings.held_out}
+    kinds = sorted({c.objects for c in settings.cameras})
+    assert kinds == sorted({c.objects for c in settings.held_out})  # scored on the kinds of camera it drew from
+    assert max(kinds) <= settings.max_tracks  # every object of the busiest camera can get a track
+
+
+def test_paired_runs_compare_the_same_fine_tune_seed():
+    settings = selection.SelectionSettings(seeds=(0, 1, 2))
+    runs = {f"uncertainty/seed{s}": {"mean": m} for s, m in zip((0, 1, 2), (0.70, 0.72, 0.69))}
+    runs |= {f"random/seed{s}": {"mean": m} for s, m in zip((0, 1, 2), (0.68, 0.73, 0.66))}
+    out = selection.summarise(settings, runs)
+    assert out["uncertainty"]["runs"] == [0.70, 0.72, 0.69] and out["random"]["mean"] == pytest.approx(0.69)
+    assert out["paired"]["mean"] == pytest.approx((0.02 - 0.01 + 0.03) / 3)
+    assert (out["paired"]["uncertainty_ahead"], out["paired"]["pairs"]) == (2, 3)

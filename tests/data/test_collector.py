@@ -243,6 +243,37 @@ def test_collections_made_apart_merge_into_one_that_trainers_read(tmp_path):
     assert [(p / "collection.jsonl").read_bytes() for p in parts] == before  # the sources are untouched
 
 
+def test_one_budget_across_collections_takes_the_most_uncertain_frames_of_all(tmp_path):
+    from engine.data.collector import merge_collections
+
+    parts = [_collect(tmp_path / f"part{k}", seed=k, prefix=f"p{k}_") for k in range(2)]
+    everything = [r for p in parts for r in _journal(p)]
+    best = sorted(everything, key=lambda r: -r["uncertainty"]["total"])[:5]
+    assert merge_collections(parts, tmp_path / "top", top=5) == 5
+    kept = _journal(tmp_path / "top")
+    assert {r["file"] for r in kept} == {r["file"] for r in best}
+    assert {Path(r["file"]).stem[:3] for r in kept} == {"p0_", "p1_"}  # both cameras compete for the budget
+    assert [r["file"] for r in kept] == [r["file"] for r in everything if r in best]  # journal order kept
+    assert _check_files_valid(tmp_path / "top") == 5
+
+    drawn = {}
+    for seed in (0, 0, 1):  # the baseline: a seeded draw, the same budget
+        folder = tmp_path / f"random{len(drawn)}-{seed}"
+        assert merge_collections(parts, folder, top=5, rank="random", seed=seed) == 5
+        drawn.setdefault(seed, []).append({r["file"] for r in _journal(folder)})
+    assert drawn[0][0] == drawn[0][1] != drawn[1][0]
+    assert merge_collections(parts, tmp_path / "more", top=100) == len(everything)
+
+
+@pytest.mark.parametrize("kwargs", [{"top": -1}, {"rank": "score"}])
+def test_merging_with_a_bad_budget_or_rank_is_one_clear_error(tmp_path, kwargs):
+    from engine.data.collector import merge_collections
+
+    with pytest.raises(ConfigError, match="merging collections needs top >= 0"):
+        merge_collections([_collect(tmp_path / "a", seed=0, prefix="a_")], tmp_path / "all", **kwargs)
+    assert not (tmp_path / "all").exists()
+
+
 @pytest.mark.parametrize(("make", "message"), [
     (lambda tmp: [_collect(tmp / "a", seed=0, prefix=""), _collect(tmp / "b", seed=1, prefix="")], "already holds frame"),
     (lambda tmp: [tmp], "not a streamseg collection"),
