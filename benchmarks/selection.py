@@ -154,11 +154,12 @@ def label(settings: SelectionSettings, folders: dict[str, Path]) -> None:
         relabel(folder, scenes_truth(scenes), names=SyntheticScene.class_names)
 
 
-def chosen_per_camera(settings: SelectionSettings, folder: Path) -> dict[str, int]:
-    """{camera: frames of it in the arm's collection}: where the budget went."""
-    names = [Path(json.loads(line)["file"]).name
-             for line in (folder / "collection.jsonl").read_text().splitlines() if line.strip()]
-    return {cam.name: sum(n.startswith(f"{cam.name}_") for n in names) for cam in settings.cameras}
+def chosen(settings: SelectionSettings, folder: Path) -> dict:
+    """Where an arm's budget went: frames per camera, and the labelled objects in them (after ``label``)."""
+    records = [json.loads(line) for line in (folder / "collection.jsonl").read_text().splitlines() if line.strip()]
+    names = [Path(r["file"]).name for r in records]
+    return {"frames": {cam.name: sum(n.startswith(f"{cam.name}_") for n in names) for cam in settings.cameras},
+            "objects": sum(len(r["instances"]) for r in records)}
 
 
 def prompted_iou(settings: SelectionSettings, checkpoint: Path) -> dict:
@@ -223,7 +224,7 @@ def run(settings: SelectionSettings, work: Path) -> dict:
     collected = time.perf_counter() - t0
     label(settings, folders)
     record: dict = {"settings": asdict(settings), "start": str(start), "before": prompted_iou(settings, start),
-                    "chosen": {arm: chosen_per_camera(settings, f) for arm, f in folders.items()}}
+                    "chosen": {arm: chosen(settings, f) for arm, f in folders.items()}}
     jobs = {}
     for arm, (rank, seed) in _arms(settings).items():
         for ft_seed in settings.seeds if rank == "uncertainty" else (seed,):
@@ -268,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     d = record["paired"]
     print(f"paired (same fine-tune seed): uncertainty - random {d['mean']:+.3f} +- {d['stdev']:.3f}, "
           f"ahead in {d['uncertainty_ahead']} of {d['pairs']}")
-    print(f"budget spent per camera: {record['chosen']['uncertainty']} (uncertainty)")
+    spent = record["chosen"]["uncertainty"]
+    print(f"uncertainty's budget per camera: {spent['frames']}, {spent['objects']} objects labelled (random: "
+          f"{', '.join(str(v['objects']) for k, v in record['chosen'].items() if k != 'uncertainty')})")
     print(f"{record['total']['wall_s']} s wall; JSON: {path}")
     return 0
 

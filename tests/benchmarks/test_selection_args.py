@@ -45,3 +45,20 @@ def test_paired_runs_compare_the_same_fine_tune_seed():
     assert out["uncertainty"]["runs"] == [0.70, 0.72, 0.69] and out["random"]["mean"] == pytest.approx(0.69)
     assert out["paired"]["mean"] == pytest.approx((0.02 - 0.01 + 0.03) / 3)
     assert (out["paired"]["uncertainty_ahead"], out["paired"]["pairs"]) == (2, 3)
+
+
+def test_a_finished_run_prints_both_arms_the_pairs_and_where_the_budget_went(tmp_path, capsys, monkeypatch):
+    settings = selection.SelectionSettings(seeds=(0, 1))
+    runs = {f"{kind}/seed{s}": {"mean": m} for kind, ms in (("uncertainty", (0.72, 0.71)), ("random", (0.70, 0.72)))
+            for s, m in zip((0, 1), ms)}
+    frames = {cam.name: 0 for cam in settings.cameras}
+    record = {"before": {"mean": 0.65}, "total": {"wall_s": 1.0},
+              "chosen": {"uncertainty": {"frames": frames, "objects": 148}, "random-0": {"frames": frames, "objects": 109},
+                         "random-1": {"frames": frames, "objects": 126}}} | selection.summarise(settings, runs)
+    monkeypatch.setattr(selection, "loop_weights", lambda: type("W", (), {"present": True})())
+    monkeypatch.setattr(selection, "run", lambda *a, **k: dict(record))
+    assert selection.main(["--seeds", "0", "1", "--out", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert "start 0.650" in out and "uncertainty  0.715 +- 0.007" in out and "random       0.710 +- 0.014" in out
+    assert "uncertainty - random +0.005 +- 0.021, ahead in 1 of 2" in out
+    assert "148 objects labelled (random: 109, 126)" in out and (tmp_path / "r.json").is_file()
