@@ -2,11 +2,14 @@
 
 The engine on the closed loop's fine-tuned checkpoints (``benchmarks.closed_loop``) watches a pool of
 cameras (synthetic scenes) once, with one collector per camera and arm: one keeps the camera's most
-uncertain frames, one per seed keeps random ones, each ``spacing`` frames apart and as many as the spacing
-allows. One labelling budget is then spent across the cameras (``merge_collections(top=...)``): the
+uncertain frames, one per seed keeps random ones, each ``spacing`` frames apart, up to ``train_frames /
+spacing`` (the selector's spacing keeps fewer where high-ranked frames cluster, as the uncertain ones do:
+the JSON records each arm's candidates per camera). One labelling budget is then spent across the cameras (``merge_collections(budget=...)``): the
 uncertainty arm takes the ``budget`` most uncertain frames of all, a random arm a seeded draw of the same
-number. Each arm is labelled from the scenes' truth and SAM 2 is fine-tuned on it from the same checkpoint
-(box prompts, frozen image encoder, the seed's sampling). Every result is scored the same way: the tracker
+number; an arm whose collectors kept fewer frames than the budget stops the run, so every arm labels the
+same number. Each arm is labelled from the scenes' truth and SAM 2 is fine-tuned on it from the same
+checkpoint (box prompts, frozen image encoder, the seed's sampling; ``finetune_sam2`` holds a fifth of the
+frames out for its report, drawn with the seed, so each run trains on 17 of the 21). Every result is scored the same way: the tracker
 (``engine.track``) prompted with the exact box of every object on frames of held-out cameras of the same
 kinds, mean mask IoU per camera, then the mean over cameras (each camera counts once, however many
 objects it shows).
@@ -15,14 +18,16 @@ Pools (``--pool``):
 
 - ``cameras`` (default): six cameras the checkpoints never saw, two each with 3, 6 and 12 objects (a
   quiet, an ordinary and a busy street); the loop trained on 6-object scenes only, so the busy cameras
-  are where it is weakest (held-out prompted IoU ~0.57 against ~0.70), as a fleet's new cameras are.
+  are where it is weakest (held-out box-prompted IoU 0.58-0.60 against 0.65-0.70 on the sixth round's
+  checkpoints, benchmarks/RESULTS.md, 2026-12-02), as a fleet's new cameras are.
   Held out: the loop's held-out seeds at the same three object counts.
 - ``loop``: the loop's own three training scenes (which the checkpoints were trained on, densely) and
   its two held-out scenes.
 
 The uncertainty arm's frames are fixed (the engine is deterministic); its runs differ in the fine-tune's
 seed, the random arm's in both; run k of each arm uses fine-tune seed k, so the arms are also compared in
-pairs. Cameras are collected, and the arms fine-tuned, side by side in ``--workers`` processes of one
+pairs. The uncertainty arm's spread is the fine-tune's alone, a random arm's also its draw of frames.
+Cameras are collected, and the arms fine-tuned, side by side in ``--workers`` processes of one
 torch thread (``benchmarks.common.in_rounds``, ``in_parallel``).
 
     python -m benchmarks.selection [--pool cameras|loop] [--budget 21] [--seeds 0 1 2] [--steps 300]
@@ -109,17 +114,31 @@ def _arms(settings: SelectionSettings) -> dict[str, tuple[str, int]]:
     return {"uncertainty": ("uncertainty", 0), **{f"random-{s}": ("random", s) for s in settings.seeds}}
 
 
-def collect(settings: SelectionSettings, work: Path) -> dict[str, Path]:
+def collect(settings: SelectionSettings, work: Path) -> tuple[dict[str, Path], dict[str, dict[str, int]]]:
     """Every camera through the engine once (side by side), feeding every arm's collector into a folder per
-    arm and camera; then each arm's budget spent across its cameras' folders."""
+    arm and camera; then each arm's budget spent across its cameras' folders. Returns {arm: folder} and
+    {arm: {camera: candidates its collector kept}}.
+
+    Raises SystemExit when an arm's collectors kept fewer frames than the budget (the arms would differ)."""
     from engine.data.collector import merge_collections
 
     in_rounds(settings, {cam.name: (collect_camera, settings, cam, work / "parts") for cam in settings.cameras})
     folders = {arm: work / arm for arm in _arms(settings)}
+    candidates = {arm: {cam.name: _frames(work / "parts" / f"{arm}-{cam.name}") for cam in settings.cameras}
+                  for arm in _arms(settings)}
     for arm, (rank, seed) in _arms(settings).items():
+        if sum(candidates[arm].values()) < settings.budget:
+            raise SystemExit(f"the {arm} arm's collectors kept {sum(candidates[arm].values())} frames over the "
+                             f"cameras, fewer than --budget {settings.budget}: give a budget of at most "
+                             f"{min(sum(c.values()) for c in candidates.values())}")
         merge_collections([work / "parts" / f"{arm}-{cam.name}" for cam in settings.cameras], folders[arm],
-                          top=settings.budget, rank=rank, seed=seed)
-    return folders
+                          budget=settings.budget, rank=rank, seed=seed)
+    return folders, candidates
+
+
+def _frames(collection: Path) -> int:
+    journal = collection / "collection.jsonl"
+    return sum(1 for line in journal.read_text().splitlines() if line.strip()) if journal.is_file() else 0
 
 
 def collect_camera(settings: SelectionSettings, cam: Camera, parts: Path, threads: int) -> None:
@@ -220,11 +239,11 @@ def run(settings: SelectionSettings, work: Path) -> dict:
     t0 = time.perf_counter()
     if work.exists():  # a collector resumes into an existing folder: the frames must be this run's
         shutil.rmtree(work)
-    folders = collect(settings, work)
+    folders, candidates = collect(settings, work)
     collected = time.perf_counter() - t0
     label(settings, folders)
     record: dict = {"settings": asdict(settings), "start": str(start), "before": prompted_iou(settings, start),
-                    "chosen": {arm: chosen(settings, f) for arm, f in folders.items()}}
+                    "candidates": candidates, "chosen": {arm: chosen(settings, f) for arm, f in folders.items()}}
     jobs = {}
     for arm, (rank, seed) in _arms(settings).items():
         for ft_seed in settings.seeds if rank == "uncertainty" else (seed,):
@@ -255,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1 or args.steps < 1 or not 1 <= args.budget <= most or len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--workers {args.workers}, --steps {args.steps}, --budget {args.budget}, --seeds "
                      f"{' '.join(map(str, args.seeds))}: give 1 or more workers and steps, a budget from 1 to {most} "
-                     f"frames (the pool's {len(POOLS[args.pool][0])} cameras keep {defaults.per_camera} each), "
+                     f"frames (the pool's {len(POOLS[args.pool][0])} cameras keep at most {defaults.per_camera} each), "
                      "and distinct seeds")
     settings = SelectionSettings(pool=args.pool, budget=args.budget, seeds=tuple(args.seeds), steps=args.steps,
                                  workers=args.workers)

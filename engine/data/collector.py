@@ -297,62 +297,106 @@ class Collector:
         return _AtomicFile(self.folder / relative, binary=binary)
 
 
-def merge_collections(sources: Sequence[str | os.PathLike], into: str | os.PathLike, *, top: int | None = None,
+def merge_collections(sources: Sequence[str | os.PathLike], into: str | os.PathLike, *, budget: int | None = None,
                       rank: str = "uncertainty", seed: int = 0) -> int:
     """Add the kept frames of collections ``sources`` to the collection ``into`` (new, empty or existing):
     images and YOLO labels copied, journal lines appended, the COCO, Label Studio and YAML files rebuilt.
     What lets several streams or processes collect at once, each into its own folder, and train on one.
     Returns the frames in ``into`` afterwards; the sources are left as they were.
 
-    ``top`` spends one labelling budget across the sources: only the ``top`` frames ranked highest over
-    all of them are added (each source's journal order is kept), so cameras that collected apart compete
+    ``budget`` spends one labelling budget across the sources: only the ``budget`` frames ranked highest
+    over all of them are added (in each source's journal order), so cameras that collected apart compete
     for it and a busy camera's hard frames can take the place of a quiet camera's easy ones. ``rank``
-    orders them as ``CollectorConfig.rank`` does: by the uncertainty each frame was kept with, or by a
-    draw seeded with ``seed`` (the baseline: every frame equally likely). ``top=None`` adds every frame.
+    orders them as ``CollectorConfig.rank`` does: by the uncertainty each frame was kept with (ties go to
+    the earlier source, then the earlier frame), or by a draw seeded with ``seed`` (the baseline: every
+    frame equally likely). The budget counts the frames added, not those ``into`` already holds; each frame
+    keeps its source's split, so a budget can leave ``val`` empty. ``budget=None`` adds every frame.
+
+    Everything is checked before anything is written: a failed merge leaves ``into`` as it was. Memory
+    holds a few numbers per frame (the journals are read twice, streaming).
 
     Raises:
-        SinkError: a source is not a collection, two collections hold a frame of the same file name (give
-            each run its own ``prefix``), or ``into`` cannot be written.
-        ConfigError: ``top`` below 0 or an unknown ``rank``.
+        SinkError: a source is not a collection or lacks a file its journal names, two collections hold a
+            frame of the same file name (give each run its own ``prefix``), or ``into`` cannot be written.
+        ConfigError: ``budget`` below 0 or an unknown ``rank``.
     """
-    if (top is not None and top < 0) or rank not in RANKS:
-        raise ConfigError(f"merging collections needs top >= 0 and rank in {RANKS}; got top={top}, rank={rank!r}")
-    into = Path(into)
-    target = Collector(into)  # checks (and repairs) the target before anything is copied
+    if (budget is not None and budget < 0) or rank not in RANKS:
+        raise ConfigError(f"merging collections needs budget >= 0 and rank in {RANKS}; got budget={budget}, "
+                          f"rank={rank!r}")
+    into, sources = Path(into), [Path(source) for source in sources]
+    frames = [(k, stem, key) for k, source in enumerate(sources) for stem, key in _frame_keys(source)]
+    _check_stems(frames, sources, _held_stems(into), into)
+    target = Collector(into)  # checks (and repairs) an existing target; a new one is made below
+    if budget is not None and budget < len(frames):
+        keys = ([key for _, _, key in frames] if rank == "uncertainty"
+                else np.random.default_rng(seed).random(len(frames)).tolist())
+        frames = [frames[i] for i in sorted(sorted(range(len(frames)), key=lambda i: -keys[i])[:budget])]
+    chosen = {(k, stem) for k, stem, _ in frames}
     if not target._opened:
         target._open()
-    records = [(source, record) for source in map(Path, sources) for record in _source_records(source)]
-    if top is not None and top < len(records):
-        keys = ([r["uncertainty"]["total"] for _, r in records] if rank == "uncertainty"
-                else np.random.default_rng(seed).random(len(records)).tolist())
-        chosen = set(sorted(range(len(records)), key=lambda k: -keys[k])[:top])
-        records = [r for k, r in enumerate(records) if k in chosen]
-    for source, record in records:
-        stem = Path(record["file"]).stem
-        if stem in target._stems:
-            raise SinkError(f"{into} already holds frame {stem} (from {source}); give each run its own "
-                            "file-name prefix (--collect-prefix) before merging")
-        target._stems.add(stem)
-        for relative in (record["file"], _label_file(record["split"], stem)):
-            try:
-                data = (source / relative).read_bytes()
-            except OSError as exc:
-                raise SinkError(f"cannot read {source / relative}: {exc.strerror}; the collection is "
-                                "incomplete") from None
-            target._atomic_write(relative, data)
-        for inst in record["instances"]:
-            target._name(int(inst["class_id"]), inst["label"])
-        target._append_journal(json.dumps(record, separators=(",", ":")) + "\n")
+    for k, source in enumerate(sources):
+        for record in _read_journal(source / JOURNAL):
+            stem = Path(record["file"]).stem
+            if (k, stem) not in chosen:
+                continue
+            for relative in (record["file"], _label_file(record["split"], stem)):
+                try:
+                    data = (source / relative).read_bytes()
+                except OSError as exc:  # checked above: only a file removed during the merge gets here
+                    raise SinkError(f"cannot read {source / relative}: {exc.strerror}; the collection is "
+                                    "incomplete") from None
+                target._atomic_write(relative, data)
+            target._stems.add(stem)
+            for inst in record["instances"]:
+                target._name(int(inst["class_id"]), inst["label"])
+            target._append_journal(json.dumps(record, separators=(",", ":")) + "\n")
     target._write_views()
     return len(target._stems)  # one stem per frame: the target's own and the ones merged
 
 
-def _source_records(source: Path) -> list[dict]:
-    """A collection's journal records (small: no pixels), read whole so a budget can rank them together."""
+def _frame_keys(source: Path) -> Iterator[tuple[str, float]]:
+    """(file stem, uncertainty) of each frame of a collection, after checking its image and label exist."""
     journal = source / JOURNAL
     if not journal.is_file():
         raise SinkError(f"{source} holds no {JOURNAL}: it is not a streamseg collection; merge collection folders")
-    return list(_read_journal(journal))
+    for record in _read_journal(journal):
+        stem = Path(record["file"]).stem
+        for relative in (record["file"], _label_file(record["split"], stem)):
+            if not (source / relative).is_file():
+                raise SinkError(f"{source / relative} is missing: the collection is incomplete; nothing was merged")
+        yield stem, float(record.get("uncertainty", {}).get("total", 0.0))  # a hand-made line may have none
+
+
+def _held_stems(folder: Path) -> set[str]:
+    """The file stems a collection holds, read without repairing it (a killed run's partial last line is
+    left out here; ``Collector`` cuts it off when it opens the folder)."""
+    path = folder / JOURNAL
+    if not path.is_file():
+        return set()
+    stems = set()
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            if not line.endswith(b"\n"):
+                break  # a killed run's partial last line
+            if not line.strip():
+                continue
+            try:
+                stems.add(Path(json.loads(line)["file"]).stem)
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+                raise SinkError(f"{path}:{number}: not a collection line; the file was edited or damaged: "
+                                "merge into a new folder") from None
+    return stems
+
+
+def _check_stems(frames: list[tuple[int, str, float]], sources: list[Path], held: set[str], into: Path) -> None:
+    """Every frame of every source must get a file name of its own in ``into``, whichever are chosen."""
+    seen: dict[str, int] = {}
+    for k, stem, _ in frames:
+        if stem in held or stem in seen:
+            where = into if stem in held else sources[seen[stem]]
+            raise SinkError(f"{where} already holds frame {stem} (also in {sources[k]}); give each run its own "
+                            "file-name prefix (--collect-prefix) before merging; nothing was merged")
+        seen[stem] = k
 
 
 class _AtomicFile:

@@ -10,7 +10,7 @@ from benchmarks import selection
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--workers", "0"], "give 1 or more workers"),
-    (["--budget", "85"], "a budget from 1 to 84 frames (the pool's 6 cameras keep 14 each)"),
+    (["--budget", "85"], "a budget from 1 to 84 frames (the pool's 6 cameras keep at most 14 each)"),
     (["--pool", "loop", "--budget", "43"], "a budget from 1 to 42 frames"),
     (["--seeds", "1", "1"], "distinct seeds"),
     (["--pool", "street"], "invalid choice: 'street'"),
@@ -62,3 +62,20 @@ def test_a_finished_run_prints_both_arms_the_pairs_and_where_the_budget_went(tmp
     assert "start 0.650" in out and "uncertainty  0.715 +- 0.007" in out and "random       0.710 +- 0.014" in out
     assert "uncertainty - random +0.005 +- 0.021, ahead in 1 of 2" in out
     assert "148 objects labelled (random: 109, 126)" in out and (tmp_path / "r.json").is_file()
+
+
+def test_an_arm_whose_collectors_kept_fewer_frames_than_the_budget_stops_the_run(tmp_path, monkeypatch):
+    """The spacing can leave an arm fewer candidates than the ceiling: it must not label fewer frames."""
+    settings = selection.SelectionSettings(seeds=(0,), budget=30)
+
+    def kept(settings, jobs):  # each camera's collectors kept 4 frames (uncertainty) or 6 (random)
+        for cam in settings.cameras:
+            for arm, count in (("uncertainty", 4), ("random-0", 6)):
+                folder = tmp_path / "parts" / f"{arm}-{cam.name}"
+                folder.mkdir(parents=True)
+                (folder / "collection.jsonl").write_text("{}\n" * count)
+
+    monkeypatch.setattr(selection, "in_rounds", kept)
+    with pytest.raises(SystemExit, match="the uncertainty arm's collectors kept 24 frames over the cameras, "
+                                         "fewer than --budget 30: give a budget of at most 24"):
+        selection.collect(settings, tmp_path)

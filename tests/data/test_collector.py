@@ -249,7 +249,7 @@ def test_one_budget_across_collections_takes_the_most_uncertain_frames_of_all(tm
     parts = [_collect(tmp_path / f"part{k}", seed=k, prefix=f"p{k}_") for k in range(2)]
     everything = [r for p in parts for r in _journal(p)]
     best = sorted(everything, key=lambda r: -r["uncertainty"]["total"])[:5]
-    assert merge_collections(parts, tmp_path / "top", top=5) == 5
+    assert merge_collections(parts, tmp_path / "top", budget=5) == 5
     kept = _journal(tmp_path / "top")
     assert {r["file"] for r in kept} == {r["file"] for r in best}
     assert {Path(r["file"]).stem[:3] for r in kept} == {"p0_", "p1_"}  # both cameras compete for the budget
@@ -259,19 +259,59 @@ def test_one_budget_across_collections_takes_the_most_uncertain_frames_of_all(tm
     drawn = {}
     for seed in (0, 0, 1):  # the baseline: a seeded draw, the same budget
         folder = tmp_path / f"random{len(drawn)}-{seed}"
-        assert merge_collections(parts, folder, top=5, rank="random", seed=seed) == 5
+        assert merge_collections(parts, folder, budget=5, rank="random", seed=seed) == 5
         drawn.setdefault(seed, []).append({r["file"] for r in _journal(folder)})
     assert drawn[0][0] == drawn[0][1] != drawn[1][0]
-    assert merge_collections(parts, tmp_path / "more", top=100) == len(everything)
+    assert merge_collections(parts, tmp_path / "more", budget=100) == len(everything)
+    assert merge_collections(parts, tmp_path / "none", budget=0) == 0
+    assert merge_collections([], tmp_path / "empty") == 0
 
 
-@pytest.mark.parametrize("kwargs", [{"top": -1}, {"rank": "score"}])
+@pytest.mark.parametrize("kwargs", [{"budget": -1}, {"rank": "score"}])
 def test_merging_with_a_bad_budget_or_rank_is_one_clear_error(tmp_path, kwargs):
     from engine.data.collector import merge_collections
 
-    with pytest.raises(ConfigError, match="merging collections needs top >= 0"):
+    with pytest.raises(ConfigError, match="merging collections needs budget >= 0"):
         merge_collections([_collect(tmp_path / "a", seed=0, prefix="a_")], tmp_path / "all", **kwargs)
     assert not (tmp_path / "all").exists()
+
+
+def test_merging_into_a_collection_a_killed_run_left_repairs_it_first(tmp_path):
+    from engine.data.collector import merge_collections
+
+    target = _collect(tmp_path / "target", seed=0, prefix="t_")
+    journal = target / "collection.jsonl"
+    whole = len(_journal(target))
+    journal.write_bytes(journal.read_bytes() + b'{"file": "images/train/t_0000')  # killed mid-line
+    assert merge_collections([_collect(tmp_path / "a", seed=1, prefix="a_")], target, budget=2) == whole + 2
+    assert len(_journal(target)) == whole + 2
+
+
+def _lose_a_label(tmp: Path) -> list[Path]:
+    parts = [_collect(tmp / "a", seed=0, prefix="a_"), _collect(tmp / "b", seed=1, prefix="b_")]
+    next((parts[1] / "labels" / "train").iterdir()).unlink()
+    return parts
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda tmp: [_collect(tmp / "a", seed=0, prefix="a_"), _collect(tmp / "b", seed=1, prefix="a_")], "already holds frame"),
+    (lambda tmp: [_collect(tmp / "a", seed=0, prefix="a_"), tmp / "a" / "images"], "not a streamseg collection"),
+    (_lose_a_label, "is missing: the collection is incomplete"),
+])
+@pytest.mark.parametrize("budget", [None, 1])
+def test_a_merge_that_fails_leaves_the_target_as_it_was(tmp_path, make, message, budget):
+    """Checked before anything is written, whichever frames the budget would choose: an existing target
+    keeps its files, a new one is not made."""
+    from engine.data.collector import merge_collections
+
+    sources = make(tmp_path)
+    existing = _collect(tmp_path / "existing", seed=2, prefix="e_")
+    before = {f: f.read_bytes() for f in existing.rglob("*") if f.is_file()}
+    for into in (existing, tmp_path / "new"):
+        with pytest.raises(SinkError, match=message):
+            merge_collections(sources, into, budget=budget)
+    assert {f: f.read_bytes() for f in existing.rglob("*") if f.is_file()} == before
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.parametrize(("make", "message"), [
