@@ -105,7 +105,8 @@ class SelectionSettings:
 
     @property
     def per_camera(self) -> int:
-        """Frames each camera's collectors keep: as many as ``spacing`` allows in one window."""
+        """The most frames a camera's collector keeps: one window, ``spacing`` apart (fewer where high-ranked
+        frames cluster)."""
         return self.train_frames // self.spacing
 
 
