@@ -4,12 +4,13 @@ The engine on the closed loop's fine-tuned checkpoints (``benchmarks.closed_loop
 cameras (synthetic scenes) once, with one collector per camera and arm: one keeps the camera's most
 uncertain frames, one per seed keeps random ones, each ``spacing`` frames apart, up to ``train_frames /
 spacing`` (the selector's spacing keeps fewer where high-ranked frames cluster, as the uncertain ones do:
-the JSON records each arm's candidates per camera). One labelling budget is then spent across the cameras (``merge_collections(budget=...)``): the
-uncertainty arm takes the ``budget`` most uncertain frames of all, a random arm a seeded draw of the same
-number; an arm whose collectors kept fewer frames than the budget stops the run, so every arm labels the
-same number. Each arm is labelled from the scenes' truth and SAM 2 is fine-tuned on it from the same
-checkpoint (box prompts, frozen image encoder, the seed's sampling; ``finetune_sam2`` holds a fifth of the
-frames out for its report, drawn with the seed, so each run trains on 17 of the 21). Every result is scored the same way: the tracker
+the JSON records each arm's candidates per camera). One labelling budget is then spent across the
+cameras (``merge_collections(budget=...)``): the uncertainty arm takes the ``budget`` most uncertain
+frames of all, a random arm a seeded draw of the same number; an arm whose collectors kept fewer frames
+than the budget stops the run, so every arm labels the same number. Each arm is labelled from the scenes'
+truth and SAM 2 is fine-tuned on it from the same checkpoint (box prompts, frozen image encoder, the
+seed's sampling; ``finetune_sam2`` holds a fifth of the frames out for its report, drawn with the seed,
+so each run trains on 17 of the 21). Every result is scored the same way: the tracker
 (``engine.track``) prompted with the exact box of every object on frames of held-out cameras of the same
 kinds, mean mask IoU per camera, then the mean over cameras (each camera counts once, however many
 objects it shows).
@@ -125,7 +126,7 @@ def collect(settings: SelectionSettings, work: Path) -> tuple[dict[str, Path], d
 
     in_rounds(settings, {cam.name: (collect_camera, settings, cam, work / "parts") for cam in settings.cameras})
     folders = {arm: work / arm for arm in _arms(settings)}
-    candidates = {arm: {cam.name: _frames(work / "parts" / f"{arm}-{cam.name}") for cam in settings.cameras}
+    candidates = {arm: {cam.name: len(_records(work / "parts" / f"{arm}-{cam.name}")) for cam in settings.cameras}
                   for arm in _arms(settings)}
     for arm, (rank, seed) in _arms(settings).items():
         if sum(candidates[arm].values()) < settings.budget:
@@ -137,9 +138,10 @@ def collect(settings: SelectionSettings, work: Path) -> tuple[dict[str, Path], d
     return folders, candidates
 
 
-def _frames(collection: Path) -> int:
+def _records(collection: Path) -> list[dict]:
+    """A collection's journal records (none where its collector kept no frame and wrote nothing)."""
     journal = collection / "collection.jsonl"
-    return sum(1 for line in journal.read_text().splitlines() if line.strip()) if journal.is_file() else 0
+    return [json.loads(line) for line in journal.read_text().splitlines() if line.strip()] if journal.is_file() else []
 
 
 def collect_camera(settings: SelectionSettings, cam: Camera, parts: Path, threads: int) -> None:
@@ -176,7 +178,7 @@ def label(settings: SelectionSettings, folders: dict[str, Path]) -> None:
 
 def chosen(settings: SelectionSettings, folder: Path) -> dict:
     """Where an arm's budget went: frames per camera, and the labelled objects in them (after ``label``)."""
-    records = [json.loads(line) for line in (folder / "collection.jsonl").read_text().splitlines() if line.strip()]
+    records = _records(folder)
     names = [Path(r["file"]).name for r in records]
     return {"frames": {cam.name: sum(n.startswith(f"{cam.name}_") for n in names) for cam in settings.cameras},
             "objects": sum(len(r["instances"]) for r in records)}

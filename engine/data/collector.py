@@ -368,24 +368,9 @@ def _frame_keys(source: Path) -> Iterator[tuple[str, float]]:
 
 
 def _held_stems(folder: Path) -> set[str]:
-    """The file stems a collection holds, read without repairing it (a killed run's partial last line is
-    left out here; ``Collector`` cuts it off when it opens the folder)."""
-    path = folder / JOURNAL
-    if not path.is_file():
-        return set()
-    stems = set()
-    with open(path, "rb") as f:
-        for number, line in enumerate(f, 1):
-            if not line.endswith(b"\n"):
-                break  # a killed run's partial last line
-            if not line.strip():
-                continue
-            try:
-                stems.add(Path(json.loads(line)["file"]).stem)
-            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-                raise SinkError(f"{path}:{number}: not a collection line; the file was edited or damaged: "
-                                "merge into a new folder") from None
-    return stems
+    """The file stems a collection holds, read without repairing it (``Collector`` cuts a killed run's
+    partial last line off when it opens the folder)."""
+    return {Path(record["file"]).stem for record in _read_journal(folder / JOURNAL, whole_lines=True)}
 
 
 def _check_stems(frames: list[tuple[int, str, float]], sources: list[Path], held: set[str], into: Path) -> None:
@@ -438,11 +423,15 @@ def _snapshot(result: FrameResult, score: UncertaintyScore) -> _Snapshot:
                      pts=frame.pts, instances=tuple(records), score=score)
 
 
-def _read_journal(path: Path) -> Iterator[dict]:
+def _read_journal(path: Path, *, whole_lines: bool = False) -> Iterator[dict]:
+    """The journal's records. ``whole_lines``: stop before a last line without its newline (what a killed
+    run leaves) instead of failing on it, for a reader that must not repair the file."""
     if not path.exists():
         return
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
+            if whole_lines and not line.endswith("\n"):
+                return
             if line.strip():
                 try:
                     yield json.loads(line)
